@@ -1,0 +1,34 @@
+# Two commands on a fresh machine with only Python: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: install, then start web, worker, flower and the Gemini simulator on embedded services
+run: install
+	$(BIN)/taskapp dev
+
+## make test: install, then run the test suite on real PostgreSQL, Redis, workers and the simulator
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make bench: the benchmark tables for docs/benchmarks.md
+bench: install
+	$(BIN)/python -m bench.run_all
+
+lint: install
+	$(BIN)/ruff check taskapp web tests bench celeryconfig.py
+	$(BIN)/lint-imports
+
+clean:
+	rm -rf $(VENV) build *.egg-info

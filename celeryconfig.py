@@ -1,0 +1,61 @@
+"""Celery configuration for taskapp workers and producers (values from taskapp settings).
+
+Delivery is at-least-once: a task is acknowledged after it ran (acks_late), and put
+back if its worker process dies (reject_on_worker_lost). Tasks are idempotent (see
+taskapp.executor), so a redelivery never bills a committed step twice.
+"""
+
+from kombu import Exchange, Queue
+
+from taskapp.agents import models_in_use
+from taskapp.queues import ORCHESTRATION_QUEUE, llm_queue
+from taskapp.settings import get_settings
+
+_settings = get_settings()
+
+# Hard limit on any one task; the broker's visibility timeout must exceed it, or the
+# Redis transport redelivers a task that is still running.
+TASK_HARD_TIME_LIMIT_S = 300
+VISIBILITY_TIMEOUT_S = 3600
+
+broker_url = _settings.effective_broker_url
+result_backend = _settings.effective_result_backend
+broker_connection_retry_on_startup = True
+broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+result_expires = 24 * 3600
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_time_limit = TASK_HARD_TIME_LIMIT_S
+task_soft_time_limit = TASK_HARD_TIME_LIMIT_S - 30
+task_ignore_result = True
+
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False
+worker_concurrency = _settings.worker_concurrency
+
+
+
+def _queue(name: str) -> Queue:
+    # Each queue its own exchange and key: a shared default binding would copy
+    # every message into every queue.
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
+task_default_queue = ORCHESTRATION_QUEUE
+task_default_exchange = ORCHESTRATION_QUEUE
+task_default_routing_key = ORCHESTRATION_QUEUE
+task_queues = [_queue(ORCHESTRATION_QUEUE)] + [_queue(llm_queue(m)) for m in models_in_use()]
+task_routes = {
+    "taskapp.start_run": {"queue": ORCHESTRATION_QUEUE},
+    "taskapp.advance_run": {"queue": ORCHESTRATION_QUEUE},
+}

@@ -1,0 +1,16 @@
+"""Retry delays: exponential with full jitter, so a fleet that failed together retries apart."""
+
+from __future__ import annotations
+
+import random
+
+
+def backoff_s(attempt: int, base_s: float = 1.0, cap_s: float = 60.0, rng: random.Random | None = None) -> float:
+    """Delay before retry number `attempt` (0-based): uniform in [base, min(cap, base * 2**attempt)]."""
+    high = min(cap_s, base_s * (2 ** max(0, attempt)))
+    return (rng or random).uniform(base_s, max(base_s, high))
+
+
+def jittered(delay_s: float, spread: float = 0.2, rng: random.Random | None = None) -> float:
+    """A server-given delay, nudged up by up to `spread` so waiters do not wake at once."""
+    return delay_s * (1 + (rng or random).uniform(0, spread))

@@ -1,0 +1,158 @@
+"""The `taskapp` command: dev stack, submitting runs, teams, migrations, the Gemini simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+import httpx
+
+from taskapp.settings import SettingsError, get_settings
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+@click.group()
+def main() -> None:
+    """taskapp: multi-step LLM agent runs on Celery, PostgreSQL, Redis and Gemini."""
+
+
+@main.command()
+def dev() -> None:
+    """Start the whole stack in the foreground (embedded services where no URLs are set)."""
+    from taskapp import devstack
+
+    sys.exit(devstack.run(get_settings()))
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply migrations (the Procfile's release phase)."""
+    from taskapp import migrate
+
+    migrate.upgrade(get_settings())
+    click.echo("database is up to date")
+
+
+@main.group()
+def teams() -> None:
+    """Teams and their API keys."""
+
+
+@teams.command("create")
+@click.argument("name")
+def teams_create(name: str) -> None:
+    """Create a team and print its API key (shown only once)."""
+    from taskapp import store
+    from taskapp.db import session_scope
+
+    with session_scope() as session:
+        if store.team_by_name(session, name):
+            raise click.ClickException(f"team {name!r} exists; use `taskapp teams key {name}` for a new key")
+        _, key = store.create_team(session, name)
+    click.echo(key)
+
+
+@teams.command("key")
+@click.argument("name")
+def teams_key(name: str) -> None:
+    """Issue another API key for an existing team."""
+    from taskapp import store
+    from taskapp.db import session_scope
+
+    with session_scope() as session:
+        team = store.team_by_name(session, name)
+        if team is None:
+            raise click.ClickException(f"no team {name!r}")
+        key = store.issue_api_key(session, team)
+    click.echo(key)
+
+
+@main.command()
+@click.argument("workflow")
+@click.option("--input", "input_json", required=True, help="The run's input as JSON.")
+@click.option("--follow", is_flag=True, help="Print step events until the run ends.")
+@click.option("--idempotency-key", default=None)
+@click.option("--priority", type=click.Choice(["batch", "interactive"]), default="batch")
+def submit(workflow: str, input_json: str, follow: bool, idempotency_key: str | None, priority: str) -> None:
+    """Submit a run through the API (TASKAPP_API_URL, TASKAPP_API_KEY)."""
+    settings = get_settings()
+    try:
+        payload = json.loads(input_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+    if not settings.api_key:
+        raise click.ClickException("set TASKAPP_API_KEY (make run prints the demo team's key)")
+    headers = {"Authorization": f"Bearer {settings.api_key}"}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    with httpx.Client(base_url=settings.api_url, headers=headers, timeout=10) as client:
+        resp = client.post("/api/runs", json={"workflow": workflow, "input": payload,
+                                              "options": {"priority": priority}})
+        if resp.status_code >= 400:
+            raise click.ClickException(f"{resp.status_code}: {resp.text}")
+        run = resp.json()
+        click.echo(run["id"])
+        if follow:
+            sys.exit(_follow(client, run["links"]["self"]))
+
+
+def _follow(client: httpx.Client, path: str) -> int:
+    seen: dict[str, str] = {}
+    while True:
+        run = client.get(path).json()
+        for step in run["steps"]:
+            if seen.get(step["id"]) != step["status"]:
+                seen[step["id"]] = step["status"]
+                click.echo(f"  step {step['seq']:>2} {step['agent']:<11} {step['status']}", err=True)
+        if run["status"] in FINAL:
+            click.echo(f"run {run['status']}", err=True)
+            click.echo(json.dumps(run.get("output") or {"error": run.get("error")}, indent=2))
+            return 0 if run["status"] == "succeeded" else 1
+        time.sleep(0.5)
+
+
+@main.command("gemini-sim")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, default=None, help="Default: GEMINI_SIM_PORT or 8089.")
+@click.option("--latency-ms", type=int, default=None, help="Default: GEMINI_SIM_LATENCY_MS or 150.")
+def gemini_sim(host: str, port: int | None, latency_ms: int | None) -> None:
+    """Serve the Gemini REST API locally (offline use, tests, benchmarks)."""
+    from taskapp.llm import simulator
+
+    settings = get_settings()
+    simulator.serve(host, settings.sim_port if port is None else port,
+                    settings.sim_latency_ms if latency_ms is None else latency_ms)
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Default: PORT on a flower dyno, else FLOWER_PORT.")
+def flower(port: int | None) -> None:
+    """Start Flower with basic auth and bounded memory; refuses to run without credentials."""
+    settings = get_settings()
+    if not settings.flower_basic_auth:
+        raise click.ClickException("FLOWER_BASIC_AUTH (user:password) is required: Flower never runs open")
+    args = ["celery", "-A", "taskapp.celery_app", "flower",
+            f"--port={port or settings.flower_port}", f"--basic-auth={settings.flower_basic_auth}",
+            "--max_tasks=10000", "--persistent=False", "--purge_offline_workers=300"]
+    os.execvp(args[0], args)
+
+
+def run() -> None:
+    try:
+        main()
+    except SettingsError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

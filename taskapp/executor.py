@@ -1,0 +1,211 @@
+"""Executing a batch of steps: claim, one Gemini call, per-step commit.
+
+Idempotent by construction. A step is claimed with a lease before its call; a
+delivery that finds it committed, or in flight under a live lease, does nothing.
+Results are committed with a conditional update on the claim (status and attempt
+number), so two racing deliveries commit once. The call is billed once per
+request, in `llm_calls`, whoever wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from taskapp import events
+from taskapp.accounting import Usage, cost_usd, split_usage
+from taskapp.agents import Agent, get_agent
+from taskapp.llm.batch_prompt import Answer, batch_schema, build_prompt, parse_answers, system_instruction
+from taskapp.llm.gemini import GeminiClient, LlmError
+from taskapp.models import LlmCall, Run, Step
+
+log = logging.getLogger(__name__)
+MAX_REPAIRS = 2
+
+
+class RetryLater(Exception):
+    """The call failed in a way worth retrying; the claimed steps were released."""
+
+    def __init__(self, error: LlmError, delay_s: float) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.delay_s = delay_s
+
+
+@dataclass
+class BatchOutcome:
+    batch_id: uuid.UUID
+    run_ids: set[str] = field(default_factory=set)
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+def claim_steps(session: Session, step_ids: list[uuid.UUID], lease_s: float) -> list[Step]:
+    """Mark queued (or abandoned) steps of live runs as running under a lease; return them."""
+    now = datetime.now(UTC)
+    live_runs = select(Run.id).where(Run.status == "running")
+    claimed = session.scalars(
+        update(Step)
+        .where(
+            Step.id.in_(step_ids),
+            Step.run_id.in_(live_runs),
+            (Step.status == "queued") | ((Step.status == "running") & (Step.lease_until < now)),
+        )
+        .values(status="running", attempts=Step.attempts + 1, started_at=now,
+                lease_until=now + timedelta(seconds=lease_s))
+        .returning(Step),
+        execution_options={"synchronize_session": False},
+    ).all()
+    for step in claimed:
+        events.record(session, step.run_id, "step.started", step_id=step.id, seq=step.seq, agent=step.agent,
+                      attempt=step.attempts)
+    return list(claimed)
+
+
+def release_steps(session: Session, steps: list[Step], error: LlmError, delay_s: float) -> None:
+    """Give claimed steps back to the queue after a retryable failure."""
+    for step in steps:
+        result = session.execute(
+            update(Step)
+            .where(Step.id == step.id, Step.status == "running", Step.attempts == step.attempts)
+            .values(status="queued", lease_until=None)
+        )
+        if result.rowcount:
+            events.record(session, step.run_id, "step.retrying", step_id=step.id, seq=step.seq,
+                          agent=step.agent, reason=error.kind, delay_s=round(delay_s, 3))
+
+
+def execute_batch(factory: sessionmaker[Session], client: GeminiClient, step_ids: list[str], *,
+                  lease_s: float, batch_id: uuid.UUID | None = None,
+                  retry_delay_s: float = 1.0, give_up: bool = False) -> BatchOutcome:
+    """Run one batch end to end. Raises RetryLater when the call should be tried again."""
+    outcome = BatchOutcome(batch_id=batch_id or uuid.uuid4())
+    ids = [uuid.UUID(s) for s in step_ids]
+    with factory.begin() as session:
+        steps = claim_steps(session, ids, lease_s)
+    outcome.skipped = len(ids) - len(steps)
+    if not steps:
+        return outcome
+    agent = get_agent(steps[0].agent)
+    if any(s.agent != agent.name or s.model != steps[0].model for s in steps):
+        raise ValueError("a batch must hold steps of one agent and model")
+    log.info("calling %s for %d step(s)", agent.model, len(steps),
+             extra={"agent": agent.name, "batch_id": str(outcome.batch_id)})
+    try:
+        answers, calls = _call_with_repairs(client, agent, steps, outcome.batch_id)
+    except LlmError as exc:
+        with factory.begin() as session:
+            if exc.retryable and not give_up:
+                release_steps(session, steps, exc, retry_delay_s if exc.retry_after_s is None else exc.retry_after_s)
+            else:
+                _record_failed_call(session, agent, steps[0].model, outcome.batch_id, len(steps), exc)
+                answers = {str(s.id): Answer(error=f"Gemini call failed ({exc.kind}): {exc}") for s in steps}
+                _commit_answers(session, steps, answers, [], outcome)
+                return outcome
+        raise RetryLater(exc, exc.retry_after_s or retry_delay_s) from exc
+    with factory.begin() as session:
+        session.add_all(row for row, _ in calls)
+        session.flush()
+        _commit_answers(session, steps, answers, calls, outcome)
+    return outcome
+
+
+Carried = list[tuple[LlmCall, list[str]]]  # each call with the step ids it carried
+
+
+def _call_with_repairs(client: GeminiClient, agent: Agent, steps: list[Step],
+                       batch_id: uuid.UUID) -> tuple[dict[str, Answer], Carried]:
+    """One call for the batch; each step it answered badly gets up to two repair calls of its own."""
+    by_id = {str(s.id): s for s in steps}
+    answers, call = _call(client, agent, steps, batch_id)
+    calls = [call]
+    for sid, answer in list(answers.items()):
+        repairs = 0
+        while not answer.ok and repairs < MAX_REPAIRS:
+            repairs += 1
+            fixed, repair_call = _call(client, agent, [by_id[sid]], batch_id, repair=answer.error)
+            calls.append(repair_call)
+            answer = fixed[sid]
+        answers[sid] = answer
+    return answers, calls
+
+
+def _call(client: GeminiClient, agent: Agent, steps: list[Step], batch_id: uuid.UUID,
+          repair: str | None = None) -> tuple[dict[str, Answer], tuple[LlmCall, list[str]]]:
+    items = [(str(s.id), s.input) for s in steps]
+    response = client.generate(
+        model=steps[0].model,
+        system_instruction=system_instruction(agent),
+        prompt=build_prompt(items, repair=repair),
+        response_schema=batch_schema(agent),
+        temperature=agent.temperature,
+        max_output_tokens=agent.max_output_tokens * len(items),
+    )
+    answers = parse_answers(response.text, agent, [sid for sid, _ in items])
+    row = LlmCall(batch_id=batch_id, agent=agent.name, model=steps[0].model, step_count=len(items),
+                  status="ok" if all(a.ok for a in answers.values()) else "partial",
+                  tokens_in=response.usage.tokens_in, tokens_out=response.usage.tokens_out,
+                  latency_ms=response.latency_ms, cost_usd=cost_usd(steps[0].model, response.usage))
+    row.id = uuid.uuid4()
+    return answers, (row, [sid for sid, _ in items])
+
+
+def _record_failed_call(session: Session, agent: Agent, model: str, batch_id: uuid.UUID, size: int,
+                        exc: LlmError) -> None:
+    session.add(LlmCall(batch_id=batch_id, agent=agent.name, model=model, step_count=size, status="error",
+                        error=f"{exc.kind}: {exc}"[:2000]))
+
+
+def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answer],
+                    calls: Carried, outcome: BatchOutcome) -> None:
+    """Commit each step under its claim; a step someone else took over is left to them."""
+    now = datetime.now(UTC)
+    shares = _usage_shares(steps, answers, calls)
+    last_call = {sid: row for row, sids in calls for sid in sids}
+    for step in steps:
+        sid = str(step.id)
+        answer = answers[sid]
+        call = last_call.get(sid)
+        usage = shares.get(sid, Usage(0, 0))
+        status = "succeeded" if answer.ok else "failed"
+        error = None if answer.ok else (f"{answer.error}; raw output: {answer.raw}" if answer.raw else answer.error)
+        result = session.execute(
+            update(Step)
+            .where(Step.id == step.id, Step.status == "running", Step.attempts == step.attempts,
+                   Step.run_id.in_(select(Run.id).where(Run.status == "running")))
+            .values(status=status, output=answer.output, error=error, finished_at=now, lease_until=None,
+                    batch_id=outcome.batch_id, llm_call_id=call.id if call else None,
+                    tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
+                    cost_usd=cost_usd(step.model, usage))
+        )
+        if not result.rowcount:
+            continue
+        outcome.run_ids.add(str(step.run_id))
+        if answer.ok:
+            outcome.succeeded += 1
+            events.record(session, step.run_id, "step.succeeded", step_id=step.id, seq=step.seq,
+                          agent=step.agent, batch_id=outcome.batch_id, tokens_in=usage.tokens_in,
+                          tokens_out=usage.tokens_out)
+        else:
+            outcome.failed += 1
+            events.record(session, step.run_id, "step.failed", step_id=step.id, seq=step.seq,
+                          agent=step.agent, batch_id=outcome.batch_id, error=error)
+
+
+def _usage_shares(steps: list[Step], answers: dict[str, Answer], calls: Carried) -> dict[str, Usage]:
+    """Every call's tokens shared among the steps it carried, so per-step sums equal the bill."""
+    inputs = {str(s.id): len(str(s.input)) for s in steps}
+    shares: dict[str, Usage] = {}
+    for row, sids in calls:
+        split = split_usage(Usage(row.tokens_in, row.tokens_out), [inputs[s] for s in sids],
+                            [len(answers[s].raw) or 1 for s in sids])
+        for sid, usage in zip(sids, split, strict=True):
+            prev = shares.get(sid, Usage(0, 0))
+            shares[sid] = Usage(prev.tokens_in + usage.tokens_in, prev.tokens_out + usage.tokens_out)
+    return shares

@@ -1,0 +1,133 @@
+"""The only module that imports google-genai: one client per process, errors made plain."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+
+import httpx
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+from pydantic import BaseModel
+
+from taskapp.accounting import Usage
+from taskapp.settings import Settings
+
+
+@dataclass(frozen=True)
+class LlmResponse:
+    text: str | None
+    usage: Usage
+    latency_ms: int
+    model_version: str | None = None
+
+
+class LlmError(Exception):
+    """A failed call, classified so callers can decide between retry, wait and fail."""
+
+    def __init__(self, kind: str, message: str, *, status: int | None = None,
+                 retry_after_s: float | None = None, quota_id: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind  # rate_limited | daily_quota | server | timeout | client
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.quota_id = quota_id
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in ("rate_limited", "server", "timeout")
+
+
+class GeminiClient:
+    """Built once per worker process (building a genai.Client costs ~65 ms)."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.gemini_api_key and not settings.gemini_base_url:
+            settings.require("gemini_base_url")  # raises with a helpful message
+        options = types.HttpOptions(
+            api_version=settings.gemini_api_version,
+            timeout=settings.gemini_timeout_ms,
+            base_url=settings.gemini_base_url,
+        )
+        self._client = genai.Client(api_key=settings.gemini_api_key or "simulator", http_options=options)
+
+    def generate(self, *, model: str, system_instruction: str, prompt: str,
+                 response_schema: type[BaseModel], temperature: float, max_output_tokens: int) -> LlmResponse:
+        config = types.GenerateContentConfig(
+            system_instruction=system_instruction,
+            temperature=temperature,
+            max_output_tokens=max_output_tokens,
+            response_mime_type="application/json",
+            response_schema=response_schema,
+        )
+        started = time.perf_counter()
+        try:
+            resp = self._client.models.generate_content(model=model, contents=prompt, config=config)
+        except genai_errors.APIError as exc:
+            raise classify_api_error(exc) from exc
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise LlmError("timeout", f"Gemini call timed out: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise LlmError("server", f"Gemini unreachable: {exc}") from exc
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        meta = resp.usage_metadata
+        usage = Usage(
+            tokens_in=(meta.prompt_token_count or 0) if meta else 0,
+            tokens_out=((meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)) if meta else 0,
+        )
+        try:
+            text = resp.text
+        except ValueError:
+            text = None
+        return LlmResponse(text=text, usage=usage, latency_ms=latency_ms, model_version=resp.model_version)
+
+    def count_tokens(self, *, model: str, text: str) -> int:
+        try:
+            return self._client.models.count_tokens(model=model, contents=text).total_tokens or 0
+        except genai_errors.APIError as exc:
+            raise classify_api_error(exc) from exc
+
+
+def classify_api_error(exc: genai_errors.APIError) -> LlmError:
+    """Read Gemini's error body: 429 quota kind and RetryInfo delay, 5xx, other 4xx."""
+    code = exc.code or 0
+    message = exc.message or str(exc)
+    if code == 429:
+        retry_after, quota_id = _quota_details(exc.details)
+        if quota_id and "PerDay" in quota_id:
+            return LlmError("daily_quota", message, status=code, retry_after_s=retry_after, quota_id=quota_id)
+        return LlmError("rate_limited", message, status=code, retry_after_s=retry_after, quota_id=quota_id)
+    if code >= 500 or code in (408,):
+        return LlmError("server", message, status=code)
+    return LlmError("client", message, status=code)
+
+
+def _quota_details(details: object) -> tuple[float | None, str | None]:
+    body = details.get("error", details) if isinstance(details, dict) else {}
+    retry_after: float | None = None
+    quota_id: str | None = None
+    for item in body.get("details", []) if isinstance(body, dict) else []:
+        kind = str(item.get("@type", ""))
+        if kind.endswith("RetryInfo"):
+            match = re.match(r"([\d.]+)s", str(item.get("retryDelay", "")))
+            if match:
+                retry_after = float(match.group(1))
+        elif kind.endswith("QuotaFailure"):
+            for violation in item.get("violations", []):
+                quota_id = violation.get("quotaId") or quota_id
+    return retry_after, quota_id
+
+
+_clients: dict[int, GeminiClient] = {}
+
+
+def get_client(settings: Settings) -> GeminiClient:
+    """This process's client (rebuilt after a fork)."""
+    pid = os.getpid()
+    if pid not in _clients:
+        _clients.clear()
+        _clients[pid] = GeminiClient(settings)
+    return _clients[pid]

@@ -1,0 +1,130 @@
+"""Carrying out workflow decisions against Postgres: start, advance and finish runs.
+
+The run row is locked while a decision is made, so two workers finishing the last
+two steps of a phase cannot both create the next one. Step ids are derived from
+`(run_id, seq)`, so a redelivered advance produces the same ids, never new ones.
+Returns what to dispatch; the caller commits first and dispatches after.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from taskapp import events
+from taskapp.agents import get_agent
+from taskapp.models import FINAL_RUN_STATUSES, Run, Step
+from taskapp.settings import Settings
+from taskapp.workflows import Decision, Limits, RunOptions, StepState, decide, get_workflow
+
+log = logging.getLogger(__name__)
+STEP_NAMESPACE = uuid.UUID("6f1c8a52-3f7e-4a39-9a8e-2b7f0c1d9e11")
+
+
+def step_key(run_id: uuid.UUID, seq: int) -> uuid.UUID:
+    """The deterministic id of a run's seq-th step."""
+    return uuid.uuid5(STEP_NAMESPACE, f"{run_id}:{seq}")
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Steps ready to be called: one agent, one model, in one batch."""
+
+    step_ids: tuple[str, ...]
+    agent: str
+    model: str
+    run_ids: tuple[str, ...]
+    priority: str = "batch"
+
+
+def server_limits(settings: Settings) -> Limits:
+    return Limits(
+        max_steps=settings.max_steps,
+        token_budget=settings.run_token_budget,
+        max_handoff_depth=settings.max_handoff_depth,
+        run_timeout_s=settings.run_timeout_s,
+        context_token_budget=settings.context_token_budget,
+    )
+
+
+def advance_run(session: Session, run_id: uuid.UUID, settings: Settings) -> list[Dispatch]:
+    """Take the run one decision further; a no-op for a finished or unknown run."""
+    run = session.get(Run, run_id, with_for_update=True)
+    if run is None or run.status in FINAL_RUN_STATUSES:
+        return []
+    now = datetime.now(UTC)
+    if run.status == "queued":
+        run.status, run.started_at = "running", now
+        events.record(session, run.id, "run.started", workflow=run.workflow)
+    steps = list(session.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.seq)))
+    options = run.options or {}
+    run_options = RunOptions(priority=options.get("priority", "batch"), overrides=options.get("limits") or {})
+    decision = decide(
+        get_workflow(run.workflow),
+        run.input,
+        [StepState(s.seq, s.agent, s.status, s.input, s.output, s.error, s.tokens_in + s.tokens_out)
+         for s in steps],
+        run_options.limits(server_limits(settings)),
+        elapsed_s=(now - (run.started_at or now)).total_seconds(),
+    )
+    if decision.finished:
+        finish_run(session, run, decision)
+        return []
+    return _queue_steps(session, run, decision, next_seq=(steps[-1].seq + 1) if steps else 1,
+                        priority=run_options.priority)
+
+
+def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, priority: str) -> list[Dispatch]:
+    created: list[Step] = []
+    for offset, new in enumerate(decision.new_steps):
+        agent = get_agent(new.agent)
+        seq = next_seq + offset
+        step = Step(id=step_key(run.id, seq), run_id=run.id, seq=seq, agent=agent.name, model=agent.model,
+                    status="queued", input=new.input)
+        session.add(step)
+        created.append(step)
+    session.flush()
+    for step in created:
+        events.record(session, run.id, "step.queued", step_id=step.id, seq=step.seq, agent=step.agent,
+                      model=step.model)
+    return [Dispatch((str(s.id),), s.agent, s.model, (str(run.id),), priority) for s in created]
+
+
+def finish_run(session: Session, run: Run, decision: Decision) -> None:
+    """Record a run's end; queued steps of a failed run are cancelled, never called."""
+    run.finished_at = datetime.now(UTC)
+    if decision.failure is not None:
+        run.status, run.error = "failed", decision.failure
+        _cancel_pending_steps(session, run)
+        events.record(session, run.id, "run.failed", error=decision.failure)
+        log.info("run failed", extra={"run_id": str(run.id), "error": decision.failure})
+    else:
+        run.status, run.output = "succeeded", decision.output
+        events.record(session, run.id, "run.succeeded")
+        log.info("run succeeded", extra={"run_id": str(run.id)})
+
+
+def cancel_run(session: Session, run_id: uuid.UUID, team_id: uuid.UUID | None = None) -> Run | None:
+    """Cancel a run: queued steps are never called; a step in a call has its answer discarded."""
+    run = session.get(Run, run_id, with_for_update=True)
+    if run is None or (team_id is not None and run.team_id != team_id):
+        return None
+    if run.status in FINAL_RUN_STATUSES:
+        return run
+    run.status, run.finished_at, run.error = "cancelled", datetime.now(UTC), "cancelled by request"
+    _cancel_pending_steps(session, run)
+    events.record(session, run.id, "run.cancelled")
+    return run
+
+
+def _cancel_pending_steps(session: Session, run: Run) -> None:
+    session.execute(
+        update(Step)
+        .where(Step.run_id == run.id, Step.status.in_(("queued", "running")))
+        .values(status="cancelled", finished_at=datetime.now(UTC), lease_until=None)
+    )

@@ -1,0 +1,18 @@
+"""Redis connections for hot state and pub/sub: one pool per process and URL."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+def get_redis(url: str) -> redis.Redis:
+    key = (os.getpid(), url)
+    client = _clients.get(key)
+    if client is None:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+        _clients[key] = client
+    return client

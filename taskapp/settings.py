@@ -1,0 +1,194 @@
+"""The one place that reads the environment.
+
+Every other module receives a `Settings` (or gets the process-wide one from
+`get_settings()`); nothing else touches `os.environ`, so configuration is
+validated once, on load, with a message that names the variable at fault.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class SettingsError(ValueError):
+    """Raised when the environment cannot be turned into valid settings."""
+
+
+class Settings(BaseModel):
+    """Frozen, validated configuration (12-factor: everything from the environment)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    broker_url: str | None = None
+    result_backend_url: str | None = None
+
+    gemini_api_key: str | None = None
+    gemini_base_url: str | None = None
+    gemini_api_version: str = "v1beta"
+    gemini_timeout_ms: int = Field(default=60_000, ge=100)
+
+    batch_max_size: int = Field(default=8, ge=1, le=256)
+    batch_max_wait_ms: int = Field(default=3_000, ge=0)
+
+    max_steps: int = Field(default=40, ge=1)
+    run_token_budget: int = Field(default=500_000, ge=1)
+    max_handoff_depth: int = Field(default=5, ge=0)
+    run_timeout_s: int = Field(default=600, ge=1)
+    context_token_budget: int = Field(default=3_000, ge=100)
+    llm_max_retries: int = Field(default=5, ge=0)
+
+    secret_key: str = "dev-insecure-secret-change-me"
+    flower_basic_auth: str | None = None
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    port: int = Field(default=5000, ge=1, le=65535)
+    web_concurrency: int = Field(default=1, ge=1)
+    worker_concurrency: int = Field(default=4, ge=1)
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    data_dir: Path = Path(".taskapp")
+    sim_port: int = Field(default=8089, ge=0, le=65535)
+    sim_latency_ms: int = Field(default=150, ge=0)
+
+    api_url: str = "http://127.0.0.1:5000"
+    api_key: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str | None) -> str | None:
+        return normalize_database_url(value) if value else None
+
+    @field_validator("redis_url", "broker_url", "result_backend_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        return normalize_redis_url(value) if value else None
+
+    @property
+    def effective_broker_url(self) -> str:
+        """Broker defaults to Redis, as DESIGN.md §3 says."""
+        return self.broker_url or self.require("redis_url")
+
+    @property
+    def effective_result_backend(self) -> str:
+        return self.result_backend_url or self.require("redis_url")
+
+    def require(self, name: str) -> str:
+        """Return a setting that this process cannot run without, or explain."""
+        value = getattr(self, name)
+        if not value:
+            env = name.upper()
+            raise SettingsError(
+                f"{env} is not set. Set it in the environment, or use `taskapp dev` "
+                f"(make run), which starts embedded services and sets it for you."
+            )
+        return value
+
+
+# Environment variable -> field. Only these are read.
+_ENV = {
+    "DATABASE_URL": "database_url",
+    "REDIS_URL": "redis_url",
+    "CELERY_BROKER_URL": "broker_url",
+    "CELERY_RESULT_BACKEND": "result_backend_url",
+    "GEMINI_API_KEY": "gemini_api_key",
+    "GEMINI_BASE_URL": "gemini_base_url",
+    "GEMINI_API_VERSION": "gemini_api_version",
+    "GEMINI_TIMEOUT_MS": "gemini_timeout_ms",
+    "BATCH_MAX_SIZE": "batch_max_size",
+    "BATCH_MAX_WAIT_MS": "batch_max_wait_ms",
+    "RUN_MAX_STEPS": "max_steps",
+    "RUN_TOKEN_BUDGET": "run_token_budget",
+    "RUN_MAX_HANDOFF_DEPTH": "max_handoff_depth",
+    "RUN_TIMEOUT_S": "run_timeout_s",
+    "CONTEXT_TOKEN_BUDGET": "context_token_budget",
+    "LLM_MAX_RETRIES": "llm_max_retries",
+    "SECRET_KEY": "secret_key",
+    "FLOWER_BASIC_AUTH": "flower_basic_auth",
+    "FLOWER_PORT": "flower_port",
+    "PORT": "port",
+    "WEB_CONCURRENCY": "web_concurrency",
+    "WORKER_CONCURRENCY": "worker_concurrency",
+    "LOG_FORMAT": "log_format",
+    "LOG_LEVEL": "log_level",
+    "TASKAPP_DATA_DIR": "data_dir",
+    "GEMINI_SIM_PORT": "sim_port",
+    "GEMINI_SIM_LATENCY_MS": "sim_latency_ms",
+    "TASKAPP_API_URL": "api_url",
+    "TASKAPP_API_KEY": "api_key",
+}
+
+
+def env_names() -> list[str]:
+    """The environment variables taskapp reads (for docs and `taskapp config`)."""
+    return list(_ENV)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build settings from an environment mapping (default: the process environment)."""
+    source = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for env, field in _ENV.items():
+        raw = source.get(env)
+        if raw is not None and raw.strip() != "":
+            values[field] = raw.strip()
+    if "log_format" in values:
+        values["log_format"] = str(values["log_format"]).lower()
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        field_to_env = {f: e for e, f in _ENV.items()}
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{field_to_env.get(field, field)}: {err['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def child_environment(settings: Settings | None = None, **extra: str | None) -> dict[str, str]:
+    """An environment for a child process: ours, with `extra` set (None removes)."""
+    env = dict(os.environ)
+    env.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept Heroku's `postgres://` and plain `postgresql://`; use psycopg 3."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a URL: {url!r}")
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        return "postgresql+psycopg://" + rest
+    raise ValueError(f"unsupported database scheme {scheme!r}: taskapp needs PostgreSQL")
+
+
+def normalize_redis_url(url: str) -> str:
+    """Validate a Redis/AMQP URL; give `rediss://` the cert option Celery insists on."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "amqp", "amqps", "pyamqp", "redis+socket"):
+        raise ValueError(f"unsupported scheme {parts.scheme!r} (use redis://, rediss:// or amqp://)")
+    if parts.scheme == "rediss":
+        query = dict(parse_qsl(parts.query))
+        query.setdefault("ssl_cert_reqs", "required")
+        parts = parts._replace(query=urlencode(query))
+    return urlunsplit(parts)

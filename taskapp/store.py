@@ -1,0 +1,152 @@
+"""Reads and writes of teams, API keys and runs. Functions flush; the caller commits."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from taskapp import events
+from taskapp.models import ApiKey, LlmCall, Run, Step, Team
+
+KEY_PREFIX = "tk_"
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def create_team(session: Session, name: str) -> tuple[Team, str]:
+    """A new team and its first API key (the only time the key is seen in clear)."""
+    team = Team(name=name)
+    session.add(team)
+    session.flush()
+    return team, issue_api_key(session, team)
+
+
+def issue_api_key(session: Session, team: Team) -> str:
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKey(team_id=team.id, key_hash=hash_key(key), prefix=key[:10]))
+    session.flush()
+    return key
+
+
+def team_for_key(session: Session, api_key: str) -> Team | None:
+    if not api_key or not api_key.startswith(KEY_PREFIX):
+        return None
+    return session.scalar(
+        select(Team).join(ApiKey).where(ApiKey.key_hash == hash_key(api_key), ApiKey.revoked_at.is_(None))
+    )
+
+
+def team_by_name(session: Session, name: str) -> Team | None:
+    return session.scalar(select(Team).where(Team.name == name))
+
+
+def create_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: dict[str, Any],
+               options: dict[str, Any], idempotency_key: str | None = None) -> tuple[Run, bool]:
+    """Insert a queued run and its first event; with a known idempotency key, return that run."""
+    if idempotency_key:
+        existing = _run_by_key(session, team_id, idempotency_key)
+        if existing:
+            return existing, False
+    run = Run(team_id=team_id, workflow=workflow, input=input, options=options,
+              status="queued", idempotency_key=idempotency_key)
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError:
+        existing = _run_by_key(session, team_id, idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    events.record(session, run.id, "run.queued", workflow=workflow)
+    return run, True
+
+
+def _run_by_key(session: Session, team_id: uuid.UUID, key: str) -> Run | None:
+    return session.scalar(select(Run).where(Run.team_id == team_id, Run.idempotency_key == key))
+
+
+def get_run(session: Session, team_id: uuid.UUID, run_id: uuid.UUID) -> Run | None:
+    """A run, if this team owns it (another team's run does not exist for them)."""
+    return session.scalar(select(Run).where(Run.id == run_id, Run.team_id == team_id))
+
+
+def run_steps(session: Session, run_id: uuid.UUID) -> list[Step]:
+    return list(session.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.seq)))
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    steps: int
+    steps_done: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: Decimal
+    llm_calls: int
+
+
+def run_totals(steps: list[Step]) -> RunTotals:
+    return RunTotals(
+        steps=len(steps),
+        steps_done=sum(1 for s in steps if s.status in ("succeeded", "failed", "cancelled")),
+        tokens_in=sum(s.tokens_in for s in steps),
+        tokens_out=sum(s.tokens_out for s in steps),
+        cost_usd=sum((s.cost_usd for s in steps), Decimal(0)),
+        llm_calls=len({s.llm_call_id for s in steps if s.llm_call_id}),
+    )
+
+
+def list_runs(session: Session, team_id: uuid.UUID, *, status: str | None = None, limit: int = 20,
+              cursor: str | None = None) -> tuple[list[Run], str | None]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    query = select(Run).where(Run.team_id == team_id)
+    if status:
+        query = query.where(Run.status == status)
+    if cursor:
+        created, run_id = decode_cursor(cursor)
+        query = query.where((Run.created_at < created) | ((Run.created_at == created) & (Run.id < run_id)))
+    rows = list(session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)))
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def encode_cursor(run: Run) -> str:
+    raw = f"{run.created_at.isoformat()}|{run.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Raises ValueError on a cursor we did not issue."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, run_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), uuid.UUID(run_id)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError("invalid cursor") from exc
+
+
+def step_progress(session: Session, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int]]:
+    """(done, total) steps per run, for progress bars."""
+    if not run_ids:
+        return {}
+    done = func.count().filter(Step.status.in_(("succeeded", "failed", "cancelled")))
+    rows = session.execute(
+        select(Step.run_id, done, func.count()).where(Step.run_id.in_(run_ids)).group_by(Step.run_id)
+    )
+    return {run_id: (d, t) for run_id, d, t in rows}
+
+
+def llm_call_count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(LlmCall)) or 0

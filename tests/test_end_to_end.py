@@ -1,0 +1,93 @@
+"""A run submitted through the API flows through real workers, the SDK and Postgres to the end."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from taskapp.models import Event, LlmCall, Step
+from tests.conftest import auth, wait_for_run
+
+pytestmark = pytest.mark.slow
+
+
+def test_research_run_finishes_with_every_step_stored(client, team, workers, settings, db_session, stack):
+    """planner -> researchers -> writer <-> reviewer: every step succeeds, is billed once, emits events."""
+    _, key = team
+    sim_before = len(stack.sim.state.requests())
+    resp = client.post("/api/runs", headers=auth(key),
+                       json={"workflow": "research", "input": {"question": "Why is the sky blue?"}})
+    assert resp.status_code == 202, resp.json
+    run_id = resp.json["id"]
+
+    run = wait_for_run(settings, run_id)
+    assert run.status == "succeeded", run.error
+    agents = [s.agent for s in run.steps]
+    assert agents[0] == "planner"
+    n_research = len(run.steps[0].output["sub_questions"])
+    assert agents[1:1 + n_research] == ["researcher"] * n_research
+    assert agents[1 + n_research] == "writer" and agents[-1] == "reviewer"
+    assert all(s.status == "succeeded" and s.output for s in run.steps)
+    assert [s.seq for s in run.steps] == list(range(1, len(run.steps) + 1))
+    # Each researcher answered its own sub-question (answers never mixed up).
+    for step in run.steps[1:1 + n_research]:
+        assert step.input["sub_question"][:40] in step.output["findings"]
+    assert run.output["answer"] and run.output["title"]
+    assert run.output["revisions"] == sum(1 for a in agents if a == "writer") - 1
+
+    calls = db_session.scalars(select(LlmCall).where(LlmCall.id.in_([s.llm_call_id for s in run.steps]))).all()
+    assert len(calls) == len(run.steps)  # a batch of one per step, for now
+    assert sum(c.tokens_in for c in calls) == sum(s.tokens_in for s in run.steps) > 0
+    assert all(c.cost_usd > 0 for c in calls)
+    assert len(stack.sim.state.requests()) - sim_before >= len(run.steps)
+
+    types = db_session.scalars(select(Event.type).where(Event.run_id == run.id).order_by(Event.id)).all()
+    assert types[0] == "run.queued" and types[1] == "run.started" and types[-1] == "run.succeeded"
+    assert types.count("step.queued") == types.count("step.started") == types.count("step.succeeded") == len(
+        run.steps)
+
+    detail = client.get(f"/api/runs/{run_id}", headers=auth(key)).json
+    assert detail["status"] == "succeeded"
+    assert detail["totals"]["steps"] == len(run.steps) == detail["totals"]["steps_done"]
+    assert detail["totals"]["tokens_in"] == sum(s.tokens_in for s in run.steps)
+    assert detail["totals"]["cost_usd"] > 0
+    assert detail["output"]["answer"] == run.output["answer"]
+
+
+def test_many_runs_at_once_all_finish(client, team, workers, settings, db_session):
+    """Twenty summarize runs submitted together all end succeeded, one step each."""
+    _, key = team
+    ids = []
+    for i in range(20):
+        resp = client.post("/api/runs", headers=auth(key),
+                           json={"workflow": "summarize", "input": {"text": f"Document number {i}. " * 20}})
+        assert resp.status_code == 202
+        ids.append(resp.json["id"])
+    for run_id in ids:
+        run = wait_for_run(settings, run_id)
+        assert run.status == "succeeded", run.error
+        assert run.output["summary"]
+    steps = db_session.scalar(select(func.count()).select_from(Step).where(
+        Step.run_id.in_([uuid.UUID(i) for i in ids])))
+    assert steps == 20
+
+
+def test_redelivered_start_does_not_duplicate_steps(client, team, workers, settings, db_session):
+    """Publishing start_run again for a finished run changes nothing (idempotent orchestration)."""
+    from taskapp import intake
+
+    _, key = team
+    run_id = client.post("/api/runs", headers=auth(key),
+                         json={"workflow": "summarize", "input": {"text": "hello"}}).json["id"]
+    wait_for_run(settings, run_id)
+    before = db_session.scalar(select(func.count()).select_from(Event).where(Event.run_id == uuid.UUID(run_id)))
+    intake.publish_start(uuid.UUID(run_id))
+    intake.publish_start(uuid.UUID(run_id))
+    import time
+
+    time.sleep(1.5)
+    after = db_session.scalar(select(func.count()).select_from(Event).where(Event.run_id == uuid.UUID(run_id)))
+    steps = db_session.scalar(select(func.count()).select_from(Step).where(Step.run_id == uuid.UUID(run_id)))
+    assert after == before and steps == 1

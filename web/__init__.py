@@ -1,0 +1,40 @@
+"""The Flask front end: UI, JSON API and health checks. It never calls an LLM."""
+
+from __future__ import annotations
+
+from flask import Flask, g
+
+from taskapp.db import session_factory
+from taskapp.logs import configure_logging
+from taskapp.settings import Settings, get_settings
+from web.errors import register_error_handlers
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """App factory: one app per process (gunicorn) or per test."""
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        TASKAPP_SETTINGS=settings,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["taskapp_sessions"] = session_factory(settings) if settings.database_url else None
+    configure_logging(settings)
+
+    from web import api, health, pages
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    register_error_handlers(app)
+
+    @app.teardown_appcontext
+    def _close_db(_: BaseException | None) -> None:
+        db = g.pop("db", None)
+        if db is not None:
+            db.close()
+
+    return app

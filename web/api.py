@@ -1,0 +1,115 @@
+"""The JSON API (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, g, jsonify, request
+from pydantic import ValidationError
+
+from taskapp import intake, orchestrator, store
+from taskapp.agents import get_agent
+from taskapp.workflows import WORKFLOWS
+from web.auth import require_team
+from web.context import db, settings
+from web.errors import ApiError
+from web.schemas import RunCreate
+from web.serializers import run_json, run_summary_json
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+MAX_PAGE = 100
+
+
+@bp.post("/runs")
+@require_team
+def create_run():
+    """Validate, store and enqueue a run; 202 at once (never waits on a worker or an LLM)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    try:
+        spec = RunCreate.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_request", "request body is invalid", _pydantic_details(exc)) from None
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (1 <= len(key) <= 200):
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters")
+    try:
+        run, created = intake.submit_run(settings(), team_id=g.team_id, workflow=spec.workflow,
+                                         input=spec.input, options=spec.options.model_dump(exclude_none=True),
+                                         idempotency_key=key)
+    except intake.InvalidRun as exc:
+        raise ApiError(422, "invalid_input", str(exc), exc.details) from None
+    except intake.EnqueueFailed as exc:
+        raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "5"}) from None
+    response = jsonify(run_summary_json(run) | {"created": created})
+    response.status_code = 202
+    response.headers["Location"] = response.json["links"]["self"]
+    return response
+
+
+@bp.get("/runs")
+@require_team
+def list_runs():
+    """The team's runs, newest first; `?status=` filters, `?cursor=` pages."""
+    status = request.args.get("status")
+    if status and status not in ("queued", "running", "succeeded", "failed", "cancelled"):
+        raise ApiError(400, "invalid_status", f"unknown status {status!r}")
+    try:
+        limit = min(MAX_PAGE, max(1, int(request.args.get("limit", 20))))
+    except ValueError:
+        raise ApiError(400, "invalid_limit", "limit must be an integer") from None
+    try:
+        runs, cursor = store.list_runs(db(), g.team_id, status=status, limit=limit,
+                                       cursor=request.args.get("cursor"))
+    except ValueError as exc:
+        raise ApiError(400, "invalid_cursor", str(exc)) from None
+    progress = store.step_progress(db(), [r.id for r in runs])
+    return jsonify({"runs": [run_summary_json(r, progress.get(r.id)) for r in runs], "next_cursor": cursor})
+
+
+@bp.get("/runs/<run_id>")
+@require_team
+def get_run(run_id: str):
+    """A run with its steps, outputs, and token and cost totals."""
+    run = _team_run(run_id)
+    return jsonify(run_json(run, store.run_steps(db(), run.id)))
+
+
+@bp.post("/runs/<run_id>/cancel")
+@require_team
+def cancel_run(run_id: str):
+    """Cancel: steps not yet called are never called."""
+    run = _team_run(run_id)
+    session = db()
+    run = orchestrator.cancel_run(session, run.id, g.team_id)
+    session.commit()
+    return jsonify(run_summary_json(run)), 202
+
+
+@bp.get("/workflows")
+@require_team
+def list_workflows():
+    """The workflows that can be run, with their agents and input schemas."""
+    return jsonify({"workflows": [
+        {"name": wf.name, "description": wf.description, "input_schema": wf.input_schema.model_json_schema(),
+         "agents": [{"name": a, "model": get_agent(a).model, "description": get_agent(a).description}
+                    for a in wf.agents]}
+        for wf in WORKFLOWS.values()
+    ]})
+
+
+def _team_run(run_id: str):
+    """Another team's run, like a missing one, is a 404."""
+    try:
+        rid = uuid.UUID(run_id)
+    except ValueError:
+        raise ApiError(404, "not_found", "no such run") from None
+    run = store.get_run(db(), g.team_id, rid)
+    if run is None:
+        raise ApiError(404, "not_found", "no such run")
+    return run
+
+
+def _pydantic_details(exc: ValidationError) -> list[dict[str, str]]:
+    return [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]

@@ -1,0 +1,22 @@
+"""Per-request access to settings and the database session."""
+
+from __future__ import annotations
+
+from flask import current_app, g
+from sqlalchemy.orm import Session
+
+from taskapp.settings import Settings
+
+
+def settings() -> Settings:
+    return current_app.config["TASKAPP_SETTINGS"]
+
+
+def db() -> Session:
+    """The request's session (closed at teardown; views commit what they own)."""
+    if "db" not in g:
+        factory = current_app.extensions["taskapp_sessions"]
+        if factory is None:
+            settings().require("database_url")
+        g.db = factory()
+    return g.db

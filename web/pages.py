@@ -1,0 +1,109 @@
+"""Server-rendered pages: sign in with an API key, submit a run, watch its steps."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+
+from taskapp import intake, store
+from taskapp.workflows import WORKFLOWS, get_workflow
+from web import auth
+from web.context import db, settings
+from web.serializers import run_json
+
+bp = Blueprint("pages", __name__)
+
+
+def _team_id() -> uuid.UUID | None:
+    return uuid.UUID(session["team_id"]) if "team_id" in session else None
+
+
+@bp.get("/")
+def index():
+    """Runs list, or the sign-in page."""
+    team_id = _team_id()
+    if team_id is None:
+        return redirect(url_for("pages.login"))
+    runs, cursor = store.list_runs(db(), team_id, limit=50, cursor=request.args.get("cursor"))
+    progress = store.step_progress(db(), [r.id for r in runs])
+    return render_template("runs.html", runs=runs, progress=progress, cursor=cursor)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Sign in with a team API key (`?key=` lets `taskapp dev` print a one-click link)."""
+    key = request.form.get("api_key") or request.args.get("key")
+    if key:
+        if auth.login(key):
+            db().commit()
+            return redirect(url_for("pages.index"))
+        flash("Unknown or revoked API key.")
+    return render_template("login.html")
+
+
+@bp.post("/logout")
+def logout():
+    """Forget the session."""
+    session.clear()
+    return redirect(url_for("pages.login"))
+
+
+@bp.route("/runs/new", methods=["GET", "POST"])
+def new_run():
+    """A form built from the workflow's input schema."""
+    team_id = _team_id()
+    if team_id is None:
+        return redirect(url_for("pages.login"))
+    name = request.values.get("workflow", "research")
+    if name not in WORKFLOWS:
+        abort(404)
+    workflow = get_workflow(name)
+    schema = workflow.input_schema.model_json_schema()
+    errors: list[str] = []
+    if request.method == "POST":
+        if request.form.get("csrf_token") != auth.csrf_token():
+            abort(400, "invalid form token; reload the page")
+        payload = _form_input(schema)
+        try:
+            run, _ = intake.submit_run(settings(), team_id=team_id, workflow=name, input=payload,
+                                       options={"priority": request.form.get("priority", "batch")})
+            return redirect(url_for("pages.run_detail", run_id=run.id))
+        except intake.InvalidRun as exc:
+            errors = [f"{d['field']}: {d['message']}" for d in (exc.details or [])] or [str(exc)]
+        except intake.EnqueueFailed as exc:
+            errors = [f"Could not enqueue the run right now ({exc}); try again in a few seconds."]
+    return render_template("new_run.html", workflow=workflow, workflows=WORKFLOWS, schema=schema,
+                           errors=errors, values=request.form, csrf=auth.csrf_token())
+
+
+@bp.get("/runs/<run_id>")
+def run_detail(run_id: str):
+    """A run's steps and final output; refreshes itself until the run ends."""
+    team_id = _team_id()
+    if team_id is None:
+        return redirect(url_for("pages.login"))
+    try:
+        run = store.get_run(db(), team_id, uuid.UUID(run_id))
+    except ValueError:
+        run = None
+    if run is None:
+        abort(404)
+    return render_template("run.html", run=run_json(run, store.run_steps(db(), run.id)), csrf=auth.csrf_token())
+
+
+def _form_input(schema: dict) -> dict:
+    """Form fields back into typed JSON values (the workflow schema validates them next)."""
+    out: dict = {}
+    for field, spec in schema.get("properties", {}).items():
+        raw = request.form.get(field, "")
+        if raw == "":
+            continue
+        if spec.get("type") == "integer":
+            try:
+                out[field] = int(raw)
+            except ValueError:
+                out[field] = raw
+        else:
+            out[field] = raw
+    return out

@@ -1,0 +1,72 @@
+// Run detail: render the run, and refresh from the JSON API until the run ends.
+(function () {
+  "use strict";
+  var FINAL = ["succeeded", "failed", "cancelled"];
+  var run = JSON.parse(document.getElementById("run-data").textContent);
+
+  function el(tag, text, cls) {
+    var node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (cls) node.className = cls;
+    return node;
+  }
+
+  function ms(v) { return v === null || v === undefined ? "" : v + " ms"; }
+
+  function renderSteps(steps) {
+    var body = document.getElementById("steps");
+    body.textContent = "";
+    steps.forEach(function (s) {
+      var tr = el("tr");
+      tr.appendChild(el("td", s.seq));
+      tr.appendChild(el("td", s.agent));
+      tr.appendChild(el("td", s.model));
+      var st = el("td"); st.appendChild(el("span", s.status, "status " + s.status)); tr.appendChild(st);
+      tr.appendChild(el("td", s.batch_id ? s.batch_id.slice(0, 8) : ""));
+      tr.appendChild(el("td", ms(s.wait_ms)));
+      tr.appendChild(el("td", ms(s.latency_ms)));
+      tr.appendChild(el("td", s.tokens_in + s.tokens_out));
+      tr.appendChild(el("td", "$" + s.cost_usd.toFixed(6)));
+      tr.title = s.error || JSON.stringify(s.output || s.input);
+      body.appendChild(tr);
+    });
+  }
+
+  function renderOutput(r) {
+    var out = document.getElementById("output");
+    out.textContent = "";
+    if (r.status === "failed" || r.status === "cancelled") {
+      out.appendChild(el("p", r.error || r.status, "error"));
+    } else if (r.output) {
+      if (r.output.title) out.appendChild(el("h3", r.output.title));
+      if (r.output.answer) out.appendChild(el("p", r.output.answer, "answer"));
+      out.appendChild(el("pre", JSON.stringify(r.output, null, 2)));
+    } else {
+      out.appendChild(el("p", "Working…", "hint"));
+    }
+  }
+
+  function render(r) {
+    var badge = document.getElementById("run-status");
+    badge.textContent = r.status;
+    badge.className = "status " + r.status;
+    renderSteps(r.steps);
+    var t = r.totals;
+    document.getElementById("totals").textContent =
+      t.steps_done + "/" + t.steps + " steps · " + t.llm_calls + " Gemini calls · " +
+      (t.tokens_in + t.tokens_out) + " tokens · $" + t.cost_usd.toFixed(6);
+    renderOutput(r);
+  }
+
+  function poll() {
+    if (FINAL.indexOf(run.status) >= 0) return;
+    fetch(run.links.self, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (resp) { return resp.ok ? resp.json() : null; })
+      .then(function (r) { if (r) { run = r; render(r); } })
+      .catch(function () { /* transient: try again next tick */ })
+      .then(function () { setTimeout(poll, 1000); });
+  }
+
+  render(run);
+  setTimeout(poll, 500);
+})();
