@@ -16,6 +16,15 @@ from pydantic import BaseModel
 from taskapp.accounting import Usage
 from taskapp.settings import Settings
 
+try:  # google-genai 3.x sends with httpx2 by default; 1.x and 2.x with httpx
+    import httpx2
+
+    _TIMEOUTS: tuple[type[BaseException], ...] = (httpx.TimeoutException, httpx2.TimeoutException, TimeoutError)
+    _TRANSPORT: tuple[type[BaseException], ...] = (httpx.HTTPError, httpx2.HTTPError, OSError)
+except ImportError:  # pragma: no cover (older SDKs)
+    _TIMEOUTS = (httpx.TimeoutException, TimeoutError)
+    _TRANSPORT = (httpx.HTTPError, OSError)
+
 
 @dataclass(frozen=True)
 class LlmResponse:
@@ -68,9 +77,9 @@ class GeminiClient:
             resp = self._client.models.generate_content(model=model, contents=prompt, config=config)
         except genai_errors.APIError as exc:
             raise classify_api_error(exc) from exc
-        except (httpx.TimeoutException, TimeoutError) as exc:
+        except _TIMEOUTS as exc:
             raise LlmError("timeout", f"Gemini call timed out: {exc}") from exc
-        except httpx.HTTPError as exc:
+        except _TRANSPORT as exc:
             raise LlmError("server", f"Gemini unreachable: {exc}") from exc
         latency_ms = int((time.perf_counter() - started) * 1000)
         meta = resp.usage_metadata

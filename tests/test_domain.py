@@ -1,0 +1,106 @@
+"""Domain logic on its own: workflow decisions, kill switches, context trimming, cost accounting, answer parsing."""
+
+from __future__ import annotations
+
+import json
+
+from taskapp.accounting import Usage, cost_usd, split_usage
+from taskapp.agents import get_agent
+from taskapp.context import TRIM_MARK, trim_to_budget
+from taskapp.llm.batch_prompt import parse_answers
+from taskapp.workflows import Decision, Limits, RunOptions, StepState, decide, get_workflow
+
+RESEARCH = get_workflow("research")
+Q = {"question": "Why is the sky blue?", "max_revisions": 1}
+
+
+def done(seq, agent, output, inp=None, tokens=10):
+    return StepState(seq, agent, "succeeded", inp or {}, output, None, tokens)
+
+
+def test_research_workflow_walks_plan_research_write_review():
+    """Each phase follows from the last; researchers fan out one per sub-question."""
+    steps = []
+    d = decide(RESEARCH, Q, steps, Limits())
+    assert [n.agent for n in d.new_steps] == ["planner"]
+    steps.append(done(1, "planner", {"sub_questions": ["a?", "b?", "c?"]}))
+    d = decide(RESEARCH, Q, steps, Limits())
+    assert [n.input["sub_question"] for n in d.new_steps] == ["a?", "b?", "c?"]
+    steps += [done(2 + i, "researcher", {"findings": f"f{i}"}, {"sub_question": q})
+              for i, q in enumerate("abc")]
+    d = decide(RESEARCH, Q, steps, Limits())
+    assert d.new_steps[0].agent == "writer" and len(d.new_steps[0].input["findings"]) == 3
+    steps.append(done(5, "writer", {"title": "T", "draft": "D1"}))
+    d = decide(RESEARCH, Q, steps, Limits())
+    assert d.new_steps[0].agent == "reviewer" and d.new_steps[0].input["draft"] == "D1"
+    steps.append(done(6, "reviewer", {"approved": False, "feedback": "more"}))
+    d = decide(RESEARCH, Q, steps, Limits())
+    assert d.new_steps[0].agent == "writer" and d.new_steps[0].handoff
+    assert d.new_steps[0].input["feedback"] == "more" and d.new_steps[0].input["previous_draft"] == "D1"
+    steps.append(done(7, "writer", {"title": "T2", "draft": "D2"}, d.new_steps[0].input))
+    steps.append(done(8, "reviewer", {"approved": False, "feedback": "still"}))
+    d = decide(RESEARCH, Q, steps, Limits())  # revisions exhausted: finish with the latest draft
+    assert d.output == {"title": "T2", "answer": "D2", "approved": False, "revisions": 1, "review": "still"}
+
+
+def test_pending_steps_mean_wait_and_a_failed_step_fails_the_run():
+    """Nothing new while a phase is in flight; a failed step ends the run with its reason."""
+    pending = [done(1, "planner", {"sub_questions": ["a"]}), StepState(2, "researcher", "running", {})]
+    wait = decide(RESEARCH, Q, pending, Limits())
+    assert wait == Decision() and not wait.finished
+    failed = [StepState(1, "planner", "failed", {}, None, "bad schema")]
+    assert "step 1 (planner) failed: bad schema" in decide(RESEARCH, Q, failed, Limits()).failure
+
+
+def test_kill_switches_end_runs():
+    """Step limit, token budget, handoff depth and run timeout each stop a run."""
+    plan = [done(1, "planner", {"sub_questions": ["a", "b", "c"]})]
+    assert decide(RESEARCH, Q, plan, Limits(max_steps=3)).failure.startswith("step_limit_exceeded")
+    assert decide(RESEARCH, Q, plan, Limits(token_budget=5)).failure.startswith("token_budget_exceeded")
+    assert decide(RESEARCH, Q, plan, Limits(run_timeout_s=1), elapsed_s=2).failure.startswith("run_timeout")
+    loop = [done(1, "writer", {"draft": "d"}), done(2, "reviewer", {"approved": False, "feedback": "x"})]
+    many = {"question": "q", "max_revisions": 10}
+    assert decide(RESEARCH, many, loop, Limits(max_handoff_depth=0)).failure.startswith("routing_exhausted")
+
+
+def test_run_options_only_tighten_server_limits():
+    """A caller can lower a limit but never raise it."""
+    server = Limits(max_steps=10, token_budget=100)
+    mine = RunOptions(overrides={"max_steps": 50, "token_budget": 20}).limits(server)
+    assert mine.max_steps == 10 and mine.token_budget == 20
+
+
+def test_trim_to_budget_is_fair_and_fits():
+    """Short parts stay whole; long ones share what is left; the total fits the budget."""
+    parts = ["short", "x" * 4000, "y" * 4000]
+    out = trim_to_budget(parts, 500)
+    assert out[0] == "short"
+    assert sum(len(p) for p in out) <= 500 * 4
+    assert out[1].endswith(TRIM_MARK) and abs(len(out[1]) - len(out[2])) <= 1
+    assert trim_to_budget(["a", "b"], 100) == ["a", "b"]
+
+
+def test_split_usage_adds_up_to_the_bill():
+    """Per-step shares of a batched call sum exactly to its tokens."""
+    shares = split_usage(Usage(1001, 333), [10, 20, 30], [5, 5, 1])
+    assert sum(s.tokens_in for s in shares) == 1001 and sum(s.tokens_out for s in shares) == 333
+    assert shares[2].tokens_in > shares[0].tokens_in
+    assert str(cost_usd("gemini-2.5-flash", Usage(1_000_000, 1_000_000))) == "2.80000000"
+    assert cost_usd("unknown-model", Usage(1000, 0)) > 0
+
+
+def test_parse_answers_isolates_each_step():
+    """Missing, extra, duplicate and malformed answers affect only their own step."""
+    agent = get_agent("reviewer")
+    text = json.dumps({"answers": [
+        {"step_id": "a", "output": {"approved": True, "feedback": "ok"}},
+        {"step_id": "b", "output": {"approved": "maybe?"}},
+        {"step_id": "zzz", "output": {"approved": True, "feedback": "not asked"}},
+        {"step_id": "a", "output": {"approved": False, "feedback": "duplicate"}},
+    ]})
+    got = parse_answers(text, agent, ["a", "b", "c"])
+    assert got["a"].output == {"approved": True, "feedback": "ok"}
+    assert not got["b"].ok and "schema" in got["b"].error
+    assert not got["c"].ok and "no answer" in got["c"].error
+    assert "zzz" not in got
+    assert all(not a.ok for a in parse_answers("not json", agent, ["a"]).values())

