@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -160,9 +161,15 @@ def get_settings() -> Settings:
     return load_settings()
 
 
-def child_environment(settings: Settings | None = None, **extra: str | None) -> dict[str, str]:
-    """An environment for a child process: ours, with `extra` set (None removes)."""
+def child_environment(**extra: str | None) -> dict[str, str]:
+    """An environment for a child process: ours, with `extra` set (None removes).
+
+    This interpreter's bin directory leads PATH, so `celery`, `gunicorn` and `taskapp`
+    resolve to the same virtualenv even when it was never activated (make run).
+    """
     env = dict(os.environ)
+    bin_dir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     env.setdefault("NO_PROXY", "127.0.0.1,localhost")
     for key, value in extra.items():
         if value is None:

@@ -9,6 +9,7 @@ real google-genai SDK, and Celery workers are real processes.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
@@ -209,3 +210,8 @@ def wait_for_run(settings, run_id: str | uuid.UUID, timeout_s: float = 60):
         if time.monotonic() > deadline:
             raise AssertionError(f"run {run_id} did not finish in {timeout_s}s (status {run and run.status})")
         time.sleep(0.1)
+
+
+# pgserver logs from an atexit hook after pytest has closed its capture streams.
+logging.getLogger("pgserver").addHandler(logging.NullHandler())
+logging.getLogger("pgserver").propagate = False
