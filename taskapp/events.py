@@ -35,11 +35,12 @@ def channel_for(run_id: uuid.UUID | str) -> str:
     return f"taskapp:run:{run_id}"
 
 
-def record(session: Session, run_id: uuid.UUID, type_: str, **data: Any) -> Event:
+def record(session: Session, run_id: uuid.UUID, type_: str, *, lock: bool = True, **data: Any) -> Event:
     """Add an event for `run_id`; it is published after the session commits."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
-    _lock_run_events(session, run_id)
+    if lock:
+        _lock_run_events(session, run_id)
     payload = {"run_id": str(run_id), "ts": datetime.now(UTC).isoformat(), **_jsonable(data)}
     row = Event(run_id=run_id, type=type_, data=payload)
     session.add(row)

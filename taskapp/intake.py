@@ -11,12 +11,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sqlalchemy.orm import Session
+
 from taskapp import store
 from taskapp.celery_app import app as celery_app
-from taskapp.db import session_factory
 from taskapp.models import Run
 from taskapp.queues import ORCHESTRATION_QUEUE
-from taskapp.settings import Settings
 from taskapp.workflows import UnknownWorkflow, get_workflow
 
 
@@ -42,13 +42,16 @@ def validate_input(workflow: str, payload: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRun(f"input does not match workflow {workflow!r}", details) from None
 
 
-def submit_run(settings: Settings, *, team_id: uuid.UUID, workflow: str, input: dict[str, Any],
+def submit_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: dict[str, Any],
                options: dict[str, Any], idempotency_key: str | None = None) -> tuple[Run, bool]:
-    """Store and enqueue a run; the same idempotency key returns the run it made first."""
+    """Store (commit) and enqueue a run; the same idempotency key returns the run it made first.
+
+    Uses the caller's session, so a request holds one pooled connection, not two.
+    """
     clean = validate_input(workflow, input)
-    with session_factory(settings).begin() as session:
-        run, created = store.create_run(session, team_id=team_id, workflow=workflow, input=clean,
-                                        options=options, idempotency_key=idempotency_key)
+    run, created = store.create_run(session, team_id=team_id, workflow=workflow, input=clean,
+                                    options=options, idempotency_key=idempotency_key)
+    session.commit()
     if created or run.status == "queued":
         # A replay of a run still queued re-sends its start: starting is idempotent.
         publish_start(run.id)

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from taskapp import events
@@ -55,22 +55,17 @@ def team_by_name(session: Session, name: str) -> Team | None:
 def create_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: dict[str, Any],
                options: dict[str, Any], idempotency_key: str | None = None) -> tuple[Run, bool]:
     """Insert a queued run and its first event; with a known idempotency key, return that run."""
+    run_id = uuid.uuid4()
+    insert = pg_insert(Run).values(id=run_id, team_id=team_id, workflow=workflow, input=input, options=options,
+                                   status="queued", idempotency_key=idempotency_key)
     if idempotency_key:
-        existing = _run_by_key(session, team_id, idempotency_key)
-        if existing:
-            return existing, False
-    run = Run(team_id=team_id, workflow=workflow, input=input, options=options,
-              status="queued", idempotency_key=idempotency_key)
-    try:
-        with session.begin_nested():
-            session.add(run)
-            session.flush()
-    except IntegrityError:
-        existing = _run_by_key(session, team_id, idempotency_key) if idempotency_key else None
-        if existing is None:
-            raise
-        return existing, False
-    events.record(session, run.id, "run.queued", workflow=workflow)
+        # Concurrent duplicates race on the unique key; the loser reads the winner's run.
+        insert = insert.on_conflict_do_nothing(constraint="uq_runs_team_idempotency_key")
+    run = session.scalars(insert.returning(Run)).first()
+    if run is None:
+        return _run_by_key(session, team_id, idempotency_key), False
+    # Nobody else can write events for a run that is not committed yet: no lock needed.
+    events.record(session, run.id, "run.queued", lock=False, workflow=workflow)
     return run, True
 
 

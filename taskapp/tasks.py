@@ -63,7 +63,8 @@ def execute_steps(self, step_ids: list[str], agent: str, model: str, run_ids: li
     except executor.RetryLater as exc:
         log.warning("retrying batch: %s", exc, extra={"agent": agent, "model": model})
         raise self.retry(countdown=jittered(exc.delay_s)) from None
-    for run_id in outcome.run_ids:
-        advance_run.delay(run_id)
+    # Advance in this task rather than through another message: one broker hop less per step.
+    for run_id in sorted(outcome.run_ids):
+        _advance(run_id)
     return {"batch_id": str(outcome.batch_id), "succeeded": outcome.succeeded, "failed": outcome.failed,
             "skipped": outcome.skipped}

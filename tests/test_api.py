@@ -151,3 +151,19 @@ def test_ui_sign_in_submit_and_view(client, team):
     assert client.get(f"/api/runs/{run_id}").status_code == 200
     assert client.post("/api/runs", json=RUN).status_code == 401
     assert client.post("/runs/new", data={"workflow": "summarize", "text": "x"}).status_code == 400
+
+
+def test_concurrent_duplicate_idempotency_keys_make_one_run(app, team):
+    """Ten simultaneous POSTs with one Idempotency-Key: one run, and every answer names it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, key = team
+    h = {**auth(key), "Idempotency-Key": f"dup-{uuid.uuid4()}"}
+
+    def post(_):
+        return app.test_client().post("/api/runs", headers=h, json=RUN).json
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(post, range(10)))
+    assert len({a["id"] for a in answers}) == 1
+    assert sum(1 for a in answers if a["created"]) == 1

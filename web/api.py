@@ -11,7 +11,7 @@ from taskapp import intake, orchestrator, store
 from taskapp.agents import get_agent
 from taskapp.workflows import WORKFLOWS
 from web.auth import require_team
-from web.context import db, settings
+from web.context import db
 from web.errors import ApiError
 from web.schemas import RunCreate
 from web.serializers import run_json, run_summary_json
@@ -35,7 +35,7 @@ def create_run():
     if key is not None and not (1 <= len(key) <= 200):
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters")
     try:
-        run, created = intake.submit_run(settings(), team_id=g.team_id, workflow=spec.workflow,
+        run, created = intake.submit_run(db(), team_id=g.team_id, workflow=spec.workflow,
                                          input=spec.input, options=spec.options.model_dump(exclude_none=True),
                                          idempotency_key=key)
     except intake.InvalidRun as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,24 @@ from web.context import db
 from web.errors import ApiError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+KEY_CACHE_TTL_S = 30.0  # a revoked key stops working within this long
+_key_cache: dict[str, tuple[float, uuid.UUID]] = {}
+
+
+def _team_for_key(api_key: str) -> uuid.UUID | None:
+    """Key -> team id, remembered briefly: the enqueue path then costs no lookup query."""
+    digest = store.hash_key(api_key)
+    hit = _key_cache.get(digest)
+    now = time.monotonic()
+    if hit and hit[0] > now:
+        return hit[1]
+    team = store.team_for_key(db(), api_key)
+    if team is None:
+        return None
+    if len(_key_cache) > 10_000:
+        _key_cache.clear()
+    _key_cache[digest] = (now + KEY_CACHE_TTL_S, team.id)
+    return team.id
 
 
 def team_id_from_request() -> uuid.UUID | None:
@@ -27,10 +46,10 @@ def team_id_from_request() -> uuid.UUID | None:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise ApiError(401, "unauthorized", "use 'Authorization: Bearer <api key>'")
-        team = store.team_for_key(db(), key.strip())
-        if team is None:
+        team_id = _team_for_key(key.strip())
+        if team_id is None:
             raise ApiError(401, "unauthorized", "unknown or revoked API key")
-        return team.id
+        return team_id
     if "team_id" in session and (request.method in SAFE_METHODS or _csrf_ok()):
         return uuid.UUID(session["team_id"])
     return None

@@ -9,7 +9,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from taskapp import intake, store
 from taskapp.workflows import WORKFLOWS, get_workflow
 from web import auth
-from web.context import db, settings
+from web.context import db
 from web.serializers import run_json
 
 bp = Blueprint("pages", __name__)
@@ -66,7 +66,7 @@ def new_run():
             abort(400, "invalid form token; reload the page")
         payload = _form_input(schema)
         try:
-            run, _ = intake.submit_run(settings(), team_id=team_id, workflow=name, input=payload,
+            run, _ = intake.submit_run(db(), team_id=team_id, workflow=name, input=payload,
                                        options={"priority": request.form.get("priority", "batch")})
             return redirect(url_for("pages.run_detail", run_id=run.id))
         except intake.InvalidRun as exc:

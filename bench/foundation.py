@@ -1,0 +1,141 @@
+"""Issue 2's benchmark: API enqueue latency, end-to-end steps/s, raw Celery no-op rate, one run.
+
+    python -m bench.foundation [--runs 300] [--noop 3000]
+
+Everything on one 2-core machine: the load generator, gunicorn (gevent), the
+workers, PostgreSQL, Redis and the zero-latency Gemini simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import threading
+import time
+
+import httpx
+import redis
+from sqlalchemy import func, select
+
+from bench.common import bench_stack, pct, table
+
+WORKER_CONCURRENCY = 4
+
+
+def enqueue_latency(url: str, key: str, clients: int, requests: int) -> dict[str, float]:
+    """Closed loop: each client sends its next POST as soon as the last one answered."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    per_client = requests // clients
+    body = {"workflow": "summarize", "input": {"text": "benchmark text " * 10}}
+
+    def client_loop() -> None:
+        mine = []
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+            for _ in range(per_client):
+                t0 = time.perf_counter()
+                r = c.post("/api/runs", json=body)
+                mine.append((time.perf_counter() - t0) * 1000)
+                assert r.status_code == 202, r.text
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    return {"p50": pct(latencies, 50), "p99": pct(latencies, 99), "rps": len(latencies) / elapsed,
+            "n": len(latencies)}
+
+
+def noop_rate(stack, tasks: int) -> float:
+    from bench.noop_app import app, noop
+
+    r = redis.Redis.from_url(stack.redis_url)
+    r.delete("bench:noop:done")
+    worker = stack.start_worker("noop", concurrency=WORKER_CONCURRENCY, app="bench.noop_app")
+    try:
+        t0 = time.perf_counter()
+        with app.producer_or_acquire() as producer:
+            for _ in range(tasks):
+                noop.apply_async(producer=producer)
+        while int(r.get("bench:noop:done") or 0) < tasks:
+            time.sleep(0.02)
+        return tasks / (time.perf_counter() - t0)
+    finally:
+        stack.stop(worker)
+
+
+def steps_per_second(stack, url: str, key: str, runs: int) -> tuple[float, float]:
+    """Submit `runs` one-step runs through the API; time until every run has ended."""
+    from taskapp.db import session_factory
+    from taskapp.models import Run, Step
+
+    worker = stack.start_worker("e2e", concurrency=WORKER_CONCURRENCY)
+    factory = session_factory()
+    try:
+        t0 = time.perf_counter()
+        submitted = enqueue_latency(url, key, clients=10, requests=runs)["n"]
+        with factory() as s:
+            while s.scalar(select(func.count()).select_from(Run).where(
+                    Run.status.in_(("succeeded", "failed")), Run.team_id == _team_id(s, key))) < submitted:
+                time.sleep(0.05)
+                s.rollback()
+            elapsed = time.perf_counter() - t0
+            steps = s.scalar(select(func.count()).select_from(Step).join(Run).where(Run.team_id == _team_id(s, key)))
+            failed = s.scalar(select(func.count()).select_from(Run).where(Run.status == "failed",
+                                                                         Run.team_id == _team_id(s, key)))
+        assert failed == 0, f"{failed} runs failed"
+        return steps / elapsed, submitted / elapsed
+    finally:
+        stack.stop(worker)
+
+
+def _team_id(session, key):
+    from taskapp import store
+
+    return store.team_for_key(session, key).id
+
+
+def _new_team(name: str) -> str:
+    from taskapp import store
+    from taskapp.db import session_factory
+
+    with session_factory().begin() as s:
+        return store.create_team(s, name)[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--noop", type=int, default=3000)
+    parser.add_argument("--web-workers", type=int, default=2)
+    args = parser.parse_args()
+    with bench_stack() as stack:
+        url = stack.start_web(workers=args.web_workers)
+        key = _new_team("bench-enqueue")
+        enqueue_latency(url, key, 10, 200)  # warm-up: connections, imports, caches
+        one = enqueue_latency(url, key, 1, 300)
+        fifty = enqueue_latency(url, key, 50, 2000)
+        redis.Redis.from_url(stack.redis_url).flushdb()  # drop the queued starts: API-only measurement
+        raw = noop_rate(stack, args.noop)
+        steps, runs = steps_per_second(stack, url, _new_team("bench-e2e"), args.runs)
+    print(f"\nMachine: {platform.machine()}, Python {platform.python_version()}, "
+          f"web: gunicorn gevent x{args.web_workers}, worker: 1 node prefork x{WORKER_CONCURRENCY}\n")
+    print(table(["API enqueue (POST /api/runs)", "requests", "p50 ms", "p99 ms", "req/s"], [
+        ["1 client", one["n"], one["p50"], one["p99"], one["rps"]],
+        ["50 concurrent clients", fifty["n"], fifty["p50"], fifty["p99"], fifty["rps"]],
+    ]))
+    print()
+    print(table(["throughput (same broker, same worker concurrency)", "per second"], [
+        ["raw Celery no-op tasks", raw],
+        [f"end-to-end steps ({args.runs} one-step runs, zero-latency simulator)", steps],
+        ["end-to-end steps / no-op tasks", steps / raw],
+    ]))
+
+
+if __name__ == "__main__":
+    main()
