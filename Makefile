@@ -20,6 +20,7 @@ run: install
 
 ## make test: install, then run the test suite on real PostgreSQL, Redis, workers and the simulator
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make bench: the benchmark tables for docs/benchmarks.md

@@ -38,8 +38,11 @@ task_time_limit = TASK_HARD_TIME_LIMIT_S
 task_soft_time_limit = TASK_HARD_TIME_LIMIT_S - 30
 task_ignore_result = True
 
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events feed Flower's task view. They cost the worker's parent process about
+# 40% of its CPU at full load (docs/benchmarks.md); CELERY_TASK_EVENTS=false turns them
+# off, and Flower still turns them on at the workers while it watches (--enable_events).
+worker_send_task_events = _settings.task_events
+task_send_sent_event = _settings.task_events
 worker_hijack_root_logger = False
 worker_concurrency = _settings.worker_concurrency
 

@@ -19,7 +19,7 @@ def bench_stack(sim_latency_ms: int = 0) -> Iterator[LocalStack]:
     """Services from TASKAPP_TEST_DATABASE_URL / TASKAPP_TEST_REDIS_URL when set, else embedded."""
     with tempfile.TemporaryDirectory(prefix="taskapp-bench-") as tmp, LocalStack(
         Path(tmp), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
-        redis_url=os.environ.get("TASKAPP_TEST_REDIS_URL"), sim_latency_ms=sim_latency_ms,
+        redis_url=os.environ.get("TASKAPP_TEST_REDIS_URL"), sim_latency_ms=sim_latency_ms, sim_in_process=False,
         log_dir=ROOT / "bench-logs",
     ) as stack:
         env = stack.env()

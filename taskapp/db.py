@@ -23,9 +23,9 @@ def get_engine(settings: Settings | None = None) -> Engine:
     if engine is None:
         engine = create_engine(
             url,
-            pool_size=5,
-            max_overflow=10,
-            pool_pre_ping=True,
+            pool_size=settings.db_pool_size,
+            max_overflow=2 * settings.db_pool_size,
+            pool_pre_ping=settings.db_pre_ping,
             pool_recycle=1800,
         )
         _engines[key] = engine

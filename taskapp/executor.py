@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from taskapp import events
 from taskapp.accounting import Usage, cost_usd, split_usage
 from taskapp.agents import Agent, get_agent
-from taskapp.llm.batch_prompt import Answer, batch_schema, build_prompt, parse_answers, system_instruction
+from taskapp.llm.batch_prompt import (
+    Answer,
+    batch_schema,
+    build_prompt,
+    parse_answers,
+    system_instruction,
+)
 from taskapp.llm.gemini import GeminiClient, LlmError
 from taskapp.models import LlmCall, Run, Step
 

@@ -10,7 +10,6 @@ import uuid
 from typing import Any
 
 from pydantic import ValidationError
-
 from sqlalchemy.orm import Session
 
 from taskapp import store

@@ -30,14 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class LocalStack:
     def __init__(self, workdir: Path, *, admin_database_url: str | None = None, redis_url: str | None = None,
-                 sim_latency_ms: int = 0, log_dir: Path | None = None) -> None:
+                 sim_latency_ms: int = 0, sim_in_process: bool = True, log_dir: Path | None = None) -> None:
         self.workdir = Path(workdir)
         self.admin_database_url = admin_database_url
         self.redis_url = redis_url
         self.log_dir = log_dir or self.workdir
         self.sim_latency_ms = sim_latency_ms
+        self.sim_in_process = sim_in_process
         self.database_url = ""
-        self.sim: simulator.SimulatorServer | None = None
+        self.sim: simulator.SimulatorServer | None = None  # in-process: tests read its state directly
+        self.sim_url = ""
         self._exits = ExitStack()
         self._procs: list[subprocess.Popen] = []
 
@@ -60,9 +62,17 @@ class LocalStack:
             self.redis_url = rd.start()
             self._exits.callback(rd.stop)
         redis.Redis.from_url(self.redis_url).flushdb()
-        self.sim = simulator.start(latency_ms=self.sim_latency_ms)
-        self._exits.callback(self.sim.server_close)
-        self._exits.callback(self.sim.shutdown)
+        if self.sim_in_process:
+            self.sim = simulator.start(latency_ms=self.sim_latency_ms)
+            self._exits.callback(self.sim.server_close)
+            self._exits.callback(self.sim.shutdown)
+            self.sim_url = self.sim.url
+        else:  # its own process: benchmarks must not measure our GIL
+            port = free_port()
+            self.sim_url = f"http://127.0.0.1:{port}"
+            self.spawn("gemini-sim", [sys.executable, "-m", "taskapp.cli", "gemini-sim", "--port", str(port),
+                                      "--latency-ms", str(self.sim_latency_ms)])
+            self._wait_http(f"{self.sim_url}/_sim/health", "the Gemini simulator")
         return self
 
     def _private_database(self, admin_url: str) -> str:
@@ -81,9 +91,9 @@ class LocalStack:
 
     def env(self, **extra: str | None) -> dict[str, str]:
         """The environment every process of this stack runs with."""
-        assert self.sim is not None, "start() first"
+        assert self.sim_url, "start() first"
         return child_environment(
-            DATABASE_URL=self.database_url, REDIS_URL=self.redis_url, GEMINI_BASE_URL=self.sim.url,
+            DATABASE_URL=self.database_url, REDIS_URL=self.redis_url, GEMINI_BASE_URL=self.sim_url,
             GEMINI_API_KEY=None, LOG_FORMAT="json", GEMINI_TIMEOUT_MS="20000", **extra)
 
     def spawn(self, name: str, args: list[str], **env: str | None) -> subprocess.Popen:
@@ -124,14 +134,19 @@ class LocalStack:
         self.spawn("web", [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "web:create_app()"],
                    PORT=str(port), WEB_CONCURRENCY=str(workers))
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        self._wait_http(f"{url}/healthz", "web")
+        return url
+
+    def _wait_http(self, url: str, what: str, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return url
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
             except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"web did not come up; see {self.log_dir / 'web.log'}")
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{what} did not come up; see the logs in {self.log_dir}")
 
     def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         if proc.poll() is None:

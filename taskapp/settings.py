@@ -53,6 +53,9 @@ class Settings(BaseModel):
     port: int = Field(default=5000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
+    task_events: bool = True
+    db_pool_size: int = Field(default=5, ge=1)
+    db_pre_ping: bool = True
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
@@ -118,6 +121,9 @@ _ENV = {
     "PORT": "port",
     "WEB_CONCURRENCY": "web_concurrency",
     "WORKER_CONCURRENCY": "worker_concurrency",
+    "CELERY_TASK_EVENTS": "task_events",
+    "DB_POOL_SIZE": "db_pool_size",
+    "DB_PRE_PING": "db_pre_ping",
     "LOG_FORMAT": "log_format",
     "LOG_LEVEL": "log_level",
     "TASKAPP_DATA_DIR": "data_dir",

@@ -1,7 +1,6 @@
 """Alembic environment: the URL comes from taskapp settings, never from alembic.ini."""
 
 from alembic import context
-from sqlalchemy import pool
 
 from taskapp.db import get_engine
 from taskapp.models import Base
