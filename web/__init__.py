@@ -20,14 +20,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         JSON_SORT_KEYS=False,
+        SSE_REDIS_URL=settings.redis_url or "",
     )
     app.extensions["taskapp_sessions"] = session_factory(settings) if settings.database_url else None
     configure_logging(settings)
 
-    from web import api, health, pages
+    from web import api, health, pages, stream
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(stream.bp)
     app.register_blueprint(pages.bp)
     register_error_handlers(app)
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 from flask import Blueprint, g, jsonify, request
 from pydantic import ValidationError
 
 from taskapp import intake, orchestrator, store
 from taskapp.agents import get_agent
 from taskapp.workflows import WORKFLOWS
-from web.auth import require_team
+from web.auth import require_team, team_run
 from web.context import db
 from web.errors import ApiError
 from web.schemas import RunCreate
@@ -72,7 +70,7 @@ def list_runs():
 @require_team
 def get_run(run_id: str):
     """A run with its steps, outputs, and token and cost totals."""
-    run = _team_run(run_id)
+    run = team_run(run_id)
     return jsonify(run_json(run, store.run_steps(db(), run.id)))
 
 
@@ -80,7 +78,7 @@ def get_run(run_id: str):
 @require_team
 def cancel_run(run_id: str):
     """Cancel: steps not yet called are never called."""
-    run = _team_run(run_id)
+    run = team_run(run_id)
     session = db()
     run = orchestrator.cancel_run(session, run.id, g.team_id)
     session.commit()
@@ -97,18 +95,6 @@ def list_workflows():
                     for a in wf.agents]}
         for wf in WORKFLOWS.values()
     ]})
-
-
-def _team_run(run_id: str):
-    """Another team's run, like a missing one, is a 404."""
-    try:
-        rid = uuid.UUID(run_id)
-    except ValueError:
-        raise ApiError(404, "not_found", "no such run") from None
-    run = store.get_run(db(), g.team_id, rid)
-    if run is None:
-        raise ApiError(404, "not_found", "no such run")
-    return run
 
 
 def _pydantic_details(exc: ValidationError) -> list[dict[str, str]]:

@@ -16,6 +16,7 @@ from typing import Any
 from flask import g, request, session
 
 from taskapp import store
+from taskapp.models import Run
 from web.context import db
 from web.errors import ApiError
 
@@ -86,3 +87,15 @@ def csrf_token() -> str:
 def _csrf_ok() -> bool:
     sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
     return bool(sent) and secrets.compare_digest(sent, session.get("csrf", ""))
+
+
+def team_run(run_id: str) -> Run:
+    """The calling team's run; another team's run, like a missing one, is a 404."""
+    try:
+        rid = uuid.UUID(run_id)
+    except ValueError:
+        raise ApiError(404, "not_found", "no such run") from None
+    run = store.get_run(db(), g.team_id, rid)
+    if run is None:
+        raise ApiError(404, "not_found", "no such run")
+    return run

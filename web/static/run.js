@@ -1,4 +1,6 @@
-// Run detail: render the run, and refresh from the JSON API until the run ends.
+// Run detail: render the run; follow its event stream (SSE) and re-read the run on each
+// event. The browser resumes a dropped stream with Last-Event-ID on its own; without
+// EventSource we fall back to polling the JSON API.
 (function () {
   "use strict";
   var FINAL = ["succeeded", "failed", "cancelled"];
@@ -58,15 +60,35 @@
     renderOutput(r);
   }
 
-  function poll() {
-    if (FINAL.indexOf(run.status) >= 0) return;
-    fetch(run.links.self, { credentials: "same-origin", headers: { Accept: "application/json" } })
+  var pending = null;
+  function refresh() {
+    return fetch(run.links.self, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (resp) { return resp.ok ? resp.json() : null; })
       .then(function (r) { if (r) { run = r; render(r); } })
-      .catch(function () { /* transient: try again next tick */ })
-      .then(function () { setTimeout(poll, 1000); });
+      .catch(function () { /* transient: the next event or poll reads again */ });
+  }
+  function refreshSoon() {  // coalesce a burst of events into one read
+    if (pending) return;
+    pending = setTimeout(function () { pending = null; refresh(); }, 150);
+  }
+
+  function poll() {
+    if (FINAL.indexOf(run.status) >= 0) return;
+    refresh().then(function () { setTimeout(poll, 1000); });
+  }
+
+  function follow() {
+    var source = new EventSource(run.links.events, { withCredentials: true });
+    var types = ["run.started", "step.queued", "step.batched", "step.started", "step.succeeded",
+                 "step.failed", "step.retrying", "quota.wait"];
+    types.forEach(function (t) { source.addEventListener(t, refreshSoon); });
+    ["run.succeeded", "run.failed", "run.cancelled"].forEach(function (t) {
+      source.addEventListener(t, function () { source.close(); refresh(); });
+    });
   }
 
   render(run);
-  setTimeout(poll, 500);
+  if (FINAL.indexOf(run.status) < 0) {
+    if (window.EventSource) { follow(); } else { setTimeout(poll, 500); }
+  }
 })();

@@ -1,0 +1,91 @@
+"""SSE: each event once, in order, live or resumed with Last-Event-ID, with or without Redis."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from taskapp.models import Event
+from tests.conftest import auth, make_team, wait_for_run
+
+pytestmark = pytest.mark.slow
+RUN = {"workflow": "research", "input": {"question": "What is an event stream?", "max_revisions": 1}}
+
+
+def parse_sse(body: bytes) -> list[dict]:
+    """The events of an SSE body (comments and retry lines skipped)."""
+    events = []
+    for block in body.decode().split("\n\n"):
+        fields: dict = {}
+        for line in block.splitlines():
+            if line.startswith(":") or ":" not in line:
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = fields.get(name, "") + value.lstrip(" ") if name == "data" else value.lstrip(" ")
+        if "id" in fields:
+            events.append({"id": int(fields["id"]), "type": fields.get("event"), "data": json.loads(fields["data"])})
+    return events
+
+
+def stored(db_session, run_id) -> list[tuple[int, str]]:
+    db_session.rollback()
+    rows = db_session.execute(select(Event.id, Event.type).where(Event.run_id == uuid.UUID(str(run_id)))
+                              .order_by(Event.id)).all()
+    return [(i, t) for i, t in rows]
+
+
+def stream(client, key, run_id, **kw) -> list[dict]:
+    resp = client.get(f"/api/runs/{run_id}/events", headers={**auth(key), **kw.pop("headers", {})}, **kw)
+    assert resp.status_code == 200 and resp.mimetype == "text/event-stream"
+    return parse_sse(b"".join(resp.response))
+
+
+def test_live_stream_follows_a_run_to_its_end(client, team, workers, db_session):
+    """Opened as the run starts: every event arrives once, in order, then the stream ends."""
+    _, key = team
+    run_id = client.post("/api/runs", headers=auth(key), json=RUN).json["id"]
+    got = stream(client, key, run_id)
+    assert [(e["id"], e["type"]) for e in got] == stored(db_session, run_id)
+    assert got[0]["type"] == "run.queued" and got[-1]["type"] == "run.succeeded"
+    step_events = [e for e in got if e["type"].startswith("step.")]
+    assert all({"run_id", "ts", "step_id", "seq", "agent"} <= e["data"].keys() for e in step_events)
+
+
+def test_resume_with_last_event_id_sends_only_what_was_missed(client, team, workers, settings, db_session):
+    """Reconnecting with Last-Event-ID (header or query) yields each later event exactly once, in order."""
+    _, key = team
+    run_id = client.post("/api/runs", headers=auth(key), json=RUN).json["id"]
+    wait_for_run(settings, run_id)
+    everything = stored(db_session, run_id)
+    cut = everything[3][0]
+    by_header = stream(client, key, run_id, headers={"Last-Event-ID": str(cut)})
+    by_query = stream(client, key, run_id, query_string={"last_event_id": cut})
+    assert [(e["id"], e["type"]) for e in by_header] == everything[4:]
+    assert by_query == by_header
+
+
+def test_stream_without_redis_tails_the_table(team, workers, settings, db_session, client):
+    """With Redis pub/sub unreachable the stream still delivers every event, from Postgres."""
+    from web import create_app
+
+    no_redis = create_app(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
+    _, key = team
+    run_id = client.post("/api/runs", headers=auth(key), json=RUN).json["id"]
+    got = stream(no_redis.test_client(), key, run_id)
+    assert [(e["id"], e["type"]) for e in got] == stored(db_session, run_id)
+    assert got[-1]["type"] == "run.succeeded"
+
+
+def test_streams_are_scoped_to_the_team_and_validate_last_event_id(client, settings):
+    """Another team's run is a 404 on the stream; a non-numeric Last-Event-ID is a 400."""
+    _, key_a = make_team(settings)
+    _, key_b = make_team(settings)
+    run_id = client.post("/api/runs", headers=auth(key_a),
+                         json={"workflow": "summarize", "input": {"text": "x"}}).json["id"]
+    assert client.get(f"/api/runs/{run_id}/events", headers=auth(key_b)).status_code == 404
+    assert client.get(f"/api/runs/{uuid.uuid4()}/events", headers=auth(key_a)).status_code == 404
+    bad = client.get(f"/api/runs/{run_id}/events", headers={**auth(key_a), "Last-Event-ID": "abc"})
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_last_event_id"

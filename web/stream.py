@@ -1,0 +1,135 @@
+"""Server-Sent Events for a run: flask-sse's blueprint, taught to resume.
+
+flask-sse relays Redis pub/sub and keeps nothing, so a client that reconnects would
+miss what happened meanwhile. Here Redis is only the wake-up call: what is sent is
+always read from the events table (id > the last one sent, in id order), so each
+event reaches a client once and in order, across reconnects (`Last-Event-ID`), web
+restarts, publishes that arrive out of order, and publishes that never arrive. If
+Redis is down the stream tails the table instead, and goes back to live when it returns.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import redis
+from flask import current_app, g, request, stream_with_context
+from flask_sse import Message, ServerSentEventsBlueprint
+from sqlalchemy import select
+
+from taskapp.events import channel_for
+from taskapp.models import Event
+from taskapp.redis_client import get_redis
+from web.auth import require_team, team_run
+from web.errors import ApiError
+
+FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
+KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from cutting idle streams
+SAFETY_POLL_S = 5.0  # even with Redis up, re-read the table this often (a lost publish)
+FALLBACK_POLL_S = 1.0  # without Redis, tail the table this often
+REDIS_RETRY_S = 5.0
+BATCH = 500
+
+
+class RunEventsBlueprint(ServerSentEventsBlueprint):
+    """Streams one run's events: replay from Postgres, then follow Redis (or poll)."""
+
+    @property
+    def redis(self) -> redis.Redis:
+        return get_redis(current_app.config["SSE_REDIS_URL"])
+
+    def run_messages(self, run_id: uuid.UUID, last_id: int) -> Iterator[Message | str]:
+        """Messages after `last_id` until the run's final event; str items are keep-alive comments."""
+        factory = current_app.extensions["taskapp_sessions"]
+        pubsub = None
+        retry_redis_at = 0.0
+        last_write = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if pubsub is None and now >= retry_redis_at:
+                    pubsub = self._subscribe(run_id)  # before reading, so nothing slips between
+                    retry_redis_at = now + REDIS_RETRY_S
+                with factory() as session:
+                    rows = session.execute(
+                        select(Event.id, Event.type, Event.data)
+                        .where(Event.run_id == run_id, Event.id > last_id)
+                        .order_by(Event.id).limit(BATCH)
+                    ).all()
+                for event_id, type_, data in rows:
+                    last_id = event_id
+                    yield Message(data, type=type_, id=event_id)
+                    if type_ in FINAL_EVENTS:
+                        return
+                if rows:
+                    last_write = time.monotonic()
+                    if len(rows) == BATCH:
+                        continue
+                woke, pubsub = self._wait(pubsub)
+                if not woke and time.monotonic() - last_write >= KEEPALIVE_S:
+                    last_write = time.monotonic()
+                    yield ": keep-alive\n\n"
+        finally:
+            if pubsub is not None:
+                try:
+                    pubsub.close()
+                except redis.RedisError:
+                    pass
+
+    def _subscribe(self, run_id: uuid.UUID):
+        try:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(channel_for(run_id))
+            return pubsub
+        except (redis.RedisError, OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _wait(pubsub) -> tuple[bool, object]:
+        """Block until a publish wakes us or a poll is due; drop a broken subscription."""
+        if pubsub is None:
+            time.sleep(FALLBACK_POLL_S)
+            return False, None
+        try:
+            message = pubsub.get_message(timeout=SAFETY_POLL_S)
+            woke = message is not None
+            while message is not None:  # coalesce a burst into one table read
+                message = pubsub.get_message(timeout=0)
+            return woke, pubsub
+        except (redis.RedisError, OSError):
+            try:
+                pubsub.close()
+            except (redis.RedisError, OSError):
+                pass
+            return False, None
+
+
+bp = RunEventsBlueprint("stream", __name__)
+
+
+@bp.get("/api/runs/<run_id>/events")
+@require_team
+def run_events(run_id: str):
+    """`text/event-stream` of a run's events; honours `Last-Event-ID` (header or query)."""
+    run = team_run(run_id)
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
+    try:
+        last_id = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an event id (an integer)") from None
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()  # an idle stream must not hold a pooled connection
+
+    @stream_with_context
+    def generate() -> Iterator[str]:
+        yield "retry: 2000\n\n"
+        for message in bp.run_messages(run.id, last_id):
+            yield message if isinstance(message, str) else str(message)
+
+    response = current_app.response_class(generate(), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
