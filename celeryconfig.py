@@ -7,8 +7,7 @@ taskapp.executor), so a redelivery never bills a committed step twice.
 
 from kombu import Exchange, Queue
 
-from taskapp.agents import models_in_use
-from taskapp.queues import ORCHESTRATION_QUEUE, llm_queue
+from taskapp.queues import ORCHESTRATION_QUEUE, all_queues
 from taskapp.settings import get_settings
 
 _settings = get_settings()
@@ -57,7 +56,7 @@ def _queue(name: str) -> Queue:
 task_default_queue = ORCHESTRATION_QUEUE
 task_default_exchange = ORCHESTRATION_QUEUE
 task_default_routing_key = ORCHESTRATION_QUEUE
-task_queues = [_queue(ORCHESTRATION_QUEUE)] + [_queue(llm_queue(m)) for m in models_in_use()]
+task_queues = [_queue(name) for name in all_queues()]
 task_routes = {
     "taskapp.start_run": {"queue": ORCHESTRATION_QUEUE},
     "taskapp.advance_run": {"queue": ORCHESTRATION_QUEUE},

@@ -50,6 +50,7 @@ class Settings(BaseModel):
     secret_key: str = "dev-insecure-secret-change-me"
     flower_basic_auth: str | None = None
     flower_port: int = Field(default=5555, ge=1, le=65535)
+    metrics_token: str | None = None
     port: int = Field(default=5000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
@@ -118,6 +119,7 @@ _ENV = {
     "SECRET_KEY": "secret_key",
     "FLOWER_BASIC_AUTH": "flower_basic_auth",
     "FLOWER_PORT": "flower_port",
+    "METRICS_TOKEN": "metrics_token",
     "PORT": "port",
     "WEB_CONCURRENCY": "web_concurrency",
     "WORKER_CONCURRENCY": "worker_concurrency",

@@ -69,4 +69,7 @@ def test_submit_in_the_ui_and_watch_the_run_finish_live(page, web_url, team, sta
     page.goto(f"{web_url}/")
     assert page.locator("table.runs tbody tr").count() >= 1
     page.screenshot(path=str(ARTIFACTS / "ui-runs.png"))
+    page.goto(f"{web_url}/dashboard")
+    assert page.locator("svg.chart rect").count() >= 4
+    page.screenshot(path=str(ARTIFACTS / "ui-dashboard.png"), full_page=True)
     assert page.console_errors == []

@@ -104,3 +104,16 @@ def test_parse_answers_isolates_each_step():
     assert not got["c"].ok and "no answer" in got["c"].error
     assert "zzz" not in got
     assert all(not a.ok for a in parse_answers("not json", agent, ["a"]).values())
+
+
+def test_minute_series_fills_every_minute():
+    """Quota-use charts get one point per minute, zeros included, oldest first."""
+    from datetime import UTC, datetime, timedelta
+
+    from taskapp.metrics import ModelMinute, minute_series
+
+    now = datetime(2026, 1, 1, 12, 30, 20, tzinfo=UTC)
+    points = [ModelMinute("m", now.replace(second=0) - timedelta(minutes=2), 7, 70)]
+    series = minute_series(points, minutes=5, now=now)["m"]
+    assert [p.requests for p in series] == [0, 0, 7, 0, 0]
+    assert series[-1].minute == now.replace(second=0)

@@ -91,3 +91,52 @@ def test_redelivered_start_does_not_duplicate_steps(client, team, workers, setti
     after = db_session.scalar(select(func.count()).select_from(Event).where(Event.run_id == uuid.UUID(run_id)))
     steps = db_session.scalar(select(func.count()).select_from(Step).where(Step.run_id == uuid.UUID(run_id)))
     assert after == before and steps == 1
+
+
+def test_metrics_report_what_the_workers_did(client, team, workers, settings):
+    """/api/metrics, /metrics (Prometheus) and the dashboard agree with the runs just made."""
+    _, key = team
+    run_id = client.post("/api/runs", headers=auth(key),
+                         json={"workflow": "summarize", "input": {"text": "metrics please"}}).json["id"]
+    assert wait_for_run(settings, run_id).status == "succeeded"
+    body = client.get("/api/metrics", headers=auth(key)).json
+    summarizer = next(a for a in body["agents"] if a["agent"] == "summarizer")
+    assert summarizer["steps"] >= 1 and summarizer["batches"] >= 1 and summarizer["cost_usd"] > 0
+    assert summarizer["latency_p50_ms"] is not None and summarizer["mean_batch_size"] >= 1
+    assert body["quota_use"]["gemini-2.5-flash-lite"]["requests_last_day"] >= 1
+    assert body["runs"]["succeeded"] >= 1 and "orchestration" in body["queues"]
+    assert client.get("/api/metrics?window_s=abc", headers=auth(key)).status_code == 400
+
+    assert client.get("/metrics").status_code == 401
+    prom = client.get("/metrics", headers=auth(key))
+    assert prom.status_code == 200
+    text = prom.data.decode()
+    assert 'taskapp_steps_total{agent="summarizer",model="gemini-2.5-flash-lite",status="succeeded"}' in text
+    assert "taskapp_queue_depth{queue=\"orchestration\"}" in text and "taskapp_cost_usd_total" in text
+
+    client.post("/login", data={"api_key": key})
+    page = client.get("/dashboard")
+    assert page.status_code == 200 and b"summarizer" in page.data and b"<svg" in page.data
+
+
+def test_cancel_button_cancels_a_running_run(client, team, settings, stack, workers):
+    """The run page's cancel button ends a run in flight; its queued steps are never called."""
+    import httpx
+
+    _, key = team
+    httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 1500})
+    try:
+        run_id = client.post("/api/runs", headers=auth(key), json={
+            "workflow": "research", "input": {"question": "Will this be cancelled?"}}).json["id"]
+        client.post("/login", data={"api_key": key})
+        with client.session_transaction() as sess:
+            csrf = sess["csrf"]
+        assert client.post(f"/runs/{run_id}/cancel", data={"csrf_token": "wrong"}).status_code == 400
+        resp = client.post(f"/runs/{run_id}/cancel", data={"csrf_token": csrf})
+        assert resp.status_code == 302
+        run = wait_for_run(settings, run_id)
+    finally:
+        httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 0})
+    assert run.status == "cancelled"
+    assert all(s.status in ("cancelled", "succeeded") for s in run.steps)
+    assert not any(s.agent == "writer" for s in run.steps)  # the run never got that far

@@ -25,11 +25,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskapp_sessions"] = session_factory(settings) if settings.database_url else None
     configure_logging(settings)
 
-    from web import api, health, pages, stream
+    from web import api, health, pages, prometheus, stream
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(stream.bp)
+    app.register_blueprint(prometheus.bp)
     app.register_blueprint(pages.bp)
     register_error_handlers(app)
 

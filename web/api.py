@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 from pydantic import ValidationError
 
-from taskapp import intake, orchestrator, store
+from taskapp import intake, metrics, orchestrator, queues, store
 from taskapp.agents import get_agent
+from taskapp.celery_app import app as celery_app
 from taskapp.workflows import WORKFLOWS
 from web.auth import require_team, team_run
 from web.context import db
@@ -83,6 +84,17 @@ def cancel_run(run_id: str):
     run = orchestrator.cancel_run(session, run.id, g.team_id)
     session.commit()
     return jsonify(run_summary_json(run)), 202
+
+
+@bp.get("/metrics")
+@require_team
+def get_metrics():
+    """Per agent and model: steps, batches, latency, tokens, cost, 429s; quota use; queue depths."""
+    try:
+        window_s = min(30 * 86400, max(60, int(request.args.get("window_s", 3600))))
+    except ValueError:
+        raise ApiError(400, "invalid_window", "window_s must be an integer number of seconds") from None
+    return jsonify(metrics.snapshot(db(), queues.depths(celery_app), window_s))
 
 
 @bp.get("/workflows")

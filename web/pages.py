@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 
-from taskapp import intake, store
+from taskapp import intake, metrics, orchestrator, queues, store
+from taskapp.celery_app import app as celery_app
 from taskapp.workflows import WORKFLOWS, get_workflow
 from web import auth
 from web.context import db
@@ -75,6 +77,42 @@ def new_run():
             errors = [f"Could not enqueue the run right now ({exc}); try again in a few seconds."]
     return render_template("new_run.html", workflow=workflow, workflows=WORKFLOWS, schema=schema,
                            errors=errors, values=request.form, csrf=auth.csrf_token())
+
+
+@bp.get("/dashboard")
+def dashboard():
+    """Operators' charts: latency and cost per agent, batch sizes, quota use over time."""
+    if _team_id() is None:
+        return redirect(url_for("pages.login"))
+    since = datetime.now(UTC) - timedelta(hours=1)
+    agents = metrics.agent_stats(db(), since)
+    timeline = metrics.minute_series(metrics.usage_by_minute(db(), minutes=30), minutes=30)
+    def series(attr: str) -> list[tuple[str, float]]:
+        return [(a.agent, getattr(a, attr)) for a in agents if getattr(a, attr) is not None]
+
+    charts = {"p50": series("latency_p50_ms"), "p95": series("latency_p95_ms"), "cost": series("cost_usd"),
+              "batch": series("mean_batch_size")}
+    return render_template("dashboard.html", agents=agents, charts=charts, timeline=timeline,
+                           quota=metrics.quota_use(db()),
+                           runs=metrics.run_counts(db()), queues=queues.depths(celery_app))
+
+
+@bp.post("/runs/<run_id>/cancel")
+def cancel(run_id: str):
+    """The run page's cancel button (CSRF-checked)."""
+    team_id = _team_id()
+    if team_id is None:
+        return redirect(url_for("pages.login"))
+    if request.form.get("csrf_token") != auth.csrf_token():
+        abort(400, "invalid form token; reload the page")
+    try:
+        run = orchestrator.cancel_run(db(), uuid.UUID(run_id), team_id)
+    except ValueError:
+        run = None
+    if run is None:
+        abort(404)
+    db().commit()
+    return redirect(url_for("pages.run_detail", run_id=run.id))
 
 
 @bp.get("/runs/<run_id>")

@@ -58,6 +58,7 @@
       t.steps_done + "/" + t.steps + " steps · " + t.llm_calls + " Gemini calls · " +
       (t.tokens_in + t.tokens_out) + " tokens · $" + t.cost_usd.toFixed(6);
     renderOutput(r);
+    if (FINAL.indexOf(r.status) >= 0) document.getElementById("cancel-form").hidden = true;
   }
 
   var pending = null;

@@ -1,0 +1,89 @@
+"""`GET /metrics`: taskapp's numbers in Prometheus text format, for what Flower does not know.
+
+Never open: it takes `Authorization: Bearer $METRICS_TOKEN` when that is set,
+otherwise any team's API key.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, request
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from taskapp import metrics, queues
+from taskapp.celery_app import app as celery_app
+from web.auth import team_id_from_request
+from web.context import db, settings
+from web.errors import ApiError
+
+bp = Blueprint("prometheus", __name__)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class TaskappCollector:
+    """Built per scrape from Postgres and the broker (nothing cached in a web process)."""
+
+    def collect(self) -> Iterator[Metric]:
+        session = db()
+        labels = ["agent", "model"]
+        steps = CounterMetricFamily("taskapp_steps", "Steps finished", labels=[*labels, "status"])
+        batches = CounterMetricFamily("taskapp_batches", "Batches (Gemini calls serving steps)", labels=labels)
+        calls = CounterMetricFamily("taskapp_llm_calls", "Gemini requests", labels=labels)
+        limited = CounterMetricFamily("taskapp_llm_rate_limited", "Gemini 429 answers", labels=labels)
+        tokens = CounterMetricFamily("taskapp_tokens", "Tokens billed", labels=[*labels, "direction"])
+        cost = CounterMetricFamily("taskapp_cost_usd", "Cost in USD", labels=labels)
+        latency = GaugeMetricFamily("taskapp_llm_latency_ms", "Gemini call latency", labels=[*labels, "quantile"])
+        batch_size = GaugeMetricFamily("taskapp_batch_size_mean", "Mean steps per batch", labels=labels)
+        for a in metrics.agent_stats(session, EPOCH):
+            key = [a.agent, a.model]
+            steps.add_metric([*key, "succeeded"], a.steps - a.steps_failed)
+            steps.add_metric([*key, "failed"], a.steps_failed)
+            batches.add_metric(key, a.batches)
+            calls.add_metric(key, a.llm_calls)
+            limited.add_metric(key, a.rate_limited)
+            tokens.add_metric([*key, "in"], a.tokens_in)
+            tokens.add_metric([*key, "out"], a.tokens_out)
+            cost.add_metric(key, a.cost_usd)
+            batch_size.add_metric(key, a.mean_batch_size)
+            for q, v in (("0.5", a.latency_p50_ms), ("0.95", a.latency_p95_ms)):
+                if v is not None:
+                    latency.add_metric([*key, q], v)
+        yield from (steps, batches, calls, limited, tokens, cost, latency, batch_size)
+        quota = GaugeMetricFamily("taskapp_quota_used", "Quota used per model", labels=["model", "dimension"])
+        for model, dims in metrics.quota_use(session).items():
+            for dim, value in dims.items():
+                quota.add_metric([model, dim], value)
+        yield quota
+        runs = GaugeMetricFamily("taskapp_runs", "Runs by status", labels=["status"])
+        for status, n in metrics.run_counts(session).items():
+            runs.add_metric([status], n)
+        yield runs
+        depth = GaugeMetricFamily("taskapp_queue_depth", "Messages waiting per Celery queue", labels=["queue"])
+        for name, n in queues.depths(celery_app).items():
+            if n is not None:
+                depth.add_metric([name], n)
+        yield depth
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    """Prometheus exposition of taskapp's metrics (credentials required)."""
+    _authorize()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TaskappCollector())
+    return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")
+
+
+def _authorize() -> None:
+    token = settings().metrics_token
+    sent = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    if token and sent and secrets.compare_digest(sent, token):
+        return
+    if not token and team_id_from_request() is not None:
+        return
+    raise ApiError(401, "unauthorized", "metrics need credentials (METRICS_TOKEN or an API key)",
+                   headers={"WWW-Authenticate": 'Bearer realm="taskapp-metrics"'})
