@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=2)
     args = parser.parse_args()
     with bench_stack() as stack:
-        url = stack.start_web(workers=args.web_workers)
+        url, _ = stack.start_web(workers=args.web_workers)
         key = _new_team("bench-enqueue")
         enqueue_latency(url, key, 10, 200)  # warm-up: connections, imports, caches
         one = enqueue_latency(url, key, 1, 300)

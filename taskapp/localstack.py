@@ -129,14 +129,14 @@ class LocalStack:
         finally:
             probe.close()
 
-    def start_web(self, workers: int = 1) -> str:
-        """gunicorn with gevent workers, as the Procfile runs it; returns its base URL."""
+    def start_web(self, workers: int = 1, **env: str | None) -> tuple[str, subprocess.Popen]:
+        """gunicorn with gevent workers, as the Procfile runs it; returns its base URL and process."""
         port = free_port()
-        self.spawn("web", [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "web:create_app()"],
-                   PORT=str(port), WEB_CONCURRENCY=str(workers))
+        proc = self.spawn("web", [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py",
+                                  "web:create_app()"], PORT=str(port), WEB_CONCURRENCY=str(workers), **env)
         url = f"http://127.0.0.1:{port}"
         self._wait_http(f"{url}/healthz", "web")
-        return url
+        return url, proc
 
     def _wait_http(self, url: str, what: str, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s

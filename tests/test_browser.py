@@ -22,7 +22,9 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 @pytest.fixture(scope="module")
 def web_url(stack, workers):
-    return stack.start_web()
+    url, proc = stack.start_web()
+    yield url
+    stack.stop(proc)
 
 
 @pytest.fixture()

@@ -89,3 +89,35 @@ def test_streams_are_scoped_to_the_team_and_validate_last_event_id(client, setti
     assert client.get(f"/api/runs/{uuid.uuid4()}/events", headers=auth(key_a)).status_code == 404
     bad = client.get(f"/api/runs/{run_id}/events", headers={**auth(key_a), "Last-Event-ID": "abc"})
     assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_last_event_id"
+
+
+def test_resume_across_a_web_process_restart(stack, workers, team, settings, db_session):
+    """Read part of a live stream, restart gunicorn, reconnect with Last-Event-ID: every event once, in order."""
+    import httpx
+
+    _, key = team
+    h = auth(key)
+    httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 300})
+    try:
+        url, web = stack.start_web()
+        run_id = httpx.post(f"{url}/api/runs", headers=h, json=RUN).json()["id"]
+        first: list[dict] = []
+        with httpx.stream("GET", f"{url}/api/runs/{run_id}/events", headers=h, timeout=30) as resp:
+            buf = b""
+            for chunk in resp.iter_bytes():
+                buf += chunk
+                first = parse_sse(buf[: buf.rfind(b"\n\n") + 2])
+                if len(first) >= 4:
+                    break
+        stack.stop(web)  # the web process goes away mid-run
+        url, web = stack.start_web()
+        last = first[-1]["id"]
+        with httpx.stream("GET", f"{url}/api/runs/{run_id}/events", headers={**h, "Last-Event-ID": str(last)},
+                          timeout=60) as resp:
+            rest = parse_sse(resp.read())
+        stack.stop(web)
+    finally:
+        httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 0})
+    got = [(e["id"], e["type"]) for e in first + rest]
+    assert got == stored(db_session, run_id)
+    assert got[-1][1] == "run.succeeded" and len(set(got)) == len(got)
