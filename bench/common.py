@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import statistics
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @contextmanager
 def bench_stack(sim_latency_ms: int = 0) -> Iterator[LocalStack]:
     """Services from TASKAPP_TEST_DATABASE_URL / TASKAPP_TEST_REDIS_URL when set, else embedded."""
+    # A SIGTERM (a timeout, Ctrl-C from a supervisor) still runs the cleanup below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="taskapp-bench-") as tmp, LocalStack(
         Path(tmp), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
         redis_url=os.environ.get("TASKAPP_TEST_REDIS_URL"), sim_latency_ms=sim_latency_ms, sim_in_process=False,

@@ -11,20 +11,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from taskapp.settings import Settings, get_settings
 
-_engines: dict[tuple[int, str], Engine] = {}
+_engines: dict[tuple[int, str, int], Engine] = {}
 
 
-def get_engine(settings: Settings | None = None) -> Engine:
+def get_engine(settings: Settings | None = None, pool_size: int | None = None) -> Engine:
     """The engine for this process (a forked child never reuses its parent's sockets)."""
     settings = settings or get_settings()
     url = settings.require("database_url")
-    key = (os.getpid(), url)
+    size = pool_size or settings.db_pool_size
+    key = (os.getpid(), url, size)
     engine = _engines.get(key)
     if engine is None:
         engine = create_engine(
             url,
-            pool_size=settings.db_pool_size,
-            max_overflow=2 * settings.db_pool_size,
+            pool_size=size,
+            max_overflow=size // 2,
             pool_pre_ping=settings.db_pre_ping,
             pool_recycle=1800,
         )
@@ -32,10 +33,11 @@ def get_engine(settings: Settings | None = None) -> Engine:
     return engine
 
 
-def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:
+def session_factory(settings: Settings | None = None, pool_size: int | None = None) -> sessionmaker[Session]:
     """Sessions that know where to publish their events once they commit."""
     settings = settings or get_settings()
-    return sessionmaker(get_engine(settings), expire_on_commit=False, info={"redis_url": settings.redis_url})
+    return sessionmaker(get_engine(settings, pool_size), expire_on_commit=False,
+                        info={"redis_url": settings.redis_url})
 
 
 @contextmanager

@@ -28,6 +28,14 @@ from taskapp.settings import child_environment, normalize_database_url
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the harness dies, however it dies (Linux), so no server outlives it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class LocalStack:
     def __init__(self, workdir: Path, *, admin_database_url: str | None = None, redis_url: str | None = None,
                  sim_latency_ms: int = 0, sim_in_process: bool = True, log_dir: Path | None = None) -> None:
@@ -100,7 +108,7 @@ class LocalStack:
     def spawn(self, name: str, args: list[str], **env: str | None) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop())
         proc = subprocess.Popen(args, cwd=ROOT, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         proc.log_file = log  # type: ignore[attr-defined]
         self._procs.append(proc)
         return proc

@@ -13,6 +13,9 @@ def get_redis(url: str) -> redis.Redis:
     key = (os.getpid(), url)
     client = _clients.get(key)
     if client is None:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+        # Each SSE stream holds a pub/sub connection of its own: redis-py 8's default
+        # pool cap (100) would push streams past it onto table polling.
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
+                                      max_connections=10_000)
         _clients[key] = client
     return client

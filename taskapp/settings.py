@@ -56,6 +56,7 @@ class Settings(BaseModel):
     worker_concurrency: int = Field(default=4, ge=1)
     task_events: bool = True
     db_pool_size: int = Field(default=5, ge=1)
+    web_db_pool_size: int = Field(default=20, ge=1)
     db_pre_ping: bool = True
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
@@ -125,6 +126,7 @@ _ENV = {
     "WORKER_CONCURRENCY": "worker_concurrency",
     "CELERY_TASK_EVENTS": "task_events",
     "DB_POOL_SIZE": "db_pool_size",
+    "WEB_DB_POOL_SIZE": "web_db_pool_size",
     "DB_PRE_PING": "db_pre_ping",
     "LOG_FORMAT": "log_format",
     "LOG_LEVEL": "log_level",

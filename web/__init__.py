@@ -22,7 +22,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
         SSE_REDIS_URL=settings.redis_url or "",
     )
-    app.extensions["taskapp_sessions"] = session_factory(settings) if settings.database_url else None
+    # gevent serves many requests per process: a larger pool, so greenlets queue for a
+    # connection instead of opening and closing overflow connections all the time.
+    app.extensions["taskapp_sessions"] = (session_factory(settings, settings.web_db_pool_size)
+                                          if settings.database_url else None)
     configure_logging(settings)
 
     from web import api, health, pages, prometheus, stream

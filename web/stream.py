@@ -10,6 +10,7 @@ Redis is down the stream tails the table instead, and goes back to live when it 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,9 +26,10 @@ from taskapp.redis_client import get_redis
 from web.auth import require_team, team_run
 from web.errors import ApiError
 
+log = logging.getLogger(__name__)
 FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from cutting idle streams
-SAFETY_POLL_S = 5.0  # even with Redis up, re-read the table this often (a lost publish)
+SAFETY_POLL_S = 30.0  # even with Redis up, re-read the table this often (a publish that was lost)
 FALLBACK_POLL_S = 1.0  # without Redis, tail the table this often
 REDIS_RETRY_S = 5.0
 BATCH = 500
@@ -42,7 +44,9 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
 
     def run_messages(self, run_id: uuid.UUID, last_id: int) -> Iterator[Message | str]:
         """Messages after `last_id` until the run's final event; str items are keep-alive comments."""
-        factory = current_app.extensions["taskapp_sessions"]
+        engine = current_app.extensions["taskapp_sessions"].kw["bind"]
+        query = (select(Event.id, Event.type, Event.data).where(Event.run_id == run_id)
+                 .order_by(Event.id).limit(BATCH))
         pubsub = None
         retry_redis_at = 0.0
         last_write = time.monotonic()
@@ -52,12 +56,8 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
                 if pubsub is None and now >= retry_redis_at:
                     pubsub = self._subscribe(run_id)  # before reading, so nothing slips between
                     retry_redis_at = now + REDIS_RETRY_S
-                with factory() as session:
-                    rows = session.execute(
-                        select(Event.id, Event.type, Event.data)
-                        .where(Event.run_id == run_id, Event.id > last_id)
-                        .order_by(Event.id).limit(BATCH)
-                    ).all()
+                with engine.connect() as conn:  # Core, not a Session: this runs once per wake-up per stream
+                    rows = conn.execute(query.where(Event.id > last_id)).all()
                 for event_id, type_, data in rows:
                     last_id = event_id
                     yield Message(data, type=type_, id=event_id)
@@ -83,7 +83,9 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(channel_for(run_id))
             return pubsub
-        except (redis.RedisError, OSError, ValueError):
+        except (redis.RedisError, OSError, ValueError) as exc:
+            log.warning("event stream for run %s tails the table: Redis subscribe failed: %r", run_id, exc,
+                        extra={"run_id": str(run_id)})
             return None
 
     @staticmethod
@@ -98,7 +100,8 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
             while message is not None:  # coalesce a burst into one table read
                 message = pubsub.get_message(timeout=0)
             return woke, pubsub
-        except (redis.RedisError, OSError):
+        except (redis.RedisError, OSError) as exc:
+            log.warning("event stream lost its Redis subscription, tailing the table: %r", exc)
             try:
                 pubsub.close()
             except (redis.RedisError, OSError):
