@@ -63,3 +63,33 @@ def test_cli_reports_bad_configuration_and_input(stack):
     assert bad.returncode == 2 and "BATCH_MAX_SIZE" in bad.stderr and "Traceback" not in bad.stderr
     sub = _taskapp(stack, "submit", "summarize", "--input", "{nope", TASKAPP_API_KEY="tk_x")
     assert sub.returncode == 2 and "not JSON" in sub.stderr
+
+
+def test_flower_never_runs_open(stack):
+    """`taskapp flower` refuses to start without FLOWER_BASIC_AUTH; with it, Flower asks for the credentials."""
+    import time
+
+    import httpx
+
+    from taskapp.embedded import free_port
+
+    refused = _taskapp(stack, "flower", FLOWER_BASIC_AUTH="")
+    assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr
+    port = free_port()
+    proc = stack.spawn("flower", [sys.executable, "-m", "taskapp.cli", "flower", "--port", str(port)],
+                       FLOWER_BASIC_AUTH="ops:s3cret")
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                anonymous = httpx.get(url, timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "flower did not start"
+                time.sleep(0.2)
+        assert anonymous.status_code == 401
+        assert httpx.get(url, auth=("ops", "wrong"), timeout=5).status_code == 401
+        assert httpx.get(url, auth=("ops", "s3cret"), timeout=5).status_code == 200
+    finally:
+        stack.stop(proc)
