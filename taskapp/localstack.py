@@ -119,10 +119,10 @@ class LocalStack:
         proc = self.spawn(f"worker-{name}", [sys.executable, "-m", "celery", "-A", app, "worker", "-n",
                                              f"{name}@%h", f"--concurrency={concurrency}", "--loglevel=INFO",
                                              "--without-mingle", "--without-gossip"], **env)
-        self._wait_worker(proc, name, app)
+        self._wait_worker(proc, name)
         return proc
 
-    def _wait_worker(self, proc: subprocess.Popen, name: str, app_path: str, timeout_s: float = 60) -> None:
+    def _wait_worker(self, proc: subprocess.Popen, name: str, timeout_s: float = 60) -> None:
         from celery import Celery
 
         probe = Celery(broker=self.redis_url)

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from taskapp import events
-from taskapp.models import ApiKey, LlmCall, Run, Step, Team
+from taskapp.models import ApiKey, Run, Step, Team
 
 KEY_PREFIX = "tk_"
 
@@ -142,6 +142,3 @@ def step_progress(session: Session, run_ids: list[uuid.UUID]) -> dict[uuid.UUID,
     )
     return {run_id: (d, t) for run_id, d, t in rows}
 
-
-def llm_call_count(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(LlmCall)) or 0
