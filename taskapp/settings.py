@@ -51,6 +51,7 @@ class Settings(BaseModel):
     flower_basic_auth: str | None = None
     flower_port: int = Field(default=5555, ge=1, le=65535)
     metrics_token: str | None = None
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
     port: int = Field(default=5000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
@@ -121,6 +122,7 @@ _ENV = {
     "FLOWER_BASIC_AUTH": "flower_basic_auth",
     "FLOWER_PORT": "flower_port",
     "METRICS_TOKEN": "metrics_token",
+    "SSE_KEEPALIVE_S": "sse_keepalive_s",
     "PORT": "port",
     "WEB_CONCURRENCY": "web_concurrency",
     "WORKER_CONCURRENCY": "worker_concurrency",

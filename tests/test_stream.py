@@ -121,3 +121,96 @@ def test_resume_across_a_web_process_restart(stack, workers, team, settings, db_
     got = [(e["id"], e["type"]) for e in first + rest]
     assert got == stored(db_session, run_id)
     assert got[-1][1] == "run.succeeded" and len(set(got)) == len(got)
+
+
+def _queued_run(settings, team_id):
+    """A run that stays open (stored, never published): its stream waits for events."""
+    from taskapp import store
+    from taskapp.db import session_factory
+
+    with session_factory(settings).begin() as session:
+        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
+    return run.id
+
+
+def _numsub(client, run_id) -> int:
+    from taskapp.events import channel_for
+
+    return dict(client.pubsub_numsub(channel_for(run_id)))[channel_for(run_id).encode()]
+
+
+def _until(predicate, timeout_s: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_stream_sends_keepalives_and_releases_its_subscription_when_the_client_leaves(stack, team, settings):
+    """An idle stream sends keep-alive comments; when the client goes, its Redis subscription goes too."""
+    import httpx
+    import redis
+
+    team_id, key = team
+    run_id = _queued_run(settings, team_id)
+    r = redis.Redis.from_url(stack.redis_url)
+    url, web = stack.start_web(SSE_KEEPALIVE_S="0.5")
+    try:
+        with httpx.stream("GET", f"{url}/api/runs/{run_id}/events", headers=auth(key), timeout=10) as resp:
+            seen = b""
+            for chunk in resp.iter_bytes():
+                seen += chunk
+                if b": keep-alive" in seen:
+                    break
+            assert b"event:run.queued" in seen and b": keep-alive" in seen
+            assert _until(lambda: _numsub(r, run_id) == 1, 5)
+        assert _until(lambda: _numsub(r, run_id) == 0, 10), "subscription outlived its client"
+    finally:
+        stack.stop(web)
+
+
+def test_stream_returns_to_live_when_redis_comes_back(settings, team, tmp_path):
+    """Redis down: the stream tails the table; Redis back: it subscribes again and live events wake it."""
+    import threading
+
+    import redis
+
+    from taskapp import events
+    from taskapp.db import session_factory
+    from taskapp.embedded import EmbeddedRedis
+    from web import create_app
+
+    rd = EmbeddedRedis(tmp_path / "redis", persist=False)
+    rd.start()
+    rd.stop()  # down before the client arrives
+    flaky = settings.model_copy(update={"redis_url": rd.url})
+    team_id, key = team
+    run_id = _queued_run(settings, team_id)
+    got: list[dict] = []
+    body = bytearray()
+
+    def consume() -> None:
+        resp = create_app(flaky).test_client().get(f"/api/runs/{run_id}/events", headers=auth(key),
+                                                   buffered=False)
+        for chunk in resp.response:
+            body.extend(chunk)
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    try:
+        assert _until(lambda: b"run.queued" in body, 10)  # replayed from the table while Redis is down
+        rd.start()  # the same port comes back
+        client = redis.Redis.from_url(rd.url)
+        assert _until(lambda: _numsub(client, run_id) == 1, 10), "stream did not resubscribe"
+        with session_factory(flaky).begin() as session:
+            events.record(session, run_id, "run.started", workflow="summarize")
+            events.record(session, run_id, "run.cancelled")
+        reader.join(10)
+        got = parse_sse(bytes(body))
+    finally:
+        rd.stop()
+    assert [e["type"] for e in got] == ["run.queued", "run.started", "run.cancelled"]

@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         JSON_SORT_KEYS=False,
         SSE_REDIS_URL=settings.redis_url or "",
+        SSE_KEEPALIVE_S=settings.sse_keepalive_s,
     )
     # gevent serves many requests per process: a larger pool, so greenlets queue for a
     # connection instead of opening and closing overflow connections all the time.

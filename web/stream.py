@@ -28,7 +28,7 @@ from web.errors import ApiError
 
 log = logging.getLogger(__name__)
 FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
-KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from cutting idle streams
+# A keep-alive comment every SSE_KEEPALIVE_S (15 s) keeps proxies from cutting idle streams.
 SAFETY_POLL_S = 30.0  # even with Redis up, re-read the table this often (a publish that was lost)
 FALLBACK_POLL_S = 1.0  # without Redis, tail the table this often
 REDIS_RETRY_S = 5.0
@@ -45,32 +45,38 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
     def run_messages(self, run_id: uuid.UUID, last_id: int) -> Iterator[Message | str]:
         """Messages after `last_id` until the run's final event; str items are keep-alive comments."""
         engine = current_app.extensions["taskapp_sessions"].kw["bind"]
+        keepalive_s = current_app.config["SSE_KEEPALIVE_S"]
         query = (select(Event.id, Event.type, Event.data).where(Event.run_id == run_id)
                  .order_by(Event.id).limit(BATCH))
         pubsub = None
         retry_redis_at = 0.0
-        last_write = time.monotonic()
+        last_write = last_read = 0.0
+        must_read = True
         try:
             while True:
                 now = time.monotonic()
                 if pubsub is None and now >= retry_redis_at:
                     pubsub = self._subscribe(run_id)  # before reading, so nothing slips between
                     retry_redis_at = now + REDIS_RETRY_S
-                with engine.connect() as conn:  # Core, not a Session: this runs once per wake-up per stream
-                    rows = conn.execute(query.where(Event.id > last_id)).all()
-                for event_id, type_, data in rows:
-                    last_id = event_id
-                    yield Message(data, type=type_, id=event_id)
-                    if type_ in FINAL_EVENTS:
-                        return
-                if rows:
+                    must_read = True
+                if must_read or now - last_read >= SAFETY_POLL_S:
+                    with engine.connect() as conn:  # Core, not a Session: once per wake-up per stream
+                        rows = conn.execute(query.where(Event.id > last_id)).all()
+                    last_read = time.monotonic()
+                    for event_id, type_, data in rows:
+                        last_id = event_id
+                        yield Message(data, type=type_, id=event_id)
+                        if type_ in FINAL_EVENTS:
+                            return
+                    if rows:
+                        last_write = last_read
+                        if len(rows) == BATCH:
+                            continue
+                woke, pubsub = self._wait(pubsub, keepalive_s)
+                must_read = woke or pubsub is None
+                if not woke and time.monotonic() - last_write >= keepalive_s:
                     last_write = time.monotonic()
-                    if len(rows) == BATCH:
-                        continue
-                woke, pubsub = self._wait(pubsub)
-                if not woke and time.monotonic() - last_write >= KEEPALIVE_S:
-                    last_write = time.monotonic()
-                    yield ": keep-alive\n\n"
+                    yield ": keep-alive\n\n"  # also how a departed client is noticed
         finally:
             if pubsub is not None:
                 try:
@@ -89,13 +95,13 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
             return None
 
     @staticmethod
-    def _wait(pubsub) -> tuple[bool, object]:
-        """Block until a publish wakes us or a poll is due; drop a broken subscription."""
+    def _wait(pubsub, timeout_s: float) -> tuple[bool, object]:
+        """Block until a publish wakes us or `timeout_s` passes; drop a broken subscription."""
         if pubsub is None:
-            time.sleep(FALLBACK_POLL_S)
+            time.sleep(min(FALLBACK_POLL_S, timeout_s))
             return False, None
         try:
-            message = pubsub.get_message(timeout=SAFETY_POLL_S)
+            message = pubsub.get_message(timeout=timeout_s)
             woke = message is not None
             while message is not None:  # coalesce a burst into one table read
                 message = pubsub.get_message(timeout=0)
