@@ -107,18 +107,20 @@ def steps_per_second(stack, url: str, key: str, runs: int) -> tuple[float, float
 
     worker = stack.start_worker("e2e", concurrency=WORKER_CONCURRENCY)
     factory = session_factory()
+    with factory() as s:
+        team_id = _team_id(s, key)
+    mine = Run.team_id == team_id
     try:
         t0 = time.perf_counter()
         submitted = enqueue_latency(url, key, clients=10, requests=runs)["n"]
         with factory() as s:
             while s.scalar(select(func.count()).select_from(Run).where(
-                    Run.status.in_(("succeeded", "failed")), Run.team_id == _team_id(s, key))) < submitted:
+                    Run.status.in_(("succeeded", "failed")), mine)) < submitted:
                 time.sleep(0.05)
                 s.rollback()
             elapsed = time.perf_counter() - t0
-            steps = s.scalar(select(func.count()).select_from(Step).join(Run).where(Run.team_id == _team_id(s, key)))
-            failed = s.scalar(select(func.count()).select_from(Run).where(Run.status == "failed",
-                                                                         Run.team_id == _team_id(s, key)))
+            steps = s.scalar(select(func.count()).select_from(Step).join(Run).where(mine))
+            failed = s.scalar(select(func.count()).select_from(Run).where(Run.status == "failed", mine))
         assert failed == 0, f"{failed} runs failed"
         return steps / elapsed, submitted / elapsed
     finally:

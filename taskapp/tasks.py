@@ -28,7 +28,11 @@ def start_run(run_id: str) -> None:
 
 @app.task(name="taskapp.advance_run")
 def advance_run(run_id: str) -> None:
-    """Decide and queue a run's next steps, or finish it."""
+    """Decide and queue a run's next steps, or finish it.
+
+    Batches advance their runs inline; this task is the nudge for everything else
+    (an operator's `celery call taskapp.advance_run`, the sweeper). Idempotent.
+    """
     _advance(run_id)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, g
 
-from taskapp.db import session_factory
+from taskapp.db import get_engine, session_factory
 from taskapp.logs import configure_logging
 from taskapp.settings import Settings, get_settings
 from web.errors import register_error_handlers
@@ -25,8 +25,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     # gevent serves many requests per process: a larger pool, so greenlets queue for a
     # connection instead of opening and closing overflow connections all the time.
-    app.extensions["taskapp_sessions"] = (session_factory(settings, settings.web_db_pool_size)
-                                          if settings.database_url else None)
+    has_db = bool(settings.database_url)
+    app.extensions["taskapp_engine"] = get_engine(settings, settings.web_db_pool_size) if has_db else None
+    app.extensions["taskapp_sessions"] = session_factory(settings, settings.web_db_pool_size) if has_db else None
     configure_logging(settings)
 
     from web import api, health, pages, prometheus, stream

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import current_app, g
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from taskapp.settings import Settings
@@ -10,6 +11,14 @@ from taskapp.settings import Settings
 
 def settings() -> Settings:
     return current_app.config["TASKAPP_SETTINGS"]
+
+
+def engine() -> Engine:
+    """The web process's engine, for reads that need no Session (streams)."""
+    bound = current_app.extensions["taskapp_engine"]
+    if bound is None:
+        settings().require("database_url")
+    return bound
 
 
 def db() -> Session:

@@ -24,6 +24,7 @@ from taskapp.events import channel_for
 from taskapp.models import Event
 from taskapp.redis_client import get_redis
 from web.auth import require_team, team_run
+from web.context import engine
 from web.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
 
     def run_messages(self, run_id: uuid.UUID, last_id: int) -> Iterator[Message | str]:
         """Messages after `last_id` until the run's final event; str items are keep-alive comments."""
-        engine = current_app.extensions["taskapp_sessions"].kw["bind"]
+        bound = engine()
         keepalive_s = current_app.config["SSE_KEEPALIVE_S"]
         query = (select(Event.id, Event.type, Event.data).where(Event.run_id == run_id)
                  .order_by(Event.id).limit(BATCH))
@@ -60,7 +61,7 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
                     retry_redis_at = now + REDIS_RETRY_S
                     must_read = True
                 if must_read or now - last_read >= SAFETY_POLL_S:
-                    with engine.connect() as conn:  # Core, not a Session: once per wake-up per stream
+                    with bound.connect() as conn:  # Core, not a Session: once per wake-up per stream
                         rows = conn.execute(query.where(Event.id > last_id)).all()
                     last_read = time.monotonic()
                     for event_id, type_, data in rows:
