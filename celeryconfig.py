@@ -60,4 +60,5 @@ task_queues = [_queue(name) for name in all_queues()]
 task_routes = {
     "taskapp.start_run": {"queue": ORCHESTRATION_QUEUE},
     "taskapp.advance_run": {"queue": ORCHESTRATION_QUEUE},
+    "taskapp.finish_batches": {"queue": ORCHESTRATION_QUEUE},
 }

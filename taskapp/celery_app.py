@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+import subprocess
+import sys
+import threading
+
+from celery import Celery, bootsteps
 from celery.signals import setup_logging, worker_process_init
 
+from taskapp.children import die_with_parent
 from taskapp.db import dispose_engines
 from taskapp.logs import configure_logging
-from taskapp.settings import get_settings
+from taskapp.settings import child_environment, get_settings
+
+log = logging.getLogger(__name__)
 
 app = Celery("taskapp", include=["taskapp.tasks"])
 app.config_from_object("celeryconfig")
@@ -21,3 +29,44 @@ def _configure_logging(**_: object) -> None:
 @worker_process_init.connect
 def _fresh_connections_after_fork(**_: object) -> None:
     dispose_engines()
+
+
+class EmbeddedFlusher(bootsteps.StartStopStep):
+    """Runs `python -m taskapp.flusher` beside this worker node, restarting it if it exits.
+
+    So a Procfile `worker` dyno brings its own flusher and sweeper, and a fleet has as
+    many as it has nodes (their work is atomic, so more is only redundancy).
+    BATCH_FLUSHER_EMBEDDED=false leaves it to a separate `taskapp flusher` process.
+    """
+
+    def __init__(self, parent: object, **kwargs: object) -> None:
+        super().__init__(parent, **kwargs)
+        self.proc: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+
+    def start(self, parent: object) -> None:
+        if not get_settings().batch_flusher_embedded:
+            return
+        threading.Thread(target=self._supervise, name="flusher-supervisor", daemon=True).start()
+
+    def _supervise(self) -> None:
+        while not self.stopping.is_set():
+            self.proc = subprocess.Popen([sys.executable, "-m", "taskapp.flusher"], env=child_environment(),
+                                         preexec_fn=die_with_parent)
+            code = self.proc.wait()
+            if not self.stopping.is_set():
+                log.error("flusher exited with %s; restarting it in 1 s", code)
+                self.stopping.wait(1)
+
+    def stop(self, parent: object) -> None:
+        self.stopping.set()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+app.steps["worker"].add(EmbeddedFlusher)

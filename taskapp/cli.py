@@ -146,6 +146,14 @@ def flower(port: int | None) -> None:
     os.execvp(args[0], args)
 
 
+@main.command("flusher")
+def flusher_cmd() -> None:
+    """Flush batch buffers on their windows and run the sweeper (workers start one each by default)."""
+    from taskapp import flusher
+
+    flusher.main()
+
+
 def run() -> None:
     try:
         main()

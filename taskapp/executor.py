@@ -50,51 +50,73 @@ class BatchOutcome:
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
+    items: dict[str, str] = field(default_factory=dict)  # step id -> succeeded | failed (committed here)
+
+    def as_result(self) -> dict:
+        """What a chord header returns: per-item outcomes, never an exception for a bad item."""
+        return {"batch_id": str(self.batch_id), "succeeded": self.succeeded, "failed": self.failed,
+                "skipped": self.skipped, "items": self.items, "run_ids": sorted(self.run_ids)}
 
 
-def claim_steps(session: Session, step_ids: list[uuid.UUID], lease_s: float) -> list[Step]:
-    """Mark queued (or abandoned) steps of live runs as running under a lease; return them."""
+def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID], lease_s: float) -> list[Step]:
+    """Mark this batch's steps (of live runs) as running under a lease; return them.
+
+    A step counts as this batch's only while its `batch_id` says so: once the sweeper
+    re-offered it to another batch, a late delivery of this one finds nothing to do.
+    A step running under an expired lease (its worker died) is taken over.
+    """
     now = datetime.now(UTC)
     live_runs = select(Run.id).where(Run.status == "running")
     claimed = session.scalars(
         update(Step)
         .where(
             Step.id.in_(step_ids),
+            Step.batch_id == batch_id,
             Step.run_id.in_(live_runs),
-            (Step.status == "queued") | ((Step.status == "running") & (Step.lease_until < now)),
+            (Step.status == "batched") | ((Step.status == "running") & (Step.lease_until < now)),
         )
         .values(status="running", attempts=Step.attempts + 1, started_at=now,
                 lease_until=now + timedelta(seconds=lease_s))
         .returning(Step),
         execution_options={"synchronize_session": False},
     ).all()
+    claimed = sorted(claimed, key=_event_order)
     for step in claimed:
         events.record(session, step.run_id, "step.started", step_id=step.id, seq=step.seq, agent=step.agent,
-                      attempt=step.attempts)
+                      batch_id=batch_id, attempt=step.attempts)
     return list(claimed)
 
 
-def release_steps(session: Session, steps: list[Step], error: LlmError, delay_s: float) -> None:
-    """Give claimed steps back to the queue after a retryable failure."""
+def _event_order(step: Step) -> tuple[str, int]:
+    # Per-run event locks are always taken in run-id order: two batches sharing runs never deadlock.
+    return (str(step.run_id), step.seq)
+
+
+def release_steps(session: Session, steps: list[Step], error: LlmError, delay_s: float, stranded_s: float) -> None:
+    """Give claimed steps back to their batch after a retryable failure (its retry will claim them)."""
+    deadline = datetime.now(UTC) + timedelta(seconds=delay_s + stranded_s)
+    released = []
     for step in steps:
         result = session.execute(
             update(Step)
             .where(Step.id == step.id, Step.status == "running", Step.attempts == step.attempts)
-            .values(status="queued", lease_until=None)
+            .values(status="batched", lease_until=deadline)
         )
         if result.rowcount:
-            events.record(session, step.run_id, "step.retrying", step_id=step.id, seq=step.seq,
-                          agent=step.agent, reason=error.kind, delay_s=round(delay_s, 3))
+            released.append(step)
+    for step in released:
+        events.record(session, step.run_id, "step.retrying", step_id=step.id, seq=step.seq,
+                      agent=step.agent, batch_id=step.batch_id, reason=error.kind, delay_s=round(delay_s, 3))
 
 
-def execute_batch(factory: sessionmaker[Session], client: GeminiClient, step_ids: list[str], *,
-                  lease_s: float, batch_id: uuid.UUID | None = None,
-                  retry_delay_s: float = 1.0, give_up: bool = False) -> BatchOutcome:
+def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id: uuid.UUID, step_ids: list[str],
+                  *, lease_s: float, stranded_s: float, retry_delay_s: float = 1.0,
+                  give_up: bool = False) -> BatchOutcome:
     """Run one batch end to end. Raises RetryLater when the call should be tried again."""
-    outcome = BatchOutcome(batch_id=batch_id or uuid.uuid4())
+    outcome = BatchOutcome(batch_id=batch_id)
     ids = [uuid.UUID(s) for s in step_ids]
     with factory.begin() as session:
-        steps = claim_steps(session, ids, lease_s)
+        steps = claim_steps(session, batch_id, ids, lease_s)
     outcome.skipped = len(ids) - len(steps)
     if not steps:
         return outcome
@@ -108,7 +130,8 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, step_ids
     except LlmError as exc:
         with factory.begin() as session:
             if exc.retryable and not give_up:
-                release_steps(session, steps, exc, retry_delay_s if exc.retry_after_s is None else exc.retry_after_s)
+                release_steps(session, steps, exc, retry_delay_s if exc.retry_after_s is None else exc.retry_after_s,
+                              stranded_s)
             else:
                 _record_failed_call(session, agent, steps[0].model, outcome.batch_id, len(steps), exc)
                 answers = {str(s.id): Answer(error=f"Gemini call failed ({exc.kind}): {exc}") for s in steps}
@@ -174,6 +197,7 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
     now = datetime.now(UTC)
     shares = _usage_shares(steps, answers, calls)
     last_call = {sid: row for row, sids in calls for sid in sids}
+    committed: list[tuple[Step, Answer, Usage, str | None]] = []
     for step in steps:
         sid = str(step.id)
         answer = answers[sid]
@@ -186,13 +210,15 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
             .where(Step.id == step.id, Step.status == "running", Step.attempts == step.attempts,
                    Step.run_id.in_(select(Run.id).where(Run.status == "running")))
             .values(status=status, output=answer.output, error=error, finished_at=now, lease_until=None,
-                    batch_id=outcome.batch_id, llm_call_id=call.id if call else None,
+                    llm_call_id=call.id if call else None,
                     tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
                     cost_usd=cost_usd(step.model, usage))
         )
-        if not result.rowcount:
-            continue
+        if result.rowcount:
+            committed.append((step, answer, usage, error))
+    for step, answer, usage, error in sorted(committed, key=lambda c: _event_order(c[0])):
         outcome.run_ids.add(str(step.run_id))
+        outcome.items[str(step.id)] = "succeeded" if answer.ok else "failed"
         if answer.ok:
             outcome.succeeded += 1
             events.record(session, step.run_id, "step.succeeded", step_id=step.id, seq=step.seq,

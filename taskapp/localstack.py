@@ -21,19 +21,12 @@ import httpx
 import psycopg
 import redis
 
+from taskapp.children import die_with_parent
 from taskapp.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from taskapp.llm import simulator
 from taskapp.settings import child_environment, normalize_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the harness dies, however it dies (Linux), so no server outlives it."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class LocalStack:
@@ -108,7 +101,7 @@ class LocalStack:
     def spawn(self, name: str, args: list[str], **env: str | None) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop())
         proc = subprocess.Popen(args, cwd=ROOT, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=die_with_parent)
         proc.log_file = log  # type: ignore[attr-defined]
         self._procs.append(proc)
         return proc

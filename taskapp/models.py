@@ -29,7 +29,10 @@ class Base(DeclarativeBase):
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-STEP_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+# queued: stored and offered to its agent's buffer; batched: taken into a batch whose
+# message is on its way; running: claimed under a lease by the task making the call.
+STEP_STATUSES = ("queued", "batched", "running", "succeeded", "failed", "cancelled")
+PENDING_STEP_STATUSES = frozenset({"queued", "batched", "running"})
 FINAL_STEP_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -93,6 +96,7 @@ class Step(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "seq", name="uq_steps_run_seq"),
         Index("ix_steps_status_agent", "status", "agent"),
+        Index("ix_steps_batch_id", "batch_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -114,8 +118,34 @@ class Step(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    batched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    buffer_wait_ms: Mapped[int | None] = mapped_column(Integer)
 
     run: Mapped[Run] = relationship(back_populates="steps")
+
+
+class Batch(Base):
+    """One flush of an agent's buffer: the steps that share one Gemini call (plus repairs)."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_agent_model_flushed", "agent", "model", "flushed_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    agent: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(20))  # full | window | interactive | sweep
+    mean_wait_ms: Mapped[int] = mapped_column(Integer, default=0)
+    max_wait_ms: Mapped[int] = mapped_column(Integer, default=0)
+    flushed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now_default())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(default=Decimal(0))
 
 
 class LlmCall(Base):

@@ -3,7 +3,7 @@
 The run row is locked while a decision is made, so two workers finishing the last
 two steps of a phase cannot both create the next one. Step ids are derived from
 `(run_id, seq)`, so a redelivered advance produces the same ids, never new ones.
-Returns what to dispatch; the caller commits first and dispatches after.
+Returns the steps it queued; the caller commits first and offers them to the batcher after.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from taskapp import events
 from taskapp.agents import get_agent
-from taskapp.models import FINAL_RUN_STATUSES, Run, Step
+from taskapp.models import FINAL_RUN_STATUSES, PENDING_STEP_STATUSES, Run, Step
 from taskapp.settings import Settings
 from taskapp.workflows import Decision, Limits, RunOptions, StepState, decide, get_workflow
 
@@ -32,13 +32,13 @@ def step_key(run_id: uuid.UUID, seq: int) -> uuid.UUID:
 
 
 @dataclass(frozen=True)
-class Dispatch:
-    """Steps ready to be called: one agent, one model, in one batch."""
+class Ready:
+    """A step stored as `queued`, to be offered to its agent's batch buffer once committed."""
 
-    step_ids: tuple[str, ...]
+    step_id: str
     agent: str
     model: str
-    run_ids: tuple[str, ...]
+    run_id: str
     priority: str = "batch"
 
 
@@ -52,7 +52,7 @@ def server_limits(settings: Settings) -> Limits:
     )
 
 
-def advance_run(session: Session, run_id: uuid.UUID, settings: Settings) -> list[Dispatch]:
+def advance_run(session: Session, run_id: uuid.UUID, settings: Settings) -> list[Ready]:
     """Take the run one decision further; a no-op for a finished or unknown run."""
     run = session.get(Run, run_id, with_for_update=True)
     if run is None or run.status in FINAL_RUN_STATUSES:
@@ -79,7 +79,7 @@ def advance_run(session: Session, run_id: uuid.UUID, settings: Settings) -> list
                         priority=run_options.priority)
 
 
-def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, priority: str) -> list[Dispatch]:
+def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, priority: str) -> list[Ready]:
     created: list[Step] = []
     for offset, new in enumerate(decision.new_steps):
         agent = get_agent(new.agent)
@@ -92,7 +92,7 @@ def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, 
     for step in created:
         events.record(session, run.id, "step.queued", step_id=step.id, seq=step.seq, agent=step.agent,
                       model=step.model)
-    return [Dispatch((str(s.id),), s.agent, s.model, (str(run.id),), priority) for s in created]
+    return [Ready(str(s.id), s.agent, s.model, str(run.id), priority) for s in created]
 
 
 def finish_run(session: Session, run: Run, decision: Decision) -> None:
@@ -125,6 +125,6 @@ def cancel_run(session: Session, run_id: uuid.UUID, team_id: uuid.UUID | None = 
 def _cancel_pending_steps(session: Session, run: Run) -> None:
     session.execute(
         update(Step)
-        .where(Step.run_id == run.id, Step.status.in_(("queued", "running")))
+        .where(Step.run_id == run.id, Step.status.in_(tuple(PENDING_STEP_STATUSES)))
         .values(status="cancelled", finished_at=datetime.now(UTC), lease_until=None)
     )

@@ -8,6 +8,7 @@ validated once, on load, with a message that names the variable at fault.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from taskapp.batching import BatchPolicy, policy_for
 
 
 class SettingsError(ValueError):
@@ -39,6 +42,14 @@ class Settings(BaseModel):
 
     batch_max_size: int = Field(default=8, ge=1, le=256)
     batch_max_wait_ms: int = Field(default=3_000, ge=0)
+    # Per agent: {"researcher": {"max_size": 16, "max_wait_ms": 1000}}; others use the two above.
+    batch_policies: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # How often the flusher looks at the buffers, and how often (fleet-wide) the sweeper runs.
+    batch_tick_ms: int = Field(default=25, ge=5, le=1000)
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    # A flushed batch whose message has not started after this long is re-offered (message lost).
+    batch_stranded_s: int = Field(default=900, ge=1)
+    batch_flusher_embedded: bool = True
 
     max_steps: int = Field(default=40, ge=1)
     run_token_budget: int = Field(default=500_000, ge=1)
@@ -74,10 +85,30 @@ class Settings(BaseModel):
     def _sqlalchemy_url(cls, value: str | None) -> str | None:
         return normalize_database_url(value) if value else None
 
+    @field_validator("batch_policies", mode="before")
+    @classmethod
+    def _policies(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON ({exc}); expected {{\"agent\": {{\"max_size\": 8, \"max_wait_ms\": 500}}}}") from None
+        if isinstance(value, dict):
+            for agent, policy in value.items():
+                if not isinstance(policy, dict) or set(policy) - {"max_size", "max_wait_ms"}:
+                    raise ValueError(f"policy for {agent!r} must be an object with max_size and/or max_wait_ms")
+                if int(policy.get("max_size", 1)) < 1 or int(policy.get("max_wait_ms", 0)) < 0:
+                    raise ValueError(f"policy for {agent!r}: max_size >= 1 and max_wait_ms >= 0")
+        return value
+
     @field_validator("redis_url", "broker_url", "result_backend_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
         return normalize_redis_url(value) if value else None
+
+    def batch_policy(self, agent: str) -> BatchPolicy:
+        """The agent's batch size and window (its BATCH_POLICIES entry, else the defaults)."""
+        return policy_for(agent, BatchPolicy(self.batch_max_size, self.batch_max_wait_ms), self.batch_policies)
 
     @property
     def effective_broker_url(self) -> str:
@@ -112,6 +143,11 @@ _ENV = {
     "GEMINI_TIMEOUT_MS": "gemini_timeout_ms",
     "BATCH_MAX_SIZE": "batch_max_size",
     "BATCH_MAX_WAIT_MS": "batch_max_wait_ms",
+    "BATCH_POLICIES": "batch_policies",
+    "BATCH_TICK_MS": "batch_tick_ms",
+    "SWEEP_INTERVAL_S": "sweep_interval_s",
+    "BATCH_STRANDED_S": "batch_stranded_s",
+    "BATCH_FLUSHER_EMBEDDED": "batch_flusher_embedded",
     "RUN_MAX_STEPS": "max_steps",
     "RUN_TOKEN_BUDGET": "run_token_budget",
     "RUN_MAX_HANDOFF_DEPTH": "max_handoff_depth",

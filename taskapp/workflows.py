@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from taskapp.context import trim_to_budget
 
-PENDING = frozenset({"queued", "running"})
+PENDING = frozenset({"queued", "batched", "running"})
 
 
 @dataclass(frozen=True)

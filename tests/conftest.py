@@ -23,6 +23,7 @@ from taskapp.localstack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+WORKER_ENV = {"BATCH_MAX_WAIT_MS": "200", "SWEEP_INTERVAL_S": "1"}
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +54,8 @@ def settings(stack: LocalStack):
 @pytest.fixture(scope="session")
 def workers(stack: LocalStack) -> Iterator[list[subprocess.Popen]]:
     """Two worker processes (two nodes), shared by the tests that need them."""
-    procs = [stack.start_worker("w1"), stack.start_worker("w2")]
+    # A short batching window keeps multi-phase runs quick; the window itself is tested on its own.
+    procs = [stack.start_worker(name, **WORKER_ENV) for name in ("w1", "w2")]
     yield procs
     for proc in procs:
         stack.stop(proc)

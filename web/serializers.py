@@ -24,7 +24,7 @@ def step_json(step: Step) -> dict[str, Any]:
         "status": step.status, "input": step.input, "output": step.output, "error": step.error,
         "attempts": step.attempts, "batch_id": str(step.batch_id) if step.batch_id else None,
         "tokens_in": step.tokens_in, "tokens_out": step.tokens_out, "cost_usd": float(step.cost_usd),
-        "wait_ms": wait_ms, "latency_ms": latency_ms,
+        "wait_ms": wait_ms, "buffer_wait_ms": step.buffer_wait_ms, "latency_ms": latency_ms,
         "queued_at": _ts(step.queued_at), "started_at": _ts(step.started_at), "finished_at": _ts(step.finished_at),
     }
 

@@ -43,6 +43,11 @@ class SimulatorState:
 
     def __init__(self, latency_ms: int = 0, log_size: int = 200_000) -> None:
         self.latency_ms = latency_ms
+        # Answer faults: [{"match": str, "kind": "drop"|"corrupt", "times": int (-1: always)}]. A
+        # batched task whose input contains `match` loses its answer, or gets one that fails
+        # the schema, at most `times` times per step id.
+        self.answer_faults: list[dict[str, Any]] = []
+        self._fault_counts: dict[tuple[int, str], int] = {}
         self.lock = threading.Lock()
         self.log: deque[dict[str, Any]] = deque(maxlen=log_size)
         self.seq = 0
@@ -60,14 +65,54 @@ class SimulatorState:
     def configure(self, body: dict[str, Any]) -> None:
         if "latency_ms" in body:
             self.latency_ms = max(0, int(body["latency_ms"]))
+        if "answer_faults" in body:
+            faults = body["answer_faults"]
+            if not isinstance(faults, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("match"), str) and f.get("kind") in ("drop", "corrupt")
+                for f in faults
+            ):
+                raise ValueError('answer_faults: a list of {"match": str, "kind": "drop"|"corrupt", "times": int}')
+            with self.lock:
+                self.answer_faults = [dict(f, times=int(f.get("times", -1))) for f in faults]
+                self._fault_counts.clear()
 
     def reset(self) -> None:
         with self.lock:
             self.log.clear()
+            self.answer_faults = []
+            self._fault_counts.clear()
+
+    def apply_faults(self, value: Any, tasks: list[dict[str, Any]]) -> int:
+        """Drop or corrupt the answers of matching tasks; returns how many were hit."""
+        if not self.answer_faults or not isinstance(value, dict) or not isinstance(value.get("answers"), list):
+            return 0
+        inputs = {str(t.get("step_id")): json.dumps(t.get("input"), ensure_ascii=False) for t in tasks}
+        hit = 0
+        kept = []
+        with self.lock:
+            for answer in value["answers"]:
+                sid = str(answer.get("step_id")) if isinstance(answer, dict) else ""
+                kind = None
+                for index, rule in enumerate(self.answer_faults):
+                    count = self._fault_counts.get((index, sid), 0)
+                    if rule["match"] in inputs.get(sid, "") and (rule["times"] < 0 or count < rule["times"]):
+                        self._fault_counts[(index, sid)] = count + 1
+                        kind = rule["kind"]
+                        break
+                if kind == "drop":
+                    hit += 1
+                    continue
+                if kind == "corrupt":
+                    hit += 1
+                    answer = {"step_id": sid, "output": {"corrupted": True}}
+                kept.append(answer)
+        value["answers"] = kept
+        return hit
 
 
-def generate(model: str, body: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
-    """The generateContent answer for a request body, with its input and output token counts."""
+def generate(model: str, body: dict[str, Any], state: SimulatorState | None = None
+             ) -> tuple[dict[str, Any], int, int, int]:
+    """The generateContent answer for a request body: with input and output tokens, and items answered."""
     prompt = _text_of(body.get("contents", []))
     system = _text_of(body.get("systemInstruction") or body.get("system_instruction") or {})
     config = body.get("generationConfig") or body.get("generation_config") or {}
@@ -75,7 +120,10 @@ def generate(model: str, body: dict[str, Any]) -> tuple[dict[str, Any], int, int
               or config.get("responseSchema") or config.get("response_schema"))
     ctx = FakeContext.from_prompt(prompt)
     if schema:
-        text = json.dumps(fake_value(schema, ctx), ensure_ascii=False)
+        value = fake_value(schema, ctx)
+        if state is not None:
+            state.apply_faults(value, ctx.tasks)
+        text = json.dumps(value, ensure_ascii=False)
     else:
         text = f"Simulated answer to: {' '.join(prompt.split())[:200]}"
     tokens_in = _tokens(system) + _tokens(prompt)
@@ -88,7 +136,7 @@ def generate(model: str, body: dict[str, Any]) -> tuple[dict[str, Any], int, int
         "modelVersion": model,
         "responseId": uuid.uuid4().hex[:16],
     }
-    return answer, tokens_in, tokens_out
+    return answer, tokens_in, tokens_out, len(ctx.tasks)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -140,8 +188,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"ok": True})
             return
         if self.path == "/_sim/config":
-            state.configure(body)
-            self._send(200, {"ok": True, "latency_ms": state.latency_ms})
+            try:
+                state.configure(body)
+            except ValueError as exc:
+                self._error(400, str(exc), "INVALID_ARGUMENT")
+                return
+            self._send(200, {"ok": True, "latency_ms": state.latency_ms, "answer_faults": state.answer_faults})
             return
         match = _ROUTE.match(self.path.split("?", 1)[0])
         if not match:
@@ -161,8 +213,8 @@ class Handler(BaseHTTPRequestHandler):
         received = time.time()
         if state.latency_ms:
             time.sleep(state.latency_ms / 1000)
-        answer, tokens_in, tokens_out = generate(model, body)
-        state.record({"ts": received, "model": model, "status": 200,
+        answer, tokens_in, tokens_out, items = generate(model, body, state)
+        state.record({"ts": received, "model": model, "status": 200, "items": items,
                       "tokens_in": tokens_in, "tokens_out": tokens_out})
         self._send(200, answer)
 

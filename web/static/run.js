@@ -25,7 +25,8 @@
       tr.appendChild(el("td", s.model));
       var st = el("td"); st.appendChild(el("span", s.status, "status " + s.status)); tr.appendChild(st);
       tr.appendChild(el("td", s.batch_id ? s.batch_id.slice(0, 8) : ""));
-      tr.appendChild(el("td", ms(s.wait_ms)));
+      tr.appendChild(el("td", ms(s.wait_ms) + (s.buffer_wait_ms === null || s.buffer_wait_ms === undefined
+        ? "" : " (batching " + s.buffer_wait_ms + " ms)")));
       tr.appendChild(el("td", ms(s.latency_ms)));
       tr.appendChild(el("td", s.tokens_in + s.tokens_out));
       tr.appendChild(el("td", "$" + s.cost_usd.toFixed(6)));

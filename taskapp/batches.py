@@ -1,0 +1,72 @@
+"""Batches in Postgres: a flush marks its steps `batched` and records the batch; the
+aggregator totals what the batch did once its calls are over.
+
+Marking is conditional on the step still being `queued` in a live run, so a step
+taken by two flushers (a sweeper re-offer racing a slow flush) joins one batch only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
+
+from taskapp import events
+from taskapp.batcher import Taken
+from taskapp.batching import wait_stats
+from taskapp.models import Batch, LlmCall, Run, Step
+
+
+def open_batch(session: Session, batch_id: uuid.UUID, agent: str, model: str, taken: list[Taken],
+               reason: str, stranded_s: float) -> list[str]:
+    """Mark the taken steps as this batch's; returns the ids that joined (others were gone)."""
+    if not taken:
+        return []
+    now = datetime.now(UTC)
+    waits = {uuid.UUID(t.step_id): t.wait_ms for t in taken}
+    rows = session.execute(
+        update(Step)
+        .where(Step.id.in_(list(waits)), Step.status == "queued", Step.agent == agent, Step.model == model,
+               Step.run_id.in_(select(Run.id).where(Run.status == "running")))
+        .values(status="batched", batch_id=batch_id, batched_at=now,
+                lease_until=now + timedelta(seconds=stranded_s),
+                buffer_wait_ms=case(waits, value=Step.id))
+        .returning(Step.id, Step.run_id, Step.seq),
+        execution_options={"synchronize_session": False},
+    ).all()
+    if not rows:
+        return []
+    joined = sorted(rows, key=lambda r: (str(r.run_id), r.seq))
+    stats = wait_stats([waits[r.id] for r in joined])
+    session.add(Batch(id=batch_id, agent=agent, model=model, size=len(joined), reason=reason,
+                      mean_wait_ms=stats.mean_ms, max_wait_ms=stats.max_ms, flushed_at=now))
+    for r in joined:
+        events.record(session, r.run_id, "step.batched", step_id=r.id, seq=r.seq, agent=agent, model=model,
+                      batch_id=batch_id, batch_size=len(joined), wait_ms=waits[r.id], reason=reason)
+    return [str(r.id) for r in joined]
+
+
+def close_batches(session: Session, batch_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Record each batch's outcome from what was committed; returns the runs it touched."""
+    now = datetime.now(UTC)
+    for batch_id in batch_ids:
+        steps = session.execute(
+            select(func.count().filter(Step.status == "succeeded"), func.count().filter(Step.status == "failed"))
+            .where(Step.batch_id == batch_id)
+        ).one()
+        calls = session.execute(
+            select(func.count(), func.coalesce(func.sum(LlmCall.latency_ms), 0),
+                   func.coalesce(func.sum(LlmCall.tokens_in), 0), func.coalesce(func.sum(LlmCall.tokens_out), 0),
+                   func.coalesce(func.sum(LlmCall.cost_usd), 0))
+            .where(LlmCall.batch_id == batch_id)
+        ).one()
+        session.execute(
+            update(Batch).where(Batch.id == batch_id)
+            .values(finished_at=now, succeeded=steps[0], failed=steps[1], calls=calls[0], latency_ms=calls[1],
+                    tokens_in=calls[2], tokens_out=calls[3], cost_usd=calls[4])
+        )
+    return list(session.scalars(
+        select(Step.run_id).where(Step.batch_id.in_(batch_ids)).distinct().order_by(Step.run_id)
+    ))

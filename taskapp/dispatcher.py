@@ -1,0 +1,137 @@
+"""Moving steps along: Postgres -> batch buffer -> a chord of calls -> the aggregator -> Postgres.
+
+Every hand-over happens after the state it depends on is committed, so a crash
+between two of them leaves work the sweeper can find (taskapp.sweeper), never lost
+work. The decisions live elsewhere (workflows, orchestrator, batching policy); this
+module only carries them out against Redis, Postgres and the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+
+import redis
+from celery import Celery, chord
+from sqlalchemy.orm import Session, sessionmaker
+
+from taskapp import orchestrator
+from taskapp.batcher import Batcher, Taken
+from taskapp.batches import close_batches, open_batch
+from taskapp.batching import chunks
+from taskapp.db import session_factory
+from taskapp.queues import ORCHESTRATION_QUEUE, llm_queue
+from taskapp.redis_client import get_redis
+from taskapp.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, factory: sessionmaker[Session], batcher: Batcher, app: Celery) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.batcher = batcher
+        self.app = app
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def advance(self, run_ids: Iterable[uuid.UUID | str]) -> None:
+        """Take each run one decision further (one transaction each), then offer what it queued."""
+        ready: list[orchestrator.Ready] = []
+        for run_id in run_ids:
+            with self.factory.begin() as session:
+                ready += orchestrator.advance_run(session, uuid.UUID(str(run_id)), self.settings)
+        self.offer(ready)
+
+    # -- buffers --------------------------------------------------------------------------
+
+    def offer(self, ready: list[orchestrator.Ready]) -> None:
+        """Put queued steps in their buffers; flush a buffer that is full, or at once for interactive runs."""
+        groups: dict[tuple[str, str], list[orchestrator.Ready]] = defaultdict(list)
+        for item in ready:
+            groups[(item.agent, item.model)].append(item)
+        for (agent, model), items in groups.items():
+            try:
+                waiting = self.batcher.offer(agent, model, [i.step_id for i in items])
+            except redis.RedisError as exc:
+                # The rows are committed as `queued`: the sweeper offers them again once Redis is back.
+                log.warning("offer to the batch buffer failed: %s", exc, extra={"agent": agent, "model": model})
+                continue
+            interactive = any(i.priority == "interactive" for i in items)
+            if interactive or waiting >= self.settings.batch_policy(agent).max_size:
+                self.flush(agent, model, force=interactive)
+
+    def flush(self, agent: str, model: str, *, force: bool = False) -> list[uuid.UUID]:
+        """Take what is due from a buffer and send it as one chord; returns the batch ids sent."""
+        policy = self.settings.batch_policy(agent)
+        taken = self.batcher.take(agent, model, policy, force=force)
+        if not taken:
+            return []
+        batches: list[tuple[uuid.UUID, list[str]]] = []
+        try:
+            # The chord is published inside the transaction that marks its steps: if this
+            # process dies before the commit, the steps are still `queued` (and the sweeper
+            # offers them again); a header task that starts early waits on the row locks.
+            with self.factory.begin() as session:
+                for part in chunks(taken, policy.max_size):
+                    reason = "interactive" if force else ("full" if len(part) == policy.max_size else "window")
+                    batch_id = uuid.uuid4()
+                    joined = open_batch(session, batch_id, agent, model, part, reason, self.settings.batch_stranded_s)
+                    if joined:
+                        batches.append((batch_id, joined))
+                if batches:
+                    self._send_chord(agent, model, batches)
+        except Exception:
+            log.exception("flush failed; putting %d step(s) back", len(taken), extra={"agent": agent, "model": model})
+            self._put_back(agent, model, taken)
+            return []
+        for batch_id, ids in batches:
+            log.info("flushed %d step(s)", len(ids), extra={"agent": agent, "model": model, "batch_id": str(batch_id)})
+        return [b for b, _ in batches]
+
+    def _put_back(self, agent: str, model: str, taken: list[Taken]) -> None:
+        try:
+            self.batcher.offer(agent, model, [t.step_id for t in taken])
+        except redis.RedisError:
+            pass  # still `queued` in Postgres: the sweeper finds them
+
+    def _send_chord(self, agent: str, model: str, batches: list[tuple[uuid.UUID, list[str]]]) -> None:
+        header = [
+            self.app.signature("taskapp.execute_batch", args=[str(batch_id), ids],
+                               kwargs={"agent": agent, "model": model}, queue=llm_queue(model))
+            for batch_id, ids in batches
+        ]
+        body = self.app.signature("taskapp.finish_batches",
+                                  kwargs={"batch_ids": [str(b) for b, _ in batches]}, queue=ORCHESTRATION_QUEUE)
+        chord(header, body).apply_async(retry=True, retry_policy=_PUBLISH_RETRY)
+
+    # -- the aggregator -------------------------------------------------------------------
+
+    def finish(self, batch_ids: list[uuid.UUID]) -> None:
+        """Chord body: record the batches from Postgres (not from the header results), advance their runs."""
+        with self.factory.begin() as session:
+            run_ids = close_batches(session, batch_ids)
+        self.advance(run_ids)
+
+
+_dispatchers: dict[int, Dispatcher] = {}
+
+
+def get_dispatcher(app: Celery | None = None) -> Dispatcher:
+    """This process's dispatcher (a forked child builds its own)."""
+    dispatcher = _dispatchers.get(os.getpid())
+    if dispatcher is None:
+        if app is None:
+            from taskapp.celery_app import app as celery_app
+
+            app = celery_app
+        settings = get_settings()
+        dispatcher = Dispatcher(settings, session_factory(settings), Batcher(get_redis(settings.require("redis_url"))),
+                                app)
+        _dispatchers[os.getpid()] = dispatcher
+    return dispatcher
