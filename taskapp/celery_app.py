@@ -55,7 +55,7 @@ class EmbeddedFlusher(bootsteps.StartStopStep):
                                          preexec_fn=die_with_parent)
             code = self.proc.wait()
             if not self.stopping.is_set():
-                log.error("flusher exited with %s; restarting it in 1 s", code)
+                (log.warning if code == 0 else log.error)("flusher exited with %s; restarting it in 1 s", code)
                 self.stopping.wait(1)
 
     def stop(self, parent: object) -> None:

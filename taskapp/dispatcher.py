@@ -40,12 +40,12 @@ class Dispatcher:
 
     # -- runs -----------------------------------------------------------------------------
 
-    def advance(self, run_ids: Iterable[uuid.UUID | str]) -> None:
+    def advance(self, run_ids: Iterable[uuid.UUID | str], origin: str | None = None) -> None:
         """Take each run one decision further (one transaction each), then offer what it queued."""
         ready: list[orchestrator.Ready] = []
         for run_id in run_ids:
             with self.factory.begin() as session:
-                ready += orchestrator.advance_run(session, uuid.UUID(str(run_id)), self.settings)
+                ready += orchestrator.advance_run(session, uuid.UUID(str(run_id)), self.settings, origin)
         self.offer(ready)
 
     # -- buffers --------------------------------------------------------------------------
@@ -112,11 +112,11 @@ class Dispatcher:
 
     # -- the aggregator -------------------------------------------------------------------
 
-    def finish(self, batch_ids: list[uuid.UUID]) -> None:
+    def finish(self, batch_ids: list[uuid.UUID], origin: str | None = None) -> None:
         """Chord body: record the batches from Postgres (not from the header results), advance their runs."""
         with self.factory.begin() as session:
             run_ids = close_batches(session, batch_ids)
-        self.advance(run_ids)
+        self.advance(run_ids, origin)
 
 
 _dispatchers: dict[int, Dispatcher] = {}

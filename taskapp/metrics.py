@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Float, and_, cast, func, select
 from sqlalchemy.orm import Session
 
-from taskapp.models import LlmCall, Run, Step
+from taskapp.models import Batch, LlmCall, Run, Step
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class AgentStats:
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     mean_wait_ms: float | None
+    buffer_wait_p50_ms: float | None
+    buffer_wait_p95_ms: float | None
     tokens_in: int
     tokens_out: int
     cost_usd: float
@@ -51,7 +53,6 @@ def agent_stats(session: Session, since: datetime) -> list[AgentStats]:
             select(
                 LlmCall.agent, LlmCall.model,
                 func.count().label("calls"),
-                func.count(func.distinct(LlmCall.batch_id)).label("batches"),
                 func.percentile_cont(0.5).within_group(LlmCall.latency_ms).filter(ok).label("p50"),
                 func.percentile_cont(0.95).within_group(LlmCall.latency_ms).filter(ok).label("p95"),
                 func.coalesce(func.sum(LlmCall.tokens_in), 0).label("tokens_in"),
@@ -61,6 +62,13 @@ def agent_stats(session: Session, since: datetime) -> list[AgentStats]:
             ).where(LlmCall.created_at >= since).group_by(LlmCall.agent, LlmCall.model)
         )
     }
+    batches = {
+        (r.agent, r.model): r
+        for r in session.execute(
+            select(Batch.agent, Batch.model, func.count().label("n"), func.avg(Batch.size).label("mean_size"))
+            .where(Batch.flushed_at >= since).group_by(Batch.agent, Batch.model)
+        )
+    }
     wait_ms = func.extract("epoch", Step.started_at - Step.queued_at) * 1000
     steps = session.execute(
         select(
@@ -68,18 +76,21 @@ def agent_stats(session: Session, since: datetime) -> list[AgentStats]:
             func.count().filter(Step.status.in_(("succeeded", "failed"))).label("done"),
             func.count().filter(Step.status == "failed").label("failed"),
             func.avg(cast(wait_ms, Float)).filter(Step.started_at.is_not(None)).label("wait"),
+            func.percentile_cont(0.5).within_group(Step.buffer_wait_ms).label("buffer_p50"),
+            func.percentile_cont(0.95).within_group(Step.buffer_wait_ms).label("buffer_p95"),
         ).where(Step.queued_at >= since).group_by(Step.agent, Step.model)
     ).all()
     out = []
     for s in steps:
         c = calls.get((s.agent, s.model))
-        batches = c.batches if c else 0
+        b = batches.get((s.agent, s.model))
         out.append(AgentStats(
-            agent=s.agent, model=s.model, steps=s.done, steps_failed=s.failed, batches=batches,
-            mean_batch_size=round(s.done / batches, 2) if batches else 0.0,
+            agent=s.agent, model=s.model, steps=s.done, steps_failed=s.failed, batches=b.n if b else 0,
+            mean_batch_size=round(float(b.mean_size), 2) if b else 0.0,
             llm_calls=c.calls if c else 0,
             latency_p50_ms=_num(c.p50) if c else None, latency_p95_ms=_num(c.p95) if c else None,
-            mean_wait_ms=_num(s.wait), tokens_in=int(c.tokens_in) if c else 0,
+            mean_wait_ms=_num(s.wait), buffer_wait_p50_ms=_num(s.buffer_p50), buffer_wait_p95_ms=_num(s.buffer_p95),
+            tokens_in=int(c.tokens_in) if c else 0,
             tokens_out=int(c.tokens_out) if c else 0, cost_usd=float(c.cost) if c else 0.0,
             rate_limited=c.rate_limited if c else 0,
         ))

@@ -52,8 +52,11 @@ def server_limits(settings: Settings) -> Limits:
     )
 
 
-def advance_run(session: Session, run_id: uuid.UUID, settings: Settings) -> list[Ready]:
-    """Take the run one decision further; a no-op for a finished or unknown run."""
+def advance_run(session: Session, run_id: uuid.UUID, settings: Settings, origin: str | None = None) -> list[Ready]:
+    """Take the run one decision further; a no-op for a finished or unknown run.
+
+    `origin` names the worker node deciding, recorded on `step.queued` (which node queued what).
+    """
     run = session.get(Run, run_id, with_for_update=True)
     if run is None or run.status in FINAL_RUN_STATUSES:
         return []
@@ -76,10 +79,11 @@ def advance_run(session: Session, run_id: uuid.UUID, settings: Settings) -> list
         finish_run(session, run, decision)
         return []
     return _queue_steps(session, run, decision, next_seq=(steps[-1].seq + 1) if steps else 1,
-                        priority=run_options.priority)
+                        priority=run_options.priority, origin=origin)
 
 
-def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, priority: str) -> list[Ready]:
+def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, priority: str,
+                 origin: str | None) -> list[Ready]:
     created: list[Step] = []
     for offset, new in enumerate(decision.new_steps):
         agent = get_agent(new.agent)
@@ -91,7 +95,7 @@ def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, 
     session.flush()
     for step in created:
         events.record(session, run.id, "step.queued", step_id=step.id, seq=step.seq, agent=step.agent,
-                      model=step.model)
+                      model=step.model, queued_by=origin)
     return [Ready(str(s.id), s.agent, s.model, str(run.id), priority) for s in created]
 
 

@@ -50,6 +50,8 @@ class Settings(BaseModel):
     # A flushed batch whose message has not started after this long is re-offered (message lost).
     batch_stranded_s: int = Field(default=900, ge=1)
     batch_flusher_embedded: bool = True
+    # A run idle this long with nothing pending (or never started) was missed: the sweeper advances it.
+    run_nudge_after_s: float = Field(default=10.0, gt=0)
 
     max_steps: int = Field(default=40, ge=1)
     run_token_budget: int = Field(default=500_000, ge=1)
@@ -148,6 +150,7 @@ _ENV = {
     "SWEEP_INTERVAL_S": "sweep_interval_s",
     "BATCH_STRANDED_S": "batch_stranded_s",
     "BATCH_FLUSHER_EMBEDDED": "batch_flusher_embedded",
+    "RUN_NUDGE_AFTER_S": "run_nudge_after_s",
     "RUN_MAX_STEPS": "max_steps",
     "RUN_TOKEN_BUDGET": "run_token_budget",
     "RUN_MAX_HANDOFF_DEPTH": "max_handoff_depth",

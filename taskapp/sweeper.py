@@ -31,7 +31,6 @@ from taskapp.orchestrator import Ready
 
 log = logging.getLogger(__name__)
 
-NUDGE_AFTER_S = 10  # a run idle this long with nothing pending was missed by its aggregator
 BUFFER_GRACE_MS = 2_000  # beyond its window, before a queued step is looked for in its buffer
 BATCH_LIMIT = 500  # rows per category per sweep, so one sweep stays short
 
@@ -60,8 +59,8 @@ def sweep(dispatcher: Dispatcher, now: datetime | None = None) -> SweepReport:
     report.reoffered["lease_expired"] = len(expired)
     dispatcher.offer(ready + stranded + expired)
     with dispatcher.factory() as session:
-        runs = runs_to_nudge(session, now, dispatcher.settings.run_timeout_s)
-    dispatcher.advance(runs)
+        runs = runs_to_nudge(session, now, dispatcher.settings.run_timeout_s, dispatcher.settings.run_nudge_after_s)
+    dispatcher.advance(runs, origin="sweeper")
     report.runs_advanced = len(runs)
     if report.anything:
         log.warning("sweeper recovered work: %s, %d run(s) advanced", report.reoffered, report.runs_advanced)
@@ -109,15 +108,15 @@ def _requeue(session: Session, condition, now: datetime, why: str) -> list[Ready
     return [_ready(s) for s in rows]
 
 
-def runs_to_nudge(session: Session, now: datetime, server_timeout_s: float) -> list[uuid.UUID]:
-    """Runs that need an advance nobody is going to send them."""
+def runs_to_nudge(session: Session, now: datetime, server_timeout_s: float, nudge_after_s: float) -> list[uuid.UUID]:
+    """Runs that need an advance nobody is going to send them (idle or unstarted for `nudge_after_s`)."""
     pending = exists().where(Step.run_id == Run.id, Step.status.in_(tuple(PENDING_STEP_STATUSES)))
     last_finished = select(func.max(Step.finished_at)).where(Step.run_id == Run.id).scalar_subquery()
-    nudge_before = now - timedelta(seconds=NUDGE_AFTER_S)
+    nudge_before = now - timedelta(seconds=nudge_after_s)
     idle = select(Run.id).where(Run.status == "running", ~pending,
                                 func.coalesce(last_finished, Run.started_at) < nudge_before)
     never_started = select(Run.id).where(Run.status == "queued", Run.created_at < nudge_before)
-    own_timeout = cast(Run.options.op("#>>")("{limits,run_timeout_s}"), Float)
+    own_timeout = cast(Run.options[("limits", "run_timeout_s")].astext, Float)
     timeout_s = func.least(func.coalesce(own_timeout, server_timeout_s), server_timeout_s)
     overdue = select(Run.id).where(Run.status == "running",
                                    func.extract("epoch", now - Run.started_at) > timeout_s)

@@ -20,20 +20,20 @@ from taskapp.settings import get_settings
 log = logging.getLogger(__name__)
 
 
-@app.task(name="taskapp.start_run")
-def start_run(run_id: str) -> None:
+@app.task(bind=True, name="taskapp.start_run")
+def start_run(self, run_id: str) -> None:
     """First move of a run (published by the API)."""
-    get_dispatcher(app).advance([run_id])
+    get_dispatcher(app).advance([run_id], origin=self.request.hostname)
 
 
-@app.task(name="taskapp.advance_run")
-def advance_run(run_id: str) -> None:
+@app.task(bind=True, name="taskapp.advance_run")
+def advance_run(self, run_id: str) -> None:
     """Decide and queue a run's next steps, or finish it.
 
     The aggregator advances the runs of its batches; this task is the nudge for
     everything else (an operator's `celery call taskapp.advance_run`). Idempotent.
     """
-    get_dispatcher(app).advance([run_id])
+    get_dispatcher(app).advance([run_id], origin=self.request.hostname)
 
 
 @app.task(bind=True, name="taskapp.execute_batch", max_retries=None, ignore_result=False)
@@ -55,7 +55,7 @@ def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: s
     return outcome.as_result()
 
 
-@app.task(name="taskapp.finish_batches")
-def finish_batches(results: list[dict] | None = None, batch_ids: list[str] | None = None) -> None:
+@app.task(bind=True, name="taskapp.finish_batches")
+def finish_batches(self, results: list[dict] | None = None, batch_ids: list[str] | None = None) -> None:
     """Chord body (the aggregator): records the batches and advances every run in them."""
-    get_dispatcher(app).finish([uuid.UUID(b) for b in batch_ids or []])
+    get_dispatcher(app).finish([uuid.UUID(b) for b in batch_ids or []], origin=self.request.hostname)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from taskapp.accounting import Usage, cost_usd, split_usage
 from taskapp.agents import get_agent
 from taskapp.context import TRIM_MARK, trim_to_budget
@@ -117,3 +119,14 @@ def test_minute_series_fills_every_minute():
     series = minute_series(points, minutes=5, now=now)["m"]
     assert [p.requests for p in series] == [0, 0, 7, 0, 0]
     assert series[-1].minute == now.replace(second=0)
+
+
+def test_batches_are_cut_oldest_first_and_never_over_the_maximum():
+    from taskapp.batching import BatchPolicy, chunks, wait_stats
+
+    assert chunks(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert chunks([], 4) == []
+    assert wait_stats([100, 300]).mean_ms == 200 and wait_stats([100, 300]).max_ms == 300
+    assert wait_stats([]).max_ms == 0
+    with pytest.raises(ValueError):
+        BatchPolicy(max_size=0, max_wait_ms=10)

@@ -124,12 +124,19 @@ def test_resume_across_a_web_process_restart(stack, workers, team, settings, db_
 
 
 def _queued_run(settings, team_id):
-    """A run that stays open (stored, never published): its stream waits for events."""
+    """A run that stays open (stored, never published): its stream waits for events.
+
+    Dated an hour ahead, so the workers' sweeper (which starts runs whose start message
+    was lost) leaves it alone while the test drives its events by hand.
+    """
+    from datetime import UTC, datetime, timedelta
+
     from taskapp import store
     from taskapp.db import session_factory
 
     with session_factory(settings).begin() as session:
         run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
+        run.created_at = datetime.now(UTC) + timedelta(hours=1)
     return run.id
 
 

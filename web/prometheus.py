@@ -31,13 +31,15 @@ class TaskappCollector:
         session = db()
         labels = ["agent", "model"]
         steps = CounterMetricFamily("taskapp_steps", "Steps finished", labels=[*labels, "status"])
-        batches = CounterMetricFamily("taskapp_batches", "Batches (Gemini calls serving steps)", labels=labels)
+        batches = CounterMetricFamily("taskapp_batches", "Batches flushed from the buffers", labels=labels)
         calls = CounterMetricFamily("taskapp_llm_calls", "Gemini requests", labels=labels)
         limited = CounterMetricFamily("taskapp_llm_rate_limited", "Gemini 429 answers", labels=labels)
         tokens = CounterMetricFamily("taskapp_tokens", "Tokens billed", labels=[*labels, "direction"])
         cost = CounterMetricFamily("taskapp_cost_usd", "Cost in USD", labels=labels)
         latency = GaugeMetricFamily("taskapp_llm_latency_ms", "Gemini call latency", labels=[*labels, "quantile"])
         batch_size = GaugeMetricFamily("taskapp_batch_size_mean", "Mean steps per batch", labels=labels)
+        buffer_wait = GaugeMetricFamily("taskapp_batch_wait_ms", "Time steps waited in a batch buffer",
+                                        labels=[*labels, "quantile"])
         for a in metrics.agent_stats(session, EPOCH):
             key = [a.agent, a.model]
             steps.add_metric([*key, "succeeded"], a.steps - a.steps_failed)
@@ -52,7 +54,10 @@ class TaskappCollector:
             for q, v in (("0.5", a.latency_p50_ms), ("0.95", a.latency_p95_ms)):
                 if v is not None:
                     latency.add_metric([*key, q], v)
-        yield from (steps, batches, calls, limited, tokens, cost, latency, batch_size)
+            for q, v in (("0.5", a.buffer_wait_p50_ms), ("0.95", a.buffer_wait_p95_ms)):
+                if v is not None:
+                    buffer_wait.add_metric([*key, q], v)
+        yield from (steps, batches, calls, limited, tokens, cost, latency, batch_size, buffer_wait)
         quota = GaugeMetricFamily("taskapp_quota_used", "Quota used per model", labels=["model", "dimension"])
         for model, dims in metrics.quota_use(session).items():
             for dim, value in dims.items():
