@@ -22,7 +22,8 @@ result_backend = _settings.effective_result_backend
 broker_connection_retry_on_startup = True
 broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
 result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
-result_expires = 24 * 3600
+# Batch results only feed their chord's aggregator (which reads Postgres anyway).
+result_expires = 3600
 
 task_serializer = "json"
 result_serializer = "json"

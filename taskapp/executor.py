@@ -65,6 +65,10 @@ def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]
     re-offered it to another batch, a late delivery of this one finds nothing to do.
     A step running under an expired lease (its worker died) is taken over.
     """
+    # The flusher publishes a batch's message before it commits the batch: wait for its
+    # commit (or rollback) here. An UPDATE alone would not wait: it skips rows whose last
+    # committed version does not match, and this batch's steps would look like no one's.
+    session.execute(select(Step.id).where(Step.id.in_(step_ids)).order_by(Step.id).with_for_update())
     now = datetime.now(UTC)
     live_runs = select(Run.id).where(Run.status == "running")
     claimed = session.scalars(

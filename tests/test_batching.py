@@ -249,3 +249,44 @@ def test_sweeper_starts_a_run_whose_start_message_was_lost(team, workers, settin
                                   options={})
         run_id = run.id
     assert wait_for_run(settings, run_id, timeout_s=30).status == "succeeded"
+
+
+def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, settings):
+    """The flusher publishes a batch's chord before it commits the batch; a header task that
+    is faster than that commit must wait for it, not find the steps \"nobody's\" and skip them."""
+    from taskapp import orchestrator, store
+    from taskapp.batcher import Taken
+    from taskapp.batches import open_batch
+    from taskapp.db import session_factory
+    from taskapp.executor import claim_steps
+
+    factory = session_factory(settings)
+    team_id, _ = team
+    with factory.begin() as session:
+        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "race"},
+                                  options={})
+        run_id = run.id
+    with factory.begin() as session:
+        (ready,) = orchestrator.advance_run(session, run_id, settings)
+    batch_id = uuid.uuid4()
+    claimed: list = []
+    flush = factory()
+    try:
+        flush.begin()
+        assert open_batch(flush, batch_id, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window", 60)
+
+        def header() -> None:
+            with factory.begin() as session:
+                claimed.extend(s.id for s in claim_steps(session, batch_id, [uuid.UUID(ready.step_id)], 60))
+
+        thread = threading.Thread(target=header)
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # waiting on the flush's row locks
+        flush.commit()
+        thread.join(10)
+        assert claimed == [uuid.UUID(ready.step_id)]
+    finally:
+        flush.close()
+        with factory.begin() as session:
+            orchestrator.cancel_run(session, run_id)

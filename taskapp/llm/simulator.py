@@ -2,8 +2,10 @@
 
 For offline use, tests and benchmarks: `/v1` and `/v1beta` generateContent and
 countTokens, answers valid against the requested schema, plausible token counts,
-configurable latency, and a log of every request it accepted so tests can check
-what reached "Gemini" from the server's side.
+configurable latency, and a log of every request it accepted (with how many batched
+items it carried) so tests can check what reached "Gemini" from the server's side.
+`POST /_sim/config {"answer_faults": [...]}` makes it drop or corrupt the answers of
+chosen batched items, to test that one bad answer never spoils its batch.
 
 Each response goes out in one write with TCP_NODELAY: a handler that writes
 headers and body separately stalls ~40 ms per call (Nagle + delayed ACK).
