@@ -10,6 +10,7 @@ request, in `llm_calls`, whoever wins.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,8 @@ from taskapp.llm.batch_prompt import (
 )
 from taskapp.llm.gemini import GeminiClient, LlmError
 from taskapp.models import LlmCall, Run, Step
+from taskapp.quota import estimate_tokens
+from taskapp.quota_gate import Grant, QuotaGate
 
 log = logging.getLogger(__name__)
 MAX_REPAIRS = 2
@@ -65,10 +68,7 @@ def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]
     re-offered it to another batch, a late delivery of this one finds nothing to do.
     A step running under an expired lease (its worker died) is taken over.
     """
-    # The flusher publishes a batch's message before it commits the batch: wait for its
-    # commit (or rollback) here. An UPDATE alone would not wait: it skips rows whose last
-    # committed version does not match, and this batch's steps would look like no one's.
-    session.execute(select(Step.id).where(Step.id.in_(step_ids)).order_by(Step.id).with_for_update())
+    _wait_for_flush(session, step_ids)
     now = datetime.now(UTC)
     live_runs = select(Run.id).where(Run.status == "running")
     claimed = session.scalars(
@@ -89,6 +89,15 @@ def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]
         events.record(session, step.run_id, "step.started", step_id=step.id, seq=step.seq, agent=step.agent,
                       batch_id=batch_id, attempt=step.attempts)
     return list(claimed)
+
+
+def _wait_for_flush(session: Session, step_ids: list[uuid.UUID]) -> None:
+    """The flusher publishes a batch's message before it commits the batch: wait for that
+    commit (or rollback). A query that filters on the batch would not wait: it skips rows
+    whose last committed version does not match, and the steps would look like no one's.
+    Locking by id alone waits; the next statement then sees what the flusher committed.
+    """
+    session.execute(select(Step.id).where(Step.id.in_(step_ids)).order_by(Step.id).with_for_update(read=True))
 
 
 def _event_order(step: Step) -> tuple[str, int]:
@@ -113,80 +122,209 @@ def release_steps(session: Session, steps: list[Step], error: LlmError, delay_s:
                       agent=step.agent, batch_id=step.batch_id, reason=error.kind, delay_s=round(delay_s, 3))
 
 
+class QuotaWait(Exception):
+    """The gate (or Gemini itself) says not now: retry after `delay_s`; not a failure."""
+
+    def __init__(self, delay_s: float, reason: str) -> None:
+        super().__init__(f"quota: wait {delay_s:.1f}s ({reason})")
+        self.delay_s = delay_s
+        self.reason = reason
+
+
 def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id: uuid.UUID, step_ids: list[str],
-                  *, lease_s: float, stranded_s: float, retry_delay_s: float = 1.0,
-                  give_up: bool = False) -> BatchOutcome:
-    """Run one batch end to end. Raises RetryLater when the call should be tried again."""
+                  *, lease_s: float, stranded_s: float, retry_delay_s: float = 1.0, give_up: bool = False,
+                  gate: QuotaGate | None = None) -> BatchOutcome:
+    """Run one batch end to end.
+
+    Raises QuotaWait when the gate (or a 429) says wait, RetryLater after a failure worth
+    retrying; either way the steps stay this batch's, for the retry to claim.
+    """
     outcome = BatchOutcome(batch_id=batch_id)
     ids = [uuid.UUID(s) for s in step_ids]
+    with factory() as session:
+        waiting = _claimable(session, batch_id, ids)
+    if not waiting:
+        outcome.skipped = len(ids)
+        return outcome
+    agent = get_agent(waiting[0].agent)
+    model = waiting[0].model
+    if any(s.agent != agent.name or s.model != model for s in waiting):
+        raise ValueError("a batch must hold steps of one agent and model")
+    try:
+        grant = _acquire(gate, factory, agent, waiting, str(batch_id), stranded_s)
+    except LlmError as exc:  # the batch can never fit the model's quota: fail it, clearly
+        with factory.begin() as session:
+            steps = claim_steps(session, batch_id, ids, lease_s)
+            _commit_answers(session, steps, {str(s.id): Answer(error=str(exc)) for s in steps}, [], outcome)
+        return outcome
     with factory.begin() as session:
         steps = claim_steps(session, batch_id, ids, lease_s)
     outcome.skipped = len(ids) - len(steps)
     if not steps:
+        if gate and grant:
+            gate.finish(grant, tokens_in=None, outcome="unused")
         return outcome
-    agent = get_agent(steps[0].agent)
-    if any(s.agent != agent.name or s.model != steps[0].model for s in steps):
-        raise ValueError("a batch must hold steps of one agent and model")
-    log.info("calling %s for %d step(s)", agent.model, len(steps),
-             extra={"agent": agent.name, "batch_id": str(outcome.batch_id)})
+    log.info("calling %s for %d step(s)", model, len(steps), extra={"agent": agent.name, "batch_id": str(batch_id)})
+    caller = _Caller(client, gate, agent, batch_id)
     try:
-        answers, calls = _call_with_repairs(client, agent, steps, outcome.batch_id)
+        answers, calls, deferred = caller.call_with_repairs(steps, grant)
     except LlmError as exc:
+        delay = _after_quota_error(gate, model, exc)
         with factory.begin() as session:
-            if exc.retryable and not give_up:
-                release_steps(session, steps, exc, retry_delay_s if exc.retry_after_s is None else exc.retry_after_s,
-                              stranded_s)
+            _record_failed_call(session, agent, model, batch_id, len(steps), exc)  # every failed call, 429s too
+            if delay is not None:
+                release_steps(session, steps, exc, delay, stranded_s)
+            elif exc.retryable and not give_up:
+                release_steps(session, steps, exc, exc.retry_after_s or retry_delay_s, stranded_s)
             else:
-                _record_failed_call(session, agent, steps[0].model, outcome.batch_id, len(steps), exc)
                 answers = {str(s.id): Answer(error=f"Gemini call failed ({exc.kind}): {exc}") for s in steps}
                 _commit_answers(session, steps, answers, [], outcome)
                 return outcome
+        if delay is not None:
+            raise QuotaWait(delay, exc.kind) from exc
         raise RetryLater(exc, exc.retry_after_s or retry_delay_s) from exc
     with factory.begin() as session:
         session.add_all(row for row, _ in calls)
         session.flush()
-        _commit_answers(session, steps, answers, calls, outcome)
+        done = [s for s in steps if str(s.id) not in deferred.step_ids]
+        _commit_answers(session, done, answers, calls, outcome)
+        if deferred.step_ids:
+            # Repairs the gate could not serve now: the retry asks for these steps again.
+            release_steps(session, [s for s in steps if str(s.id) in deferred.step_ids],
+                          LlmError("rate_limited", deferred.reason), deferred.delay_s, stranded_s)
+    if deferred.step_ids:
+        raise QuotaWait(deferred.delay_s, deferred.reason)
     return outcome
+
+
+def _claimable(session: Session, batch_id: uuid.UUID, ids: list[uuid.UUID]) -> list[Step]:
+    """This batch's steps that a claim would take now (read only: the gate comes first)."""
+    _wait_for_flush(session, ids)
+    now = datetime.now(UTC)
+    return list(session.scalars(
+        select(Step).where(Step.id.in_(ids), Step.batch_id == batch_id,
+                           Step.run_id.in_(select(Run.id).where(Run.status == "running")),
+                           (Step.status == "batched") | ((Step.status == "running") & (Step.lease_until < now)))
+        .order_by(Step.seq)
+    ))
+
+
+def _acquire(gate: QuotaGate | None, factory: sessionmaker[Session], agent: Agent, steps: list[Step],
+             ticket: str, stranded_s: float) -> Grant | None:
+    """Pass the quota gate before claiming; when it says wait, say so on each step and raise."""
+    if gate is None:
+        return None
+    grant = gate.acquire(steps[0].model, ticket, _estimate(agent, steps))
+    if grant.granted:
+        return grant
+    if grant.impossible:
+        raise LlmError("client", f"a batch of {len(steps)} step(s) needs more input tokens than the model's "
+                                 f"TPM quota allows; lower BATCH_MAX_SIZE for {agent.name}")
+    delay_s = grant.wait_ms / 1000
+    with factory.begin() as session:
+        deadline = datetime.now(UTC) + timedelta(seconds=delay_s + stranded_s)
+        session.execute(update(Step).where(Step.id.in_([s.id for s in steps]), Step.status == "batched")
+                        .values(lease_until=deadline))
+        for step in sorted(steps, key=_event_order):
+            events.record(session, step.run_id, "quota.wait", step_id=step.id, seq=step.seq, agent=step.agent,
+                          model=step.model, batch_id=step.batch_id, reason=grant.reason,
+                          wait_s=round(delay_s, 3), ahead=grant.ahead)
+    raise QuotaWait(delay_s, grant.reason)
+
+
+def _estimate(agent: Agent, steps: list[Step]) -> int:
+    return estimate_tokens(system_instruction(agent) + build_prompt([(str(s.id), s.input) for s in steps]))
+
+
+def _after_quota_error(gate: QuotaGate | None, model: str, exc: LlmError) -> float | None:
+    """Gemini said 429 although the gate granted (another client shares the project):
+    pause the whole fleet on this model. Returns the wait, or None for other errors."""
+    if exc.kind == "daily_quota":
+        if gate is None:
+            return 3600.0
+        return max(1.0, (gate.pause(model, until_day_reset=True) - time.time() * 1000) / 1000)
+    if exc.kind == "rate_limited":
+        delay = exc.retry_after_s or 10.0
+        if gate is not None:
+            gate.pause(model, seconds=delay)
+        return delay
+    return None
 
 
 Carried = list[tuple[LlmCall, list[str]]]  # each call with the step ids it carried
 
 
-def _call_with_repairs(client: GeminiClient, agent: Agent, steps: list[Step],
-                       batch_id: uuid.UUID) -> tuple[dict[str, Answer], Carried]:
-    """One call for the batch; each step it answered badly gets up to two repair calls of its own."""
-    by_id = {str(s.id): s for s in steps}
-    answers, call = _call(client, agent, steps, batch_id)
-    calls = [call]
-    for sid, answer in list(answers.items()):
-        repairs = 0
-        while not answer.ok and repairs < MAX_REPAIRS:
-            repairs += 1
-            fixed, repair_call = _call(client, agent, [by_id[sid]], batch_id, repair=answer.error)
-            calls.append(repair_call)
-            answer = fixed[sid]
-        answers[sid] = answer
-    return answers, calls
+@dataclass
+class Deferred:
+    """Steps whose repair had to wait for quota."""
+
+    step_ids: set[str] = field(default_factory=set)
+    delay_s: float = 0.0
+    reason: str = ""
 
 
-def _call(client: GeminiClient, agent: Agent, steps: list[Step], batch_id: uuid.UUID,
-          repair: str | None = None) -> tuple[dict[str, Answer], tuple[LlmCall, list[str]]]:
-    items = [(str(s.id), s.input) for s in steps]
-    response = client.generate(
-        model=steps[0].model,
-        system_instruction=system_instruction(agent),
-        prompt=build_prompt(items, repair=repair),
-        response_schema=batch_schema(agent),
-        temperature=agent.temperature,
-        max_output_tokens=agent.max_output_tokens * len(items),
-    )
-    answers = parse_answers(response.text, agent, [sid for sid, _ in items])
-    row = LlmCall(batch_id=batch_id, agent=agent.name, model=steps[0].model, step_count=len(items),
-                  status="ok" if all(a.ok for a in answers.values()) else "partial",
-                  tokens_in=response.usage.tokens_in, tokens_out=response.usage.tokens_out,
-                  latency_ms=response.latency_ms, cost_usd=cost_usd(steps[0].model, response.usage))
-    row.id = uuid.uuid4()
-    return answers, (row, [sid for sid, _ in items])
+class _Caller:
+    """Makes a batch's calls through the gate: the batch call, then per-step repairs."""
+
+    def __init__(self, client: GeminiClient, gate: QuotaGate | None, agent: Agent, batch_id: uuid.UUID) -> None:
+        self.client, self.gate, self.agent, self.batch_id = client, gate, agent, batch_id
+
+    def call_with_repairs(self, steps: list[Step], grant: Grant | None) -> tuple[dict[str, Answer], Carried, Deferred]:
+        """One call for the batch; each step it answered badly gets up to two repair calls of its own."""
+        by_id = {str(s.id): s for s in steps}
+        answers, call = self.call(steps, grant)
+        calls = [call]
+        deferred = Deferred()
+        for sid, answer in list(answers.items()):
+            repairs = 0
+            while not answer.ok and repairs < MAX_REPAIRS:
+                repairs += 1
+                try:
+                    fixed, repair_call = self.call([by_id[sid]], None, repair=answer.error)
+                except QuotaWait as wait:
+                    deferred.step_ids.add(sid)
+                    deferred.delay_s, deferred.reason = max(deferred.delay_s, wait.delay_s), wait.reason
+                    break
+                except LlmError as exc:
+                    if _after_quota_error(self.gate, by_id[sid].model, exc) is not None:
+                        deferred.step_ids.add(sid)
+                        deferred.delay_s, deferred.reason = max(deferred.delay_s, exc.retry_after_s or 10.0), exc.kind
+                        break
+                    answer = Answer(error=f"{answer.error}; repair call failed ({exc.kind}): {exc}", raw=answer.raw)
+                    continue
+                calls.append(repair_call)
+                answer = fixed[sid]
+            answers[sid] = answer
+        return answers, calls, deferred
+
+    def call(self, steps: list[Step], grant: Grant | None,
+             repair: str | None = None) -> tuple[dict[str, Answer], tuple[LlmCall, list[str]]]:
+        agent, model = self.agent, steps[0].model
+        items = [(str(s.id), s.input) for s in steps]
+        system, prompt = system_instruction(agent), build_prompt(items, repair=repair)
+        if self.gate is not None and grant is None:
+            grant = self.gate.acquire(model, f"{self.batch_id}:{items[0][0]}", estimate_tokens(system + prompt))
+            if not grant.granted:
+                raise QuotaWait(grant.wait_ms / 1000, grant.reason)
+        try:
+            response = self.client.generate(
+                model=model, system_instruction=system, prompt=prompt, response_schema=batch_schema(agent),
+                temperature=agent.temperature, max_output_tokens=agent.max_output_tokens * len(items),
+            )
+        except LlmError as exc:
+            if self.gate is not None and grant is not None:
+                self.gate.finish(grant, tokens_in=None,
+                                 outcome="failed" if exc.kind in ("server", "timeout") else "other")
+            raise
+        if self.gate is not None and grant is not None:
+            self.gate.finish(grant, tokens_in=response.usage.tokens_in, outcome="ok")
+        answers = parse_answers(response.text, agent, [sid for sid, _ in items])
+        row = LlmCall(batch_id=self.batch_id, agent=agent.name, model=model, step_count=len(items),
+                      status="ok" if all(a.ok for a in answers.values()) else "partial",
+                      tokens_in=response.usage.tokens_in, tokens_out=response.usage.tokens_out,
+                      latency_ms=response.latency_ms, cost_usd=cost_usd(model, response.usage))
+        row.id = uuid.uuid4()
+        return answers, (row, [sid for sid, _ in items])
 
 
 def _record_failed_call(session: Session, agent: Agent, model: str, batch_id: uuid.UUID, size: int,

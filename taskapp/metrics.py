@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Float, and_, cast, func, select
 from sqlalchemy.orm import Session
 
-from taskapp.models import Batch, LlmCall, Run, Step
+from taskapp.models import Batch, Event, LlmCall, Run, Step
 
 
 @dataclass(frozen=True)
@@ -140,12 +140,24 @@ def run_counts(session: Session) -> dict[str, int]:
     return dict(session.execute(select(Run.status, func.count()).group_by(Run.status)).all())
 
 
-def snapshot(session: Session, queue_depths: dict[str, int | None], window_s: int) -> dict[str, Any]:
+def quota_waits(session: Session, since: datetime) -> dict[str, int]:
+    """How many times steps were told to wait for quota, per model."""
+    model = Event.data["model"].astext
+    return dict(session.execute(
+        select(model, func.count()).where(Event.type == "quota.wait", Event.created_at >= since).group_by(model)
+    ).all())
+
+
+def snapshot(session: Session, queue_depths: dict[str, int | None], window_s: int,
+             gate_usage: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything `GET /api/metrics` reports."""
     since = datetime.now(UTC) - timedelta(seconds=window_s)
+    waits = quota_waits(session, since)
+    quota = {model: {**usage, "waits": waits.get(model, 0)} for model, usage in (gate_usage or {}).items()}
     return {
         "window_s": window_s,
         "agents": [asdict(a) for a in agent_stats(session, since)],
+        "quota": quota,
         "quota_use": quota_use(session),
         "runs": run_counts(session),
         "queues": queue_depths,

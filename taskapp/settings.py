@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from taskapp.batching import BatchPolicy, policy_for
+from taskapp.quota import QUOTA_FIELDS, ModelQuota, quota_for
 
 
 class SettingsError(ValueError):
@@ -50,6 +51,11 @@ class Settings(BaseModel):
     # A flushed batch whose message has not started after this long is re-offered (message lost).
     batch_stranded_s: int = Field(default=900, ge=1)
     batch_flusher_embedded: bool = True
+    # Per model: {"gemini-2.5-flash": {"rpm": 10, "tpm": 250000, "rpd": 250, "concurrency": 8}};
+    # "*" applies to models not named. Unset values keep the defaults in taskapp/quota.py.
+    gemini_quotas: dict[str, dict[str, int | None]] = Field(default_factory=dict)
+    # Simulation only: a quota "day" of this many seconds instead of midnight-to-midnight Pacific.
+    quota_day_seconds: int | None = Field(default=None, ge=1)
     # A run idle this long with nothing pending (or never started) was missed: the sweeper advances it.
     run_nudge_after_s: float = Field(default=10.0, gt=0)
 
@@ -103,10 +109,31 @@ class Settings(BaseModel):
                     raise ValueError(f"policy for {agent!r}: max_size >= 1 and max_wait_ms >= 0")
         return value
 
+    @field_validator("gemini_quotas", mode="before")
+    @classmethod
+    def _quotas(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON ({exc}); expected {{\"model\": {{\"rpm\": 10, \"tpm\": 250000}}}}") from None
+        if isinstance(value, dict):
+            for model, limits in value.items():
+                if not isinstance(limits, dict) or set(limits) - set(QUOTA_FIELDS):
+                    raise ValueError(f"quota for {model!r}: an object with {', '.join(QUOTA_FIELDS)}")
+                for name, limit in limits.items():
+                    if limit is not None and (not isinstance(limit, int) or limit < 1):
+                        raise ValueError(f"quota for {model!r}: {name} must be a positive integer or null")
+        return value
+
     @field_validator("redis_url", "broker_url", "result_backend_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
         return normalize_redis_url(value) if value else None
+
+    def quota(self, model: str) -> ModelQuota:
+        """The model's limits: its GEMINI_QUOTAS entry over the built-in defaults."""
+        return quota_for(model, self.gemini_quotas)
 
     def batch_policy(self, agent: str) -> BatchPolicy:
         """The agent's batch size and window (its BATCH_POLICIES entry, else the defaults)."""
@@ -151,6 +178,8 @@ _ENV = {
     "BATCH_STRANDED_S": "batch_stranded_s",
     "BATCH_FLUSHER_EMBEDDED": "batch_flusher_embedded",
     "RUN_NUDGE_AFTER_S": "run_nudge_after_s",
+    "GEMINI_QUOTAS": "gemini_quotas",
+    "QUOTA_DAY_SECONDS": "quota_day_seconds",
     "RUN_MAX_STEPS": "max_steps",
     "RUN_TOKEN_BUDGET": "run_token_budget",
     "RUN_MAX_HANDOFF_DEPTH": "max_handoff_depth",

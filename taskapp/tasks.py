@@ -7,6 +7,8 @@ operator which runs a task serves.
 from __future__ import annotations
 
 import logging
+import os
+import random
 import uuid
 
 from taskapp import executor
@@ -15,6 +17,7 @@ from taskapp.celery_app import app
 from taskapp.db import session_factory
 from taskapp.dispatcher import get_dispatcher
 from taskapp.llm.gemini import get_client
+from taskapp.quota_gate import QuotaGate, gate_for
 from taskapp.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -36,22 +39,45 @@ def advance_run(self, run_id: str) -> None:
     get_dispatcher(app).advance([run_id], origin=self.request.hostname)
 
 
+# A waiting task re-checks the gate at least this often: a Redis broker redelivers ETA
+# tasks held longer than its visibility timeout, so a day-long park is many short waits.
+MAX_QUOTA_WAIT_S = 300
+_gates: dict[int, QuotaGate] = {}
+
+
+def _gate() -> QuotaGate:
+    gate = _gates.get(os.getpid())
+    if gate is None:
+        gate = _gates[os.getpid()] = gate_for(get_settings(), lease_ms=(app.conf.task_time_limit + 30) * 1000)
+    return gate
+
+
 @app.task(bind=True, name="taskapp.execute_batch", max_retries=None, ignore_result=False)
-def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: str) -> dict:
-    """Chord header: one Gemini call for a batch. Returns per-step outcomes; a bad answer never raises."""
+def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: str, failures: int = 0) -> dict:
+    """Chord header: one Gemini call for a batch, through the quota gate.
+
+    Returns per-step outcomes; a bad answer never raises. Waiting for quota is a retry
+    with the gate's delay (no worker slot sleeps); only failed calls count as failures.
+    """
     settings = get_settings()
-    attempt = self.request.retries
+    context = {"agent": agent, "model": model, "batch_id": batch_id}
     try:
         outcome = executor.execute_batch(
             session_factory(), get_client(settings), uuid.UUID(batch_id), step_ids,
             lease_s=app.conf.task_time_limit + 30,
             stranded_s=settings.batch_stranded_s,
-            retry_delay_s=backoff_s(attempt),
-            give_up=attempt >= settings.llm_max_retries,
+            retry_delay_s=backoff_s(failures),
+            give_up=failures >= settings.llm_max_retries,
+            gate=_gate(),
         )
+    except executor.QuotaWait as exc:
+        log.info("waiting for quota: %s", exc, extra=context)
+        raise self.retry(countdown=min(MAX_QUOTA_WAIT_S, exc.delay_s + random.uniform(0, 0.05)),
+                         kwargs={"agent": agent, "model": model, "failures": failures}) from None
     except executor.RetryLater as exc:
-        log.warning("retrying batch: %s", exc, extra={"agent": agent, "model": model, "batch_id": batch_id})
-        raise self.retry(countdown=jittered(exc.delay_s)) from None
+        log.warning("retrying batch: %s", exc, extra=context)
+        raise self.retry(countdown=jittered(exc.delay_s),
+                         kwargs={"agent": agent, "model": model, "failures": failures + 1}) from None
     return outcome.as_result()
 
 

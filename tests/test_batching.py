@@ -258,7 +258,7 @@ def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, s
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
     from taskapp.db import session_factory
-    from taskapp.executor import claim_steps
+    from taskapp.executor import _claimable, claim_steps
 
     factory = session_factory(settings)
     team_id, _ = team
@@ -275,7 +275,10 @@ def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, s
         flush.begin()
         assert open_batch(flush, batch_id, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window", 60)
 
-        def header() -> None:
+        def header() -> None:  # what execute_batch does first: look, then claim
+            with factory() as session:
+                seen = _claimable(session, batch_id, [uuid.UUID(ready.step_id)])
+            assert [s.id for s in seen] == [uuid.UUID(ready.step_id)]
             with factory.begin() as session:
                 claimed.extend(s.id for s in claim_steps(session, batch_id, [uuid.UUID(ready.step_id)], 60))
 

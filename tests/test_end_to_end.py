@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -143,3 +144,26 @@ def test_cancel_button_cancels_a_running_run(client, team, settings, stack, work
     assert run.status == "cancelled"
     assert all(s.status in ("cancelled", "succeeded") for s in run.steps)
     assert not any(s.agent == "writer" for s in run.steps)  # the run never got that far
+
+
+def test_a_429_from_gemini_is_retried_after_its_retry_delay(client, team, workers, settings, stack, db_session):
+    """Gemini says 429 although the gate granted (another app shares the project): the whole
+    fleet waits retryDelay for that model, and the step finishes; the 429 is on record."""
+    httpx.post(f"{stack.sim_url}/_sim/config",
+               json={"inject": [{"status": 429, "count": 1, "retry_delay_s": 2}]}).raise_for_status()
+    _, key = team
+    run_id = client.post("/api/runs", headers=auth(key), json={
+        "workflow": "summarize", "input": {"text": "rate limited once"}, "options": {"priority": "interactive"}}
+    ).json["id"]
+    run = wait_for_run(settings, run_id, timeout_s=30)
+    assert run.status == "succeeded"
+    events = db_session.scalars(select(Event).where(Event.run_id == run.id).order_by(Event.id)).all()
+    retry = next(e for e in events if e.type == "step.retrying")
+    assert retry.data["reason"] == "rate_limited" and retry.data["delay_s"] == 2
+    done = next(e for e in events if e.type == "step.succeeded")
+    assert (done.created_at - retry.created_at).total_seconds() >= 2
+    limited = db_session.scalars(select(LlmCall).where(LlmCall.batch_id == run.steps[0].batch_id)).all()
+    assert [c.status for c in limited].count("error") == 1 and any("rate_limited" in (c.error or "") for c in limited)
+    metrics = client.get("/api/metrics", headers=auth(key)).json
+    lite = next(a for a in metrics["agents"] if a["agent"] == "summarizer")
+    assert lite["rate_limited"] >= 1

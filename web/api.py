@@ -10,7 +10,7 @@ from taskapp.agents import get_agent
 from taskapp.celery_app import app as celery_app
 from taskapp.workflows import WORKFLOWS
 from web.auth import require_team, team_run
-from web.context import db
+from web.context import db, gate_usage
 from web.errors import ApiError
 from web.schemas import RunCreate
 from web.serializers import run_json, run_summary_json
@@ -94,7 +94,7 @@ def get_metrics():
         window_s = min(30 * 86400, max(60, int(request.args.get("window_s", 3600))))
     except ValueError:
         raise ApiError(400, "invalid_window", "window_s must be an integer number of seconds") from None
-    return jsonify(metrics.snapshot(db(), queues.depths(celery_app), window_s))
+    return jsonify(metrics.snapshot(db(), queues.depths(celery_app), window_s, gate_usage()))
 
 
 @bp.get("/workflows")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import redis
 from flask import current_app, g
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -19,6 +22,18 @@ def engine() -> Engine:
     if bound is None:
         settings().require("database_url")
     return bound
+
+
+def gate_usage() -> dict[str, dict[str, Any]]:
+    """Each model's quota use as the fleet's gate sees it (None where Redis is down)."""
+    from taskapp.agents import models_in_use
+    from taskapp.quota_gate import gate_for
+
+    try:
+        gate = gate_for(settings(), lease_ms=1)
+        return {model: gate.usage(model) for model in models_in_use()}
+    except redis.RedisError:
+        return {}
 
 
 def db() -> Session:
