@@ -91,7 +91,7 @@ def test_no_sixty_second_window_over_the_limit_whatever_the_fleet(fleet, nodes):
     workers = [stack.start_worker(f"q{nodes}n{i}", concurrency=1, **env) for i in range(nodes)]
     try:
         key = _key(stack)
-        ids = _submit(url, key, RPM + 4, f"quota test with {nodes} node(s)")
+        ids = _submit(url, key, RPM + 6, f"quota test with {nodes} node(s)")
         runs = _wait_all(url, key, ids, timeout_s=120)
     finally:
         for w in workers:
@@ -100,7 +100,7 @@ def test_no_sixty_second_window_over_the_limit_whatever_the_fleet(fleet, nodes):
     log = [e for e in httpx.get(f"{stack.sim_url}/_sim/requests").json() if e["model"] == MODEL]
     assert [e for e in log if e["status"] != 200] == []  # Gemini never had to say 429
     accepted = [e["ts"] for e in log]
-    assert len(accepted) >= RPM + 4
+    assert len(accepted) > RPM  # more than one window allows (two interactive steps may share a call)
     assert _max_in_any_window(accepted) <= RPM  # the limit held in every 60 s window
     assert _max_in_any_window(accepted) == RPM  # and the quota was used, not left idle
     # Waiting happens before a step is claimed: every step was claimed, and called, once.
