@@ -47,9 +47,24 @@ def teams() -> None:
     """Teams and their API keys."""
 
 
+_share_options = [
+    click.option("--max-concurrent-runs", type=click.IntRange(min=1), default=None,
+                 help="Runs of this team that may run at once; more wait, queued."),
+    click.option("--daily-tokens", type=click.IntRange(min=1), default=None,
+                 help="Tokens this team may use per day (midnight US Pacific); then its runs fail, saying why."),
+]
+
+
+def share_options(func):  # noqa: ANN001, ANN201
+    for option in reversed(_share_options):
+        func = option(func)
+    return func
+
+
 @teams.command("create")
 @click.argument("name")
-def teams_create(name: str) -> None:
+@share_options
+def teams_create(name: str, max_concurrent_runs: int | None, daily_tokens: int | None) -> None:
     """Create a team and print its API key (shown only once)."""
     from taskapp import store
     from taskapp.db import session_scope
@@ -57,8 +72,32 @@ def teams_create(name: str) -> None:
     with session_scope() as session:
         if store.team_by_name(session, name):
             raise click.ClickException(f"team {name!r} exists; use `taskapp teams key {name}` for a new key")
-        _, key = store.create_team(session, name)
+        team, key = store.create_team(session, name)
+        team.max_concurrent_runs, team.daily_token_budget = max_concurrent_runs, daily_tokens
     click.echo(key)
+
+
+@teams.command("set")
+@click.argument("name")
+@share_options
+@click.option("--unlimited", is_flag=True, help="Remove the team's own limits.")
+def teams_set(name: str, max_concurrent_runs: int | None, daily_tokens: int | None, unlimited: bool) -> None:
+    """Change a team's share of the quota."""
+    from taskapp import store
+    from taskapp.db import session_scope
+
+    with session_scope() as session:
+        team = store.team_by_name(session, name)
+        if team is None:
+            raise click.ClickException(f"no team {name!r}")
+        if unlimited:
+            team.max_concurrent_runs = team.daily_token_budget = None
+        if max_concurrent_runs is not None:
+            team.max_concurrent_runs = max_concurrent_runs
+        if daily_tokens is not None:
+            team.daily_token_budget = daily_tokens
+        click.echo(f"{name}: max concurrent runs {team.max_concurrent_runs or 'unlimited'}, "
+                   f"daily tokens {team.daily_token_budget or 'unlimited'}")
 
 
 @teams.command("key")

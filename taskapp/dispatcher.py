@@ -23,6 +23,7 @@ from taskapp.batcher import Batcher, Taken
 from taskapp.batches import close_batches, open_batch
 from taskapp.batching import chunks
 from taskapp.db import session_factory
+from taskapp.models import FINAL_RUN_STATUSES, Run, Team
 from taskapp.queues import ORCHESTRATION_QUEUE, llm_queue
 from taskapp.redis_client import get_redis
 from taskapp.settings import Settings, get_settings
@@ -43,10 +44,21 @@ class Dispatcher:
     def advance(self, run_ids: Iterable[uuid.UUID | str], origin: str | None = None) -> None:
         """Take each run one decision further (one transaction each), then offer what it queued."""
         ready: list[orchestrator.Ready] = []
+        freed: set[uuid.UUID] = set()  # teams with a run limit, one of whose runs just ended
         for run_id in run_ids:
             with self.factory.begin() as session:
                 ready += orchestrator.advance_run(session, uuid.UUID(str(run_id)), self.settings, origin)
+                run = session.get(Run, uuid.UUID(str(run_id)))
+                if run is not None and run.status in FINAL_RUN_STATUSES and run.finished_at is not None:
+                    team = session.get(Team, run.team_id)
+                    if team is not None and team.max_concurrent_runs is not None:
+                        freed.add(team.id)
         self.offer(ready)
+        if freed:
+            with self.factory() as session:
+                waiting = orchestrator.next_queued_runs(session, freed)
+            if waiting:
+                self.advance(waiting, origin)
 
     # -- buffers --------------------------------------------------------------------------
 

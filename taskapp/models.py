@@ -46,6 +46,9 @@ class Team(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now_default())
+    # The team's share of the project's Gemini quota (None: no limit of its own).
+    max_concurrent_runs: Mapped[int | None] = mapped_column(Integer)
+    daily_token_budget: Mapped[int | None] = mapped_column(BigInteger)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="team")
 
@@ -71,6 +74,7 @@ class Run(Base):
         UniqueConstraint("team_id", "idempotency_key", name="uq_runs_team_idempotency_key"),
         Index("ix_runs_team_created", "team_id", "created_at", "id"),
         Index("ix_runs_status", "status"),
+        Index("ix_runs_team_status", "team_id", "status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)

@@ -13,12 +13,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from taskapp import events
 from taskapp.agents import get_agent
-from taskapp.models import FINAL_RUN_STATUSES, PENDING_STEP_STATUSES, Run, Step
+from taskapp.models import FINAL_RUN_STATUSES, PENDING_STEP_STATUSES, Run, Step, Team
+from taskapp.quota import TeamShare, pacific_day_start
 from taskapp.settings import Settings
 from taskapp.workflows import Decision, Limits, RunOptions, StepState, decide, get_workflow
 
@@ -61,6 +62,16 @@ def advance_run(session: Session, run_id: uuid.UUID, settings: Settings, origin:
     if run is None or run.status in FINAL_RUN_STATUSES:
         return []
     now = datetime.now(UTC)
+    team = session.get(Team, run.team_id)
+    share = TeamShare(team.max_concurrent_runs, team.daily_token_budget) if team else TeamShare()
+    if run.status == "queued" and share.max_concurrent_runs is not None:
+        session.get(Team, run.team_id, with_for_update=True)  # two workers starting the team's runs: one at a time
+        running = session.scalar(select(func.count()).select_from(Run).where(
+            Run.team_id == run.team_id, Run.status == "running"))
+        if not share.may_start_run(running):
+            log.info("run waits for one of its team's %d running runs to end", running,
+                     extra={"run_id": str(run.id)})
+            return []  # stays queued: a run of the team that ends starts it, or the sweeper does
     if run.status == "queued":
         run.status, run.started_at = "running", now
         events.record(session, run.id, "run.started", workflow=run.workflow)
@@ -75,11 +86,29 @@ def advance_run(session: Session, run_id: uuid.UUID, settings: Settings, origin:
         run_options.limits(server_limits(settings)),
         elapsed_s=(now - (run.started_at or now)).total_seconds(),
     )
+    if not decision.finished and share.daily_token_budget is not None:
+        exhausted = share.budget_exhausted(_team_tokens_today(session, run.team_id, now))
+        if exhausted:
+            decision = Decision(failure=exhausted)
     if decision.finished:
         finish_run(session, run, decision)
         return []
     return _queue_steps(session, run, decision, next_seq=(steps[-1].seq + 1) if steps else 1,
                         priority=run_options.priority, origin=origin)
+
+
+def _team_tokens_today(session: Session, team_id: uuid.UUID, now: datetime) -> int:
+    return int(session.scalar(
+        select(func.coalesce(func.sum(Step.tokens_in + Step.tokens_out), 0)).join(Run, Run.id == Step.run_id)
+        .where(Run.team_id == team_id, Step.finished_at >= pacific_day_start(now))
+    ))
+
+
+def next_queued_runs(session: Session, team_ids: set[uuid.UUID]) -> list[uuid.UUID]:
+    """Each team's oldest queued run: the one to start when one of its runs ended."""
+    return [rid for rid in (session.scalar(
+        select(Run.id).where(Run.team_id == t, Run.status == "queued").order_by(Run.created_at).limit(1))
+        for t in team_ids) if rid is not None]
 
 
 def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, priority: str,

@@ -83,3 +83,27 @@ def quota_day(now: datetime, day_seconds: int | None = None) -> QuotaDay:
 def estimate_tokens(text: str) -> int:
     """Input tokens before the call (about 4 characters each); reconciled after it."""
     return max(1, math.ceil(len(text) / 4))
+
+
+def pacific_day_start(now: datetime) -> datetime:
+    """Midnight US Pacific that began `now`'s quota day (where team budgets start counting)."""
+    local = now.astimezone(PACIFIC)
+    return datetime(local.year, local.month, local.day, tzinfo=PACIFIC)
+
+
+@dataclass(frozen=True)
+class TeamShare:
+    """A team's own share of the project's quota, on top of the model limits."""
+
+    max_concurrent_runs: int | None = None
+    daily_token_budget: int | None = None
+
+    def may_start_run(self, running: int) -> bool:
+        return self.max_concurrent_runs is None or running < self.max_concurrent_runs
+
+    def budget_exhausted(self, tokens_today: int) -> str | None:
+        """Why a run of this team may not make more calls today, or None."""
+        if self.daily_token_budget is not None and tokens_today >= self.daily_token_budget:
+            return (f"team_daily_token_budget_exhausted: {tokens_today} tokens used today "
+                    f"(budget {self.daily_token_budget}, resets at midnight US Pacific)")
+        return None

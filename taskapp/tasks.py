@@ -72,11 +72,12 @@ def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: s
         )
     except executor.QuotaWait as exc:
         log.info("waiting for quota: %s", exc, extra=context)
-        raise self.retry(countdown=min(MAX_QUOTA_WAIT_S, exc.delay_s + random.uniform(0, 0.05)),
+        # exc= puts "quota: wait 12.0s (rpm)" on the retry, which Flower shows for the task.
+        raise self.retry(countdown=min(MAX_QUOTA_WAIT_S, exc.delay_s + random.uniform(0, 0.05)), exc=exc,
                          kwargs={"agent": agent, "model": model, "failures": failures}) from None
     except executor.RetryLater as exc:
         log.warning("retrying batch: %s", exc, extra=context)
-        raise self.retry(countdown=jittered(exc.delay_s),
+        raise self.retry(countdown=jittered(exc.delay_s), exc=exc,
                          kwargs={"agent": agent, "model": model, "failures": failures + 1}) from None
     return outcome.as_result()
 

@@ -11,7 +11,7 @@ from taskapp import intake, metrics, orchestrator, queues, store
 from taskapp.celery_app import app as celery_app
 from taskapp.workflows import WORKFLOWS, get_workflow
 from web import auth
-from web.context import db
+from web.context import db, gate_usage
 from web.serializers import run_json
 
 bp = Blueprint("pages", __name__)
@@ -93,7 +93,7 @@ def dashboard():
     charts = {"p50": series("latency_p50_ms"), "p95": series("latency_p95_ms"), "cost": series("cost_usd"),
               "batch": series("mean_batch_size")}
     return render_template("dashboard.html", agents=agents, charts=charts, timeline=timeline,
-                           quota=metrics.quota_use(db()),
+                           quota=metrics.quota_use(db()), gate=gate_usage(),
                            runs=metrics.run_counts(db()), queues=queues.depths(celery_app))
 
 

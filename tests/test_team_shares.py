@@ -1,0 +1,62 @@
+"""A team's own share of the quota: concurrent runs, and tokens per day."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+from taskapp.quota import TeamShare
+from tests.conftest import auth, wait_for_run
+
+
+def _taskapp(stack, *args):
+    return subprocess.run([sys.executable, "-m", "taskapp.cli", *args], env=stack.env(), capture_output=True,
+                          text=True, timeout=60)
+
+
+def _new_team(stack, *options: str) -> str:
+    name = f"share-{uuid.uuid4().hex[:8]}"
+    made = _taskapp(stack, "teams", "create", name, *options)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
+def test_share_arithmetic():
+    assert TeamShare().may_start_run(1000) and TeamShare().budget_exhausted(10**9) is None
+    assert TeamShare(max_concurrent_runs=2).may_start_run(1)
+    assert not TeamShare(max_concurrent_runs=2).may_start_run(2)
+    assert "budget 100" in TeamShare(daily_token_budget=100).budget_exhausted(100)
+
+
+def test_a_team_never_runs_more_than_its_share_at_once(stack, client, workers, settings):
+    key = _new_team(stack, "--max-concurrent-runs", "1")
+    ids = [client.post("/api/runs", headers=auth(key), json={
+        "workflow": "summarize", "input": {"text": f"one at a time {i}"}}).json["id"] for i in range(3)]
+    runs = [wait_for_run(settings, r, timeout_s=60) for r in ids]
+    assert all(r.status == "succeeded" for r in runs)
+    spans = sorted((r.started_at, r.finished_at) for r in runs)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end  # each started after the one before it ended
+
+
+def test_a_team_over_its_daily_tokens_gets_a_clear_failure(stack, client, workers, settings):
+    key = _new_team(stack, "--daily-tokens", "1")
+    first = client.post("/api/runs", headers=auth(key), json={
+        "workflow": "summarize", "input": {"text": "spends the budget"}}).json["id"]
+    assert wait_for_run(settings, first).status == "succeeded"  # the budget was not yet spent when it started
+    second = client.post("/api/runs", headers=auth(key), json={
+        "workflow": "summarize", "input": {"text": "over budget"}}).json["id"]
+    run = wait_for_run(settings, second)
+    assert run.status == "failed" and run.error.startswith("team_daily_token_budget_exhausted")
+    assert run.steps == []  # no call was made for it
+
+
+def test_teams_set_changes_and_removes_the_share(stack):
+    name = f"share-{uuid.uuid4().hex[:8]}"
+    assert _taskapp(stack, "teams", "create", name).returncode == 0
+    out = _taskapp(stack, "teams", "set", name, "--max-concurrent-runs", "3")
+    assert out.returncode == 0 and "max concurrent runs 3" in out.stdout
+    out = _taskapp(stack, "teams", "set", name, "--unlimited")
+    assert "max concurrent runs unlimited" in out.stdout
+    assert _taskapp(stack, "teams", "set", "no-such-team", "--unlimited").returncode != 0
