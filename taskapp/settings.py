@@ -96,11 +96,7 @@ class Settings(BaseModel):
     @field_validator("batch_policies", mode="before")
     @classmethod
     def _policies(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as exc:
-                raise ValueError(f"not JSON ({exc}); expected {{\"agent\": {{\"max_size\": 8, \"max_wait_ms\": 500}}}}") from None
+        value = _json_objects(value, '{"agent": {"max_size": 8, "max_wait_ms": 500}}')
         if isinstance(value, dict):
             for agent, policy in value.items():
                 if not isinstance(policy, dict) or set(policy) - {"max_size", "max_wait_ms"}:
@@ -112,11 +108,7 @@ class Settings(BaseModel):
     @field_validator("gemini_quotas", mode="before")
     @classmethod
     def _quotas(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as exc:
-                raise ValueError(f"not JSON ({exc}); expected {{\"model\": {{\"rpm\": 10, \"tpm\": 250000}}}}") from None
+        value = _json_objects(value, '{"model": {"rpm": 10, "tpm": 250000}}')
         if isinstance(value, dict):
             for model, limits in value.items():
                 if not isinstance(limits, dict) or set(limits) - set(QUOTA_FIELDS):
@@ -206,6 +198,16 @@ _ENV = {
     "TASKAPP_API_URL": "api_url",
     "TASKAPP_API_KEY": "api_key",
 }
+
+
+def _json_objects(value: object, example: str) -> object:
+    """A JSON variable's text parsed (pydantic then checks the shape); bad JSON says what was expected."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc}); expected {example}") from None
 
 
 def env_names() -> list[str]:

@@ -76,3 +76,14 @@ def test_batch_policies_per_agent_fall_back_to_the_defaults():
 def test_bad_batch_policies_are_refused(raw, needle):
     with pytest.raises(SettingsError, match=needle):
         load_settings({"BATCH_POLICIES": raw})
+
+
+def test_gemini_quotas_override_the_defaults_per_model():
+    s = load_settings({"GEMINI_QUOTAS": '{"gemini-2.5-flash": {"rpm": 10, "rpd": null}, "*": {"concurrency": 4}}'})
+    flash = s.quota("gemini-2.5-flash")
+    assert (flash.rpm, flash.tpm, flash.rpd) == (10, 1_000_000, None)
+    assert s.quota("some-new-model").concurrency == 4
+    with pytest.raises(SettingsError, match="GEMINI_QUOTAS: .*rpm must be a positive integer"):
+        load_settings({"GEMINI_QUOTAS": '{"gemini-2.5-flash": {"rpm": 0}}'})
+    with pytest.raises(SettingsError, match="GEMINI_QUOTAS: .*an object with rpm"):
+        load_settings({"GEMINI_QUOTAS": '{"gemini-2.5-flash": {"requests": 5}}'})
