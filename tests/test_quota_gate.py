@@ -145,3 +145,12 @@ def test_quota_configuration_and_the_pacific_day():
     assert summer.resets_at_ms == int(datetime(2026, 7, 2, 7, tzinfo=UTC).timestamp() * 1000)
     with pytest.raises(ValueError):
         ModelQuota(rpm=0, tpm=None, rpd=None)
+
+
+def test_a_per_day_429_parks_the_model_until_the_reset(stack, model):
+    gate = _gate(stack, model, ModelQuota(rpm=None, tpm=None, rpd=None), day_seconds=30)
+    until = gate.pause(model, until_day_reset=True)
+    assert until == quota_day(datetime.now(UTC), 30).resets_at_ms
+    parked = gate.acquire(model, "t", 1)
+    assert not parked.granted and parked.reason == "paused_after_429"
+    assert abs(parked.wait_ms - (until - time.time() * 1000)) < 1_000
