@@ -1,6 +1,11 @@
-"""`make bench`: every benchmark, one after another."""
+"""`make bench`: every benchmark, one after another (each prints its table for docs/benchmarks.md)."""
 
-from bench import foundation
+import sys
+
+from bench import batching, foundation, quota, sse
 
 if __name__ == "__main__":
-    foundation.main()
+    for bench in (foundation, sse, batching, quota):
+        sys.argv = [bench.__name__]  # each with its defaults
+        print(f"\n===== {bench.__name__} =====", flush=True)
+        bench.main()
