@@ -61,7 +61,8 @@ class BatchOutcome:
                 "skipped": self.skipped, "items": self.items, "run_ids": sorted(self.run_ids)}
 
 
-def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID], lease_s: float) -> list[Step]:
+def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID], lease_s: float,
+                max_attempts: int | None = None) -> list[Step]:
     """Mark this batch's steps (of live runs) as running under a lease; return them.
 
     A step counts as this batch's only while its `batch_id` says so: once the sweeper
@@ -71,6 +72,8 @@ def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]
     _wait_for_flush(session, step_ids)
     now = datetime.now(UTC)
     live_runs = select(Run.id).where(Run.status == "running")
+    if max_attempts is not None:
+        _fail_poisoned(session, batch_id, step_ids, max_attempts, now)
     claimed = session.scalars(
         update(Step)
         .where(
@@ -89,6 +92,28 @@ def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]
         events.record(session, step.run_id, "step.started", step_id=step.id, seq=step.seq, agent=step.agent,
                       batch_id=batch_id, attempt=step.attempts)
     return list(claimed)
+
+
+def _fail_poisoned(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID], max_attempts: int,
+                   now: datetime) -> None:
+    """A step claimed `max_attempts` times never finished: its deliveries keep dying (a worker
+    crash, a hard time limit). Fail it, saying so, instead of delivering it forever."""
+    reason = (f"poison: claimed {max_attempts} times without finishing (its worker died or hit the time "
+              f"limit each time); not retried again")
+    poisoned = session.scalars(
+        update(Step)
+        .where(Step.id.in_(step_ids), Step.batch_id == batch_id, Step.attempts >= max_attempts,
+               Step.run_id.in_(select(Run.id).where(Run.status == "running")),
+               (Step.status == "batched") | ((Step.status == "running") & (Step.lease_until < now)))
+        .values(status="failed", error=reason, finished_at=now, lease_until=None)
+        .returning(Step),
+        execution_options={"synchronize_session": False},
+    ).all()
+    for step in sorted(poisoned, key=_event_order):
+        log.error("poison step failed after %d attempts", step.attempts,
+                  extra={"run_id": str(step.run_id), "step_id": str(step.id), "batch_id": str(batch_id)})
+        events.record(session, step.run_id, "step.failed", step_id=step.id, seq=step.seq, agent=step.agent,
+                      batch_id=batch_id, error=reason)
 
 
 def _wait_for_flush(session: Session, step_ids: list[uuid.UUID]) -> None:
@@ -133,7 +158,7 @@ class QuotaWait(Exception):
 
 def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id: uuid.UUID, step_ids: list[str],
                   *, lease_s: float, stranded_s: float, retry_delay_s: float = 1.0, give_up: bool = False,
-                  gate: QuotaGate | None = None) -> BatchOutcome:
+                  gate: QuotaGate | None = None, max_attempts: int | None = None) -> BatchOutcome:
     """Run one batch end to end.
 
     Raises QuotaWait when the gate (or a 429) says wait, RetryLater after a failure worth
@@ -158,7 +183,7 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
             _commit_answers(session, steps, {str(s.id): Answer(error=str(exc)) for s in steps}, [], outcome)
         return outcome
     with factory.begin() as session:
-        steps = claim_steps(session, batch_id, ids, lease_s)
+        steps = claim_steps(session, batch_id, ids, lease_s, max_attempts)
     outcome.skipped = len(ids) - len(steps)
     if not steps:
         if gate and grant:

@@ -6,15 +6,17 @@ as the row is committed and the message is handed to the broker.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from taskapp import store
 from taskapp.celery_app import app as celery_app
-from taskapp.models import Run
+from taskapp.models import Run, Step
 from taskapp.queues import ORCHESTRATION_QUEUE
 from taskapp.workflows import UnknownWorkflow, get_workflow
 
@@ -23,6 +25,14 @@ class InvalidRun(ValueError):
     def __init__(self, message: str, details: Any = None) -> None:
         super().__init__(message)
         self.details = details
+
+
+class Overloaded(RuntimeError):
+    """More work is waiting than the fleet should queue: the client should come back later."""
+
+    def __init__(self, waiting: int, limit: int, retry_after_s: int = 5) -> None:
+        super().__init__(f"{waiting} runs and steps are waiting (limit {limit}); try again in {retry_after_s}s")
+        self.retry_after_s = retry_after_s
 
 
 class EnqueueFailed(RuntimeError):
@@ -42,12 +52,22 @@ def validate_input(workflow: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def submit_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: dict[str, Any],
-               options: dict[str, Any], idempotency_key: str | None = None) -> tuple[Run, bool]:
+               options: dict[str, Any], idempotency_key: str | None = None,
+               max_waiting: int = 0) -> tuple[Run, bool]:
     """Store (commit) and enqueue a run; the same idempotency key returns the run it made first.
+
+    Backpressure: with `max_waiting`, a new run is refused (Overloaded) while that many
+    runs and steps already wait to start (a replay of a stored run is always answered).
 
     Uses the caller's session, so a request holds one pooled connection, not two.
     """
     clean = validate_input(workflow, input)
+    if max_waiting:
+        existing = store.run_by_key(session, team_id, idempotency_key) if idempotency_key else None
+        if existing is None:
+            waiting = _waiting_work(session)
+            if waiting >= max_waiting:
+                raise Overloaded(waiting, max_waiting)
     run, created = store.create_run(session, team_id=team_id, workflow=workflow, input=clean,
                                     options=options, idempotency_key=idempotency_key)
     session.commit()
@@ -55,6 +75,20 @@ def submit_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: di
         # A replay of a run still queued re-sends its start: starting is idempotent.
         publish_start(run.id)
     return run, created
+
+
+_waiting_cache: tuple[float, int] = (0.0, 0)
+
+
+def _waiting_work(session: Session, max_age_s: float = 1.0) -> int:
+    """Runs not started plus steps not yet called (cached a second: one count per process, not per request)."""
+    global _waiting_cache
+    now = time.monotonic()
+    if now - _waiting_cache[0] > max_age_s:
+        runs = session.scalar(select(func.count()).select_from(Run).where(Run.status == "queued"))
+        steps = session.scalar(select(func.count()).select_from(Step).where(Step.status.in_(("queued", "batched"))))
+        _waiting_cache = (now, runs + steps)
+    return _waiting_cache[1]
 
 
 def publish_start(run_id: uuid.UUID) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taskapp.batching import BatchPolicy, policy_for
 from taskapp.quota import QUOTA_FIELDS, ModelQuota, quota_for
@@ -58,6 +58,11 @@ class Settings(BaseModel):
     quota_day_seconds: int | None = Field(default=None, ge=1)
     # A run idle this long with nothing pending (or never started) was missed: the sweeper advances it.
     run_nudge_after_s: float = Field(default=10.0, gt=0)
+    # Backpressure: POST /api/runs answers 429 while this many runs and steps wait to start (0: never).
+    max_waiting_work: int = Field(default=20_000, ge=0)
+    # A step claimed this many times without finishing (its worker keeps dying) fails: a poison
+    # message. Each retry of a failed Gemini call is a claim too, so it exceeds LLM_MAX_RETRIES + 1.
+    step_max_attempts: int = Field(default=10, ge=2)
 
     max_steps: int = Field(default=40, ge=1)
     run_token_budget: int = Field(default=500_000, ge=1)
@@ -123,6 +128,13 @@ class Settings(BaseModel):
     def _redis_url(cls, value: str | None) -> str | None:
         return normalize_redis_url(value) if value else None
 
+    @model_validator(mode="after")
+    def _attempts_cover_retries(self) -> Settings:
+        if self.step_max_attempts <= self.llm_max_retries + 1:
+            raise ValueError(f"STEP_MAX_ATTEMPTS ({self.step_max_attempts}) must exceed LLM_MAX_RETRIES + 1 "
+                             f"({self.llm_max_retries + 1}): each retried call is a claim of the step")
+        return self
+
     def quota(self, model: str) -> ModelQuota:
         """The model's limits: its GEMINI_QUOTAS entry over the built-in defaults."""
         return quota_for(model, self.gemini_quotas)
@@ -171,6 +183,8 @@ _ENV = {
     "BATCH_FLUSHER_EMBEDDED": "batch_flusher_embedded",
     "RUN_NUDGE_AFTER_S": "run_nudge_after_s",
     "GEMINI_QUOTAS": "gemini_quotas",
+    "MAX_WAITING_WORK": "max_waiting_work",
+    "STEP_MAX_ATTEMPTS": "step_max_attempts",
     "QUOTA_DAY_SECONDS": "quota_day_seconds",
     "RUN_MAX_STEPS": "max_steps",
     "RUN_TOKEN_BUDGET": "run_token_budget",
@@ -232,8 +246,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         field_to_env = {f: e for e, f in _ENV.items()}
         problems = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            problems.append(f"{field_to_env.get(field, field)}: {err['msg']}")
+            message = err["msg"].removeprefix("Value error, ")
+            if not err["loc"]:  # a rule across several variables names them itself
+                problems.append(message)
+                continue
+            field = str(err["loc"][0])
+            problems.append(f"{field_to_env.get(field, field)}: {message}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
 
 

@@ -63,13 +63,13 @@ def create_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: di
         insert = insert.on_conflict_do_nothing(constraint="uq_runs_team_idempotency_key")
     run = session.scalars(insert.returning(Run)).first()
     if run is None:
-        return _run_by_key(session, team_id, idempotency_key), False
+        return run_by_key(session, team_id, idempotency_key), False
     # Nobody else can write events for a run that is not committed yet: no lock needed.
     events.record(session, run.id, "run.queued", lock=False, workflow=workflow)
     return run, True
 
 
-def _run_by_key(session: Session, team_id: uuid.UUID, key: str) -> Run | None:
+def run_by_key(session: Session, team_id: uuid.UUID, key: str) -> Run | None:
     return session.scalar(select(Run).where(Run.team_id == team_id, Run.idempotency_key == key))
 
 

@@ -69,6 +69,7 @@ def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: s
             retry_delay_s=backoff_s(failures),
             give_up=failures >= settings.llm_max_retries,
             gate=_gate(),
+            max_attempts=settings.step_max_attempts,
         )
     except executor.QuotaWait as exc:
         log.info("waiting for quota: %s", exc, extra=context)

@@ -192,3 +192,33 @@ def test_broker_down_gives_503_with_retry_after_and_readyz_names_it(stack, team,
     from tests.conftest import wait_for_run
 
     assert wait_for_run(settings, again.json["id"]).status == "succeeded"
+
+
+def test_backpressure_refuses_new_runs_with_429_but_answers_replays(settings, team):
+    """Past MAX_WAITING_WORK the API says 429 + Retry-After and stores nothing; a replay of a
+    stored run (its Idempotency-Key) is still answered."""
+    from datetime import UTC, datetime, timedelta
+
+    from taskapp import intake, orchestrator, store
+    from taskapp.db import session_factory
+    from web import create_app
+
+    team_id, key = team
+    with session_factory(settings).begin() as session:  # one run waiting (dated ahead: the sweeper leaves it)
+        waiting, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "w"},
+                                      options={}, idempotency_key="already-stored")
+        waiting.created_at = datetime.now(UTC) + timedelta(hours=1)
+    intake._waiting_cache = (0.0, 0)
+    client = create_app(settings.model_copy(update={"max_waiting_work": 1})).test_client()
+    try:
+        refused = client.post("/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {"text": "x"}})
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "5"
+        assert refused.json["error"]["code"] == "overloaded"
+        replay = client.post("/api/runs", headers={**auth(key), "Idempotency-Key": "already-stored"},
+                             json={"workflow": "summarize", "input": {"text": "w"}})
+        assert replay.status_code == 202 and replay.json["id"] == str(waiting.id)
+        assert len(client.get("/api/runs", headers=auth(key)).json["runs"]) == 1  # nothing else stored
+    finally:
+        intake._waiting_cache = (0.0, 0)
+        with session_factory(settings).begin() as session:
+            orchestrator.cancel_run(session, waiting.id)

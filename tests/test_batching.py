@@ -293,3 +293,39 @@ def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, s
         flush.close()
         with factory.begin() as session:
             orchestrator.cancel_run(session, run_id)
+
+
+def test_a_step_whose_deliveries_keep_dying_fails_as_poison(team, settings, db_session):
+    """A step claimed STEP_MAX_ATTEMPTS times without finishing is failed, saying so, and never
+    called again; its run ends."""
+    from taskapp import orchestrator, store
+    from taskapp.batcher import Taken
+    from taskapp.batches import open_batch
+    from taskapp.db import session_factory
+    from taskapp.executor import execute_batch
+    from taskapp.llm.gemini import get_client
+
+    factory = session_factory(settings)
+    team_id, _ = team
+    with factory.begin() as session:
+        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "crashes"},
+                                  options={})
+        run_id = run.id
+    with factory.begin() as session:
+        (ready,) = orchestrator.advance_run(session, run_id, settings)
+    batch_id = uuid.uuid4()
+    with factory.begin() as session:
+        open_batch(session, batch_id, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window", 60)
+        step = session.get(Step, uuid.UUID(ready.step_id))
+        step.attempts = settings.step_max_attempts  # nine deliveries died before this one
+    outcome = execute_batch(factory, get_client(settings), batch_id, [ready.step_id], lease_s=60, stranded_s=60,
+                            max_attempts=settings.step_max_attempts)
+    assert outcome.succeeded == 0 and outcome.skipped == 1
+    with factory.begin() as session:
+        orchestrator.advance_run(session, run_id, settings)
+    db_session.expire_all()
+    step = db_session.get(Step, uuid.UUID(ready.step_id))
+    assert step.status == "failed" and step.error.startswith("poison: claimed")
+    assert db_session.scalars(select(LlmCall).where(LlmCall.batch_id == batch_id)).all() == []  # never called
+    run = wait_for_run(settings, run_id)
+    assert run.status == "failed" and "poison" in run.error

@@ -10,7 +10,7 @@ from taskapp.agents import get_agent
 from taskapp.celery_app import app as celery_app
 from taskapp.workflows import WORKFLOWS
 from web.auth import require_team, team_run
-from web.context import db, gate_usage
+from web.context import db, gate_usage, settings
 from web.errors import ApiError
 from web.schemas import RunCreate
 from web.serializers import run_json, run_summary_json
@@ -36,7 +36,9 @@ def create_run():
     try:
         run, created = intake.submit_run(db(), team_id=g.team_id, workflow=spec.workflow,
                                          input=spec.input, options=spec.options.model_dump(exclude_none=True),
-                                         idempotency_key=key)
+                                         idempotency_key=key, max_waiting=settings().max_waiting_work)
+    except intake.Overloaded as exc:
+        raise ApiError(429, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
     except intake.InvalidRun as exc:
         raise ApiError(422, "invalid_input", str(exc), exc.details) from None
     except intake.EnqueueFailed as exc:
