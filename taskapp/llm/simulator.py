@@ -61,6 +61,8 @@ class SimulatorState:
         # Errors to answer the next requests with: [{"status": 429|500|503, "count": n,
         # "retry_delay_s": s, "per_day": bool, "model": optional}], consumed in order.
         self.inject: list[dict[str, Any]] = []
+        # Values forced into every answer's output, e.g. {"approved": false}: a reviewer that never approves.
+        self.output_overrides: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.log: deque[dict[str, Any]] = deque(maxlen=log_size)
         self.seq = 0
@@ -97,6 +99,10 @@ class SimulatorState:
                 raise ValueError('inject: a list of {"status": 429|500|503, "count": n, "retry_delay_s": s}')
             with self.lock:
                 self.inject = [dict(i, count=int(i.get("count", 1))) for i in inject]
+        if "output_overrides" in body:
+            if not isinstance(body["output_overrides"], dict):
+                raise ValueError("output_overrides: an object of output field -> value")
+            self.output_overrides = dict(body["output_overrides"])
         if "answer_faults" in body:
             faults = body["answer_faults"]
             if not isinstance(faults, list) or not all(
@@ -113,7 +119,7 @@ class SimulatorState:
             self.log.clear()
             self.answer_faults = []
             self._fault_counts.clear()
-            self.quotas, self.day_seconds, self.inject = {}, None, []
+            self.quotas, self.day_seconds, self.inject, self.output_overrides = {}, None, [], {}
             self._accepted.clear()
             self._per_day.clear()
 
@@ -158,8 +164,13 @@ class SimulatorState:
         return local.date().isoformat(), midnight.timestamp()
 
     def apply_faults(self, value: Any, tasks: list[dict[str, Any]]) -> int:
-        """Drop or corrupt the answers of matching tasks; returns how many were hit."""
-        if not self.answer_faults or not isinstance(value, dict) or not isinstance(value.get("answers"), list):
+        """Force configured output fields, drop or corrupt the answers of matching tasks; returns how many were hit."""
+        if not isinstance(value, dict) or not isinstance(value.get("answers"), list):
+            return 0
+        for answer in value["answers"]:
+            if self.output_overrides and isinstance(answer, dict) and isinstance(answer.get("output"), dict):
+                answer["output"].update({k: v for k, v in self.output_overrides.items() if k in answer["output"]})
+        if not self.answer_faults:
             return 0
         inputs = {str(t.get("step_id")): json.dumps(t.get("input"), ensure_ascii=False) for t in tasks}
         hit = 0
