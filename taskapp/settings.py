@@ -63,6 +63,8 @@ class Settings(BaseModel):
     # A step claimed this many times without finishing (its worker keeps dying) fails: a poison
     # message. Each retry of a failed Gemini call is a claim too, so it exceeds LLM_MAX_RETRIES + 1.
     step_max_attempts: int = Field(default=10, ge=2)
+    # A claimed step's lease, renewed while its call runs; a dead worker's steps are re-offered after it.
+    step_lease_s: float = Field(default=30.0, ge=1)
 
     max_steps: int = Field(default=40, ge=1)
     run_token_budget: int = Field(default=500_000, ge=1)
@@ -185,6 +187,7 @@ _ENV = {
     "GEMINI_QUOTAS": "gemini_quotas",
     "MAX_WAITING_WORK": "max_waiting_work",
     "STEP_MAX_ATTEMPTS": "step_max_attempts",
+    "STEP_LEASE_S": "step_lease_s",
     "QUOTA_DAY_SECONDS": "quota_day_seconds",
     "RUN_MAX_STEPS": "max_steps",
     "RUN_TOKEN_BUDGET": "run_token_budget",

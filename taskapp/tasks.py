@@ -64,7 +64,7 @@ def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: s
     try:
         outcome = executor.execute_batch(
             session_factory(), get_client(settings), uuid.UUID(batch_id), step_ids,
-            lease_s=app.conf.task_time_limit + 30,
+            lease_s=settings.step_lease_s,
             stranded_s=settings.batch_stranded_s,
             retry_delay_s=backoff_s(failures),
             give_up=failures >= settings.llm_max_retries,

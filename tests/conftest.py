@@ -23,7 +23,7 @@ from taskapp.localstack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-WORKER_ENV = {"BATCH_MAX_WAIT_MS": "200", "SWEEP_INTERVAL_S": "1", "RUN_NUDGE_AFTER_S": "2"}
+WORKER_ENV = {"BATCH_MAX_WAIT_MS": "200", "SWEEP_INTERVAL_S": "1", "RUN_NUDGE_AFTER_S": "2", "STEP_LEASE_S": "2"}
 
 
 @pytest.fixture(scope="session")

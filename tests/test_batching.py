@@ -329,3 +329,22 @@ def test_a_step_whose_deliveries_keep_dying_fails_as_poison(team, settings, db_s
     assert db_session.scalars(select(LlmCall).where(LlmCall.batch_id == batch_id)).all() == []  # never called
     run = wait_for_run(settings, run_id)
     assert run.status == "failed" and "poison" in run.error
+
+
+def test_a_call_longer_than_the_lease_keeps_its_claim(client, team, workers, settings, db_session, stack):
+    """The lease (2 s in these workers) is renewed while a 5 s call runs: the sweeper never
+    takes the step over, and it is called and committed once."""
+    httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 5000}).raise_for_status()
+    try:
+        _, key = team
+        run_id = _submit(client, key, "a slow answer", priority="interactive")
+        run = wait_for_run(settings, run_id, timeout_s=30)
+    finally:
+        httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 0})
+    assert run.status == "succeeded"
+    (step,) = _steps(db_session, [run_id])
+    assert step.attempts == 1
+    assert len(db_session.scalars(select(LlmCall).where(LlmCall.batch_id == step.batch_id)).all()) == 1
+    queued = db_session.scalars(select(Event).where(Event.run_id == uuid.UUID(run_id),
+                                                    Event.type == "step.queued")).all()
+    assert len(queued) == 1  # never re-offered
