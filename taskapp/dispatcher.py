@@ -41,13 +41,15 @@ class Dispatcher:
 
     # -- runs -----------------------------------------------------------------------------
 
-    def advance(self, run_ids: Iterable[uuid.UUID | str], origin: str | None = None) -> None:
+    def advance(self, run_ids: Iterable[uuid.UUID | str], origin: str | None = None,
+                skip_locked: bool = False) -> None:
         """Take each run one decision further (one transaction each), then offer what it queued."""
         ready: list[orchestrator.Ready] = []
         freed: set[uuid.UUID] = set()  # teams with a run limit, one of whose runs just ended
         for run_id in run_ids:
             with self.factory.begin() as session:
-                ready += orchestrator.advance_run(session, uuid.UUID(str(run_id)), self.settings, origin)
+                ready += orchestrator.advance_run(session, uuid.UUID(str(run_id)), self.settings, origin,
+                                                  skip_locked)
                 run = session.get(Run, uuid.UUID(str(run_id)))
                 if run is not None and run.status in FINAL_RUN_STATUSES and run.finished_at is not None:
                     team = session.get(Team, run.team_id)

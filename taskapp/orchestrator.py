@@ -53,12 +53,14 @@ def server_limits(settings: Settings) -> Limits:
     )
 
 
-def advance_run(session: Session, run_id: uuid.UUID, settings: Settings, origin: str | None = None) -> list[Ready]:
+def advance_run(session: Session, run_id: uuid.UUID, settings: Settings, origin: str | None = None,
+                skip_locked: bool = False) -> list[Ready]:
     """Take the run one decision further; a no-op for a finished or unknown run.
 
     `origin` names the worker node deciding, recorded on `step.queued` (which node queued what).
+    `skip_locked` (the sweeper): a run someone is advancing right now is left to them.
     """
-    run = session.get(Run, run_id, with_for_update=True)
+    run = session.get(Run, run_id, with_for_update={"skip_locked": True} if skip_locked else True)
     if run is None or run.status in FINAL_RUN_STATUSES:
         return []
     now = datetime.now(UTC)

@@ -57,7 +57,8 @@ class Settings(BaseModel):
     # Simulation only: a quota "day" of this many seconds instead of midnight-to-midnight Pacific.
     quota_day_seconds: int | None = Field(default=None, ge=1)
     # A run idle this long with nothing pending (or never started) was missed: the sweeper advances it.
-    run_nudge_after_s: float = Field(default=10.0, gt=0)
+    # Longer than a busy orchestration queue's backlog, or the sweeper duplicates what is on its way.
+    run_nudge_after_s: float = Field(default=60.0, gt=0)
     # Backpressure: POST /api/runs answers 429 while this many runs and steps wait to start (0: never).
     max_waiting_work: int = Field(default=20_000, ge=0)
     # A step claimed this many times without finishing (its worker keeps dying) fails: a poison

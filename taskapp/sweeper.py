@@ -60,7 +60,7 @@ def sweep(dispatcher: Dispatcher, now: datetime | None = None) -> SweepReport:
     dispatcher.offer(ready + stranded + expired)
     with dispatcher.factory() as session:
         runs = runs_to_nudge(session, now, dispatcher.settings.run_timeout_s, dispatcher.settings.run_nudge_after_s)
-    dispatcher.advance(runs, origin="sweeper")
+    dispatcher.advance(runs, origin="sweeper", skip_locked=True)
     report.runs_advanced = len(runs)
     if report.anything:
         log.warning("sweeper recovered work: %s, %d run(s) advanced", report.reoffered, report.runs_advanced)
