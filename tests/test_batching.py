@@ -181,6 +181,20 @@ def test_a_bad_answer_is_repaired_or_fails_alone(client, team, workers, settings
     assert all(s.llm_call_id == calls[0].id if calls[0].step_count == 4 else True for s in good)
 
 
+def _started_run(settings, team, text: str):
+    """A summarize run started by hand (no message, no buffer): its one step is `queued`."""
+    from taskapp import orchestrator, store
+    from taskapp.db import session_factory
+
+    factory = session_factory(settings)
+    with factory.begin() as session:
+        run, _ = store.create_run(session, team_id=team[0], workflow="summarize", input={"text": text}, options={})
+        run_id = run.id
+    with factory.begin() as session:
+        (ready,) = orchestrator.advance_run(session, run_id, settings)
+    return run_id, ready
+
+
 # -- the sweeper ----------------------------------------------------------------------
 
 def _steal_from_buffer(batcher: Batcher, db_session, run_id: str) -> str:
@@ -254,20 +268,14 @@ def test_sweeper_starts_a_run_whose_start_message_was_lost(team, workers, settin
 def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, settings):
     """The flusher publishes a batch's chord before it commits the batch; a header task that
     is faster than that commit must wait for it, not find the steps \"nobody's\" and skip them."""
-    from taskapp import orchestrator, store
+    from taskapp import orchestrator
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
     from taskapp.db import session_factory
     from taskapp.executor import _claimable, claim_steps
 
     factory = session_factory(settings)
-    team_id, _ = team
-    with factory.begin() as session:
-        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "race"},
-                                  options={})
-        run_id = run.id
-    with factory.begin() as session:
-        (ready,) = orchestrator.advance_run(session, run_id, settings)
+    run_id, ready = _started_run(settings, team, "race")
     batch_id = uuid.uuid4()
     claimed: list = []
     flush = factory()
@@ -298,7 +306,7 @@ def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, s
 def test_a_step_whose_deliveries_keep_dying_fails_as_poison(team, settings, db_session):
     """A step claimed STEP_MAX_ATTEMPTS times without finishing is failed, saying so, and never
     called again; its run ends."""
-    from taskapp import orchestrator, store
+    from taskapp import orchestrator
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
     from taskapp.db import session_factory
@@ -306,13 +314,7 @@ def test_a_step_whose_deliveries_keep_dying_fails_as_poison(team, settings, db_s
     from taskapp.llm.gemini import get_client
 
     factory = session_factory(settings)
-    team_id, _ = team
-    with factory.begin() as session:
-        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "crashes"},
-                                  options={})
-        run_id = run.id
-    with factory.begin() as session:
-        (ready,) = orchestrator.advance_run(session, run_id, settings)
+    run_id, ready = _started_run(settings, team, "crashes")
     batch_id = uuid.uuid4()
     with factory.begin() as session:
         open_batch(session, batch_id, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window", 60)
