@@ -10,8 +10,6 @@ request, in `llm_calls`, whoever wins.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,11 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from taskapp import events
 from taskapp.accounting import Usage, cost_usd, split_usage
 from taskapp.agents import Agent, get_agent
+from taskapp.batch_calls import BatchCaller, Carried, QuotaWait, after_quota_error
+from taskapp.leases import LeaseKeeper
 from taskapp.llm.batch_prompt import (
     Answer,
-    batch_schema,
     build_prompt,
-    parse_answers,
     system_instruction,
 )
 from taskapp.llm.gemini import GeminiClient, LlmError
@@ -35,7 +33,6 @@ from taskapp.quota import estimate_tokens
 from taskapp.quota_gate import Grant, QuotaGate
 
 log = logging.getLogger(__name__)
-MAX_REPAIRS = 2
 
 
 class RetryLater(Exception):
@@ -148,15 +145,6 @@ def release_steps(session: Session, steps: list[Step], error: LlmError, delay_s:
                       agent=step.agent, batch_id=step.batch_id, reason=error.kind, delay_s=round(delay_s, 3))
 
 
-class QuotaWait(Exception):
-    """The gate (or Gemini itself) says not now: retry after `delay_s`; not a failure."""
-
-    def __init__(self, delay_s: float, reason: str) -> None:
-        super().__init__(f"quota: wait {delay_s:.1f}s ({reason})")
-        self.delay_s = delay_s
-        self.reason = reason
-
-
 def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id: uuid.UUID, step_ids: list[str],
                   *, lease_s: float, stranded_s: float, retry_delay_s: float = 1.0, give_up: bool = False,
                   gate: QuotaGate | None = None, max_attempts: int | None = None) -> BatchOutcome:
@@ -191,12 +179,12 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
             gate.finish(grant, tokens_in=None, outcome="unused")
         return outcome
     log.info("calling %s for %d step(s)", model, len(steps), extra={"agent": agent.name, "batch_id": str(batch_id)})
-    caller = _Caller(client, gate, agent, batch_id)
+    caller = BatchCaller(client, gate, agent, batch_id)
     try:
         with LeaseKeeper(factory, steps, lease_s):
             answers, calls, deferred = caller.call_with_repairs(steps, grant)
     except LlmError as exc:
-        delay = _after_quota_error(gate, model, exc)
+        delay = after_quota_error(gate, model, exc)
         with factory.begin() as session:
             _record_failed_call(session, agent, model, batch_id, len(steps), exc)  # every failed call, 429s too
             if delay is not None:
@@ -222,40 +210,6 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
     if deferred.step_ids:
         raise QuotaWait(deferred.delay_s, deferred.reason)
     return outcome
-
-
-class LeaseKeeper:
-    """Renews the claim's lease while the calls are in flight, so the lease can be short.
-
-    A worker that dies (SIGKILL, OOM, a lost machine) stops renewing, and the sweeper
-    offers its steps again once the lease runs out: seconds, not the task's hard time
-    limit. Renewal is conditional on the claim (status and attempt), like the commit.
-    """
-
-    def __init__(self, factory: sessionmaker[Session], steps: list[Step], lease_s: float) -> None:
-        self.factory, self.steps, self.lease_s = factory, steps, lease_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name="lease-keeper", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
-            try:
-                with self.factory.begin() as session:
-                    for step in self.steps:
-                        session.execute(
-                            update(Step).where(Step.id == step.id, Step.status == "running",
-                                               Step.attempts == step.attempts)
-                            .values(lease_until=datetime.now(UTC) + timedelta(seconds=self.lease_s)))
-            except Exception as exc:  # noqa: BLE001 (a missed renewal only risks a duplicate claim, never a loss)
-                log.warning("lease renewal failed: %s", exc)
 
 
 def _claimable(session: Session, batch_id: uuid.UUID, ids: list[uuid.UUID]) -> list[Step]:
@@ -295,97 +249,6 @@ def _acquire(gate: QuotaGate | None, factory: sessionmaker[Session], agent: Agen
 
 def _estimate(agent: Agent, steps: list[Step]) -> int:
     return estimate_tokens(system_instruction(agent) + build_prompt([(str(s.id), s.input) for s in steps]))
-
-
-def _after_quota_error(gate: QuotaGate | None, model: str, exc: LlmError) -> float | None:
-    """Gemini said 429 although the gate granted (another client shares the project):
-    pause the whole fleet on this model. Returns the wait, or None for other errors."""
-    if exc.kind == "daily_quota":
-        if gate is None:
-            return 3600.0
-        return max(1.0, (gate.pause(model, until_day_reset=True) - time.time() * 1000) / 1000)
-    if exc.kind == "rate_limited":
-        delay = exc.retry_after_s or 10.0
-        if gate is not None:
-            gate.pause(model, seconds=delay)
-        return delay
-    return None
-
-
-Carried = list[tuple[LlmCall, list[str]]]  # each call with the step ids it carried
-
-
-@dataclass
-class Deferred:
-    """Steps whose repair had to wait for quota."""
-
-    step_ids: set[str] = field(default_factory=set)
-    delay_s: float = 0.0
-    reason: str = ""
-
-
-class _Caller:
-    """Makes a batch's calls through the gate: the batch call, then per-step repairs."""
-
-    def __init__(self, client: GeminiClient, gate: QuotaGate | None, agent: Agent, batch_id: uuid.UUID) -> None:
-        self.client, self.gate, self.agent, self.batch_id = client, gate, agent, batch_id
-
-    def call_with_repairs(self, steps: list[Step], grant: Grant | None) -> tuple[dict[str, Answer], Carried, Deferred]:
-        """One call for the batch; each step it answered badly gets up to two repair calls of its own."""
-        by_id = {str(s.id): s for s in steps}
-        answers, call = self.call(steps, grant)
-        calls = [call]
-        deferred = Deferred()
-        for sid, answer in list(answers.items()):
-            repairs = 0
-            while not answer.ok and repairs < MAX_REPAIRS:
-                repairs += 1
-                try:
-                    fixed, repair_call = self.call([by_id[sid]], None, repair=answer.error)
-                except QuotaWait as wait:
-                    deferred.step_ids.add(sid)
-                    deferred.delay_s, deferred.reason = max(deferred.delay_s, wait.delay_s), wait.reason
-                    break
-                except LlmError as exc:
-                    if _after_quota_error(self.gate, by_id[sid].model, exc) is not None:
-                        deferred.step_ids.add(sid)
-                        deferred.delay_s, deferred.reason = max(deferred.delay_s, exc.retry_after_s or 10.0), exc.kind
-                        break
-                    answer = Answer(error=f"{answer.error}; repair call failed ({exc.kind}): {exc}", raw=answer.raw)
-                    continue
-                calls.append(repair_call)
-                answer = fixed[sid]
-            answers[sid] = answer
-        return answers, calls, deferred
-
-    def call(self, steps: list[Step], grant: Grant | None,
-             repair: str | None = None) -> tuple[dict[str, Answer], tuple[LlmCall, list[str]]]:
-        agent, model = self.agent, steps[0].model
-        items = [(str(s.id), s.input) for s in steps]
-        system, prompt = system_instruction(agent), build_prompt(items, repair=repair)
-        if self.gate is not None and grant is None:
-            grant = self.gate.acquire(model, f"{self.batch_id}:{items[0][0]}", estimate_tokens(system + prompt))
-            if not grant.granted:
-                raise QuotaWait(grant.wait_ms / 1000, grant.reason)
-        try:
-            response = self.client.generate(
-                model=model, system_instruction=system, prompt=prompt, response_schema=batch_schema(agent),
-                temperature=agent.temperature, max_output_tokens=agent.max_output_tokens * len(items),
-            )
-        except LlmError as exc:
-            if self.gate is not None and grant is not None:
-                self.gate.finish(grant, tokens_in=None,
-                                 outcome="failed" if exc.kind in ("server", "timeout") else "other")
-            raise
-        if self.gate is not None and grant is not None:
-            self.gate.finish(grant, tokens_in=response.usage.tokens_in, outcome="ok")
-        answers = parse_answers(response.text, agent, [sid for sid, _ in items])
-        row = LlmCall(batch_id=self.batch_id, agent=agent.name, model=model, step_count=len(items),
-                      status="ok" if all(a.ok for a in answers.values()) else "partial",
-                      tokens_in=response.usage.tokens_in, tokens_out=response.usage.tokens_out,
-                      latency_ms=response.latency_ms, cost_usd=cost_usd(model, response.usage))
-        row.id = uuid.uuid4()
-        return answers, (row, [sid for sid, _ in items])
 
 
 def _record_failed_call(session: Session, agent: Agent, model: str, batch_id: uuid.UUID, size: int,
