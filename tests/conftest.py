@@ -103,6 +103,34 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+@pytest.fixture()
+def batcher(stack):
+    """The shared batch buffers, as the workers see them."""
+    import redis
+
+    from taskapp.batcher import Batcher
+
+    return Batcher(redis.Redis.from_url(stack.redis_url))
+
+
+def submit_summary(client, key: str, text: str, **options) -> str:
+    """Submit a one-step `summarize` run through the API; its id."""
+    resp = client.post("/api/runs", headers=auth(key),
+                       json={"workflow": "summarize", "input": {"text": text}, "options": options})
+    assert resp.status_code == 202, resp.json
+    return resp.json["id"]
+
+
+def run_steps(db_session, run_ids: list[str]):
+    """The steps of these runs, freshly read."""
+    from sqlalchemy import select
+
+    from taskapp.models import Step
+
+    db_session.expire_all()
+    return list(db_session.scalars(select(Step).where(Step.run_id.in_([uuid.UUID(str(r)) for r in run_ids]))))
+
+
 def wait_for_run(settings, run_id: str | uuid.UUID, timeout_s: float = 60):
     """Poll Postgres until the run ends; return it with its steps loaded."""
     from sqlalchemy.orm import selectinload

@@ -20,12 +20,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from taskapp.llm.schema_fake import FakeContext, fake_value
-from taskapp.quota import PACIFIC
+from taskapp.llm.sim_quota import SimQuotas
 
 _ROUTE = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):(generateContent|countTokens)$")
 
@@ -52,15 +51,7 @@ class SimulatorState:
         # the schema, at most `times` times per step id.
         self.answer_faults: list[dict[str, Any]] = []
         self._fault_counts: dict[tuple[int, str], int] = {}
-        # Quotas enforced as Gemini does, per model: {"rpm": n, "tpm": n, "rpd": n}; a day of
-        # `day_seconds` (default: midnight to midnight US Pacific, like Gemini).
-        self.quotas: dict[str, dict[str, int]] = {}
-        self.day_seconds: int | None = None
-        self._accepted: dict[str, deque[tuple[float, int]]] = {}
-        self._per_day: dict[tuple[str, str], int] = {}
-        # Errors to answer the next requests with: [{"status": 429|500|503, "count": n,
-        # "retry_delay_s": s, "per_day": bool, "model": optional}], consumed in order.
-        self.inject: list[dict[str, Any]] = []
+        self.quotas = SimQuotas()  # quotas enforced as Gemini does, and errors to inject
         # Values forced into every answer's output, e.g. {"approved": false}: a reviewer that never approves.
         self.output_overrides: dict[str, Any] = {}
         self.lock = threading.Lock()
@@ -80,25 +71,7 @@ class SimulatorState:
     def configure(self, body: dict[str, Any]) -> None:
         if "latency_ms" in body:
             self.latency_ms = max(0, int(body["latency_ms"]))
-        if "quotas" in body:
-            quotas = body["quotas"]
-            if not isinstance(quotas, dict) or not all(
-                isinstance(q, dict) and set(q) <= {"rpm", "tpm", "rpd"} and all(isinstance(v, int) for v in q.values())
-                for q in quotas.values()
-            ):
-                raise ValueError('quotas: {"<model>": {"rpm": int, "tpm": int, "rpd": int}}')
-            with self.lock:
-                self.quotas = quotas
-        if "day_seconds" in body:
-            self.day_seconds = int(body["day_seconds"]) if body["day_seconds"] else None
-        if "inject" in body:
-            inject = body["inject"]
-            if not isinstance(inject, list) or not all(
-                isinstance(i, dict) and i.get("status") in (429, 500, 503) for i in inject
-            ):
-                raise ValueError('inject: a list of {"status": 429|500|503, "count": n, "retry_delay_s": s}')
-            with self.lock:
-                self.inject = [dict(i, count=int(i.get("count", 1))) for i in inject]
+        self.quotas.configure(body)
         if "output_overrides" in body:
             if not isinstance(body["output_overrides"], dict):
                 raise ValueError("output_overrides: an object of output field -> value")
@@ -119,49 +92,8 @@ class SimulatorState:
             self.log.clear()
             self.answer_faults = []
             self._fault_counts.clear()
-            self.quotas, self.day_seconds, self.inject, self.output_overrides = {}, None, [], {}
-            self._accepted.clear()
-            self._per_day.clear()
-
-    def admit(self, model: str, tokens_in: int, now: float) -> dict[str, Any] | None:
-        """Count a request against the model's quotas, or return the 429 (or injected error) body."""
-        with self.lock:
-            for rule in self.inject:
-                if rule["count"] > 0 and rule.get("model") in (None, model):
-                    rule["count"] -= 1
-                    if rule["status"] == 429:
-                        quota_id = ("GenerateRequestsPerDayPerProjectPerModel-FreeTier" if rule.get("per_day")
-                                    else "GenerateRequestsPerMinutePerProjectPerModel-FreeTier")
-                        return quota_error(model, quota_id, 0, float(rule.get("retry_delay_s", 1)))
-                    return {"error": {"code": rule["status"], "status": "UNAVAILABLE" if rule["status"] == 503
-                                      else "INTERNAL", "message": "Injected server error."}}
-            quota = self.quotas.get(model)
-            if not quota:
-                return None
-            window = self._accepted.setdefault(model, deque())
-            while window and window[0][0] <= now - 60:
-                window.popleft()
-            day, day_ends = self._day(now)
-            if "rpd" in quota and self._per_day.get((model, day), 0) >= quota["rpd"]:
-                return quota_error(model, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", quota["rpd"],
-                                   day_ends - now)
-            if "rpm" in quota and len(window) >= quota["rpm"]:
-                return quota_error(model, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", quota["rpm"],
-                                   window[len(window) - quota["rpm"]][0] + 60 - now)
-            if "tpm" in quota and sum(t for _, t in window) + tokens_in > quota["tpm"]:
-                return quota_error(model, "GenerateContentInputTokensPerModelPerMinute-FreeTier", quota["tpm"],
-                                   window[0][0] + 60 - now)
-            window.append((now, tokens_in))
-            self._per_day[(model, day)] = self._per_day.get((model, day), 0) + 1
-            return None
-
-    def _day(self, now: float) -> tuple[str, float]:
-        if self.day_seconds:
-            index = math.floor(now / self.day_seconds)
-            return f"sim-{index}", (index + 1) * self.day_seconds
-        local = datetime.fromtimestamp(now, PACIFIC)
-        midnight = datetime(local.year, local.month, local.day, tzinfo=PACIFIC) + timedelta(days=1)
-        return local.date().isoformat(), midnight.timestamp()
+            self.output_overrides = {}
+        self.quotas.reset()
 
     def apply_faults(self, value: Any, tasks: list[dict[str, Any]]) -> int:
         """Force configured output fields, drop or corrupt the answers of matching tasks; returns how many were hit."""
@@ -194,22 +126,6 @@ class SimulatorState:
                 kept.append(answer)
         value["answers"] = kept
         return hit
-
-
-def quota_error(model: str, quota_id: str, limit: int, retry_in_s: float) -> dict[str, Any]:
-    """A 429 body as Gemini sends it: QuotaFailure with the quotaId, and RetryInfo."""
-    delay = max(1, math.ceil(retry_in_s))
-    return {"error": {
-        "code": 429, "status": "RESOURCE_EXHAUSTED",
-        "message": f"You exceeded your current quota, please check your plan and billing details. "
-                   f"Please retry in {retry_in_s:.1f}s.",
-        "details": [
-            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
-                "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
-                "quotaId": quota_id, "quotaDimensions": {"location": "global", "model": model},
-                "quotaValue": str(limit)}]},
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay}s"},
-        ]}}
 
 
 def request_tokens(body: dict[str, Any]) -> int:
@@ -320,7 +236,7 @@ class Handler(BaseHTTPRequestHandler):
             self._error(400, "* GenerateContentRequest.contents: contents is not specified", "INVALID_ARGUMENT")
             return
         received = time.time()
-        refusal = state.admit(model, request_tokens(body), received)
+        refusal = state.quotas.admit(model, request_tokens(body), received)
         if refusal is not None:
             error = refusal["error"]
             quota_id = next((v.get("quotaId") for d in error.get("details", []) for v in d.get("violations", [])),
