@@ -33,6 +33,10 @@ enable_utc = True
 
 task_acks_late = True
 task_reject_on_worker_lost = True
+# When the broker connection drops, let running tasks finish rather than kill them: their
+# Gemini answers are paid for and their commits go to PostgreSQL, not to the broker.
+# (Their acks are lost with the connection; a redelivery finds the steps committed.)
+worker_cancel_long_running_tasks_on_connection_loss = False
 worker_prefetch_multiplier = 1
 task_time_limit = TASK_HARD_TIME_LIMIT_S
 task_soft_time_limit = TASK_HARD_TIME_LIMIT_S - 30

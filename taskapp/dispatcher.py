@@ -27,6 +27,7 @@ from taskapp.models import FINAL_RUN_STATUSES, Run, Team
 from taskapp.queues import ORCHESTRATION_QUEUE, llm_queue
 from taskapp.redis_client import get_redis
 from taskapp.settings import Settings, get_settings
+from taskapp.transient import dependency_of
 
 log = logging.getLogger(__name__)
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
@@ -100,9 +101,11 @@ class Dispatcher:
                         batches.append((batch_id, joined))
                 if batches:
                     self._send_chord(agent, model, batches)
-        except Exception:
-            log.exception("flush failed; putting %d step(s) back", len(taken), extra={"agent": agent, "model": model})
+        except Exception as exc:
             self._put_back(agent, model, taken)
+            if dependency_of(exc):  # an outage: the flusher backs off and says so once per retry
+                raise
+            log.exception("flush failed; putting %d step(s) back", len(taken), extra={"agent": agent, "model": model})
             return []
         for batch_id, ids in batches:
             log.info("flushed %d step(s)", len(ids), extra={"agent": agent, "model": model, "batch_id": str(batch_id)})

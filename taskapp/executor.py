@@ -28,11 +28,15 @@ from taskapp.llm.batch_prompt import (
     system_instruction,
 )
 from taskapp.llm.gemini import GeminiClient, LlmError
-from taskapp.models import LlmCall, Run, Step
+from taskapp.models import PENDING_STEP_STATUSES, LlmCall, Run, Step
 from taskapp.quota import estimate_tokens
 from taskapp.quota_gate import Grant, QuotaGate
+from taskapp.transient import retry_database
 
 log = logging.getLogger(__name__)
+# How long a batch whose answers arrived waits for PostgreSQL to come back before giving
+# up (its steps are then called again): well inside the task's soft time limit.
+COMMIT_RETRY_S = 120
 
 
 class RetryLater(Exception):
@@ -198,15 +202,22 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
         if delay is not None:
             raise QuotaWait(delay, exc.kind) from exc
         raise RetryLater(exc, exc.retry_after_s or retry_delay_s) from exc
-    with factory.begin() as session:
-        session.add_all(row for row, _ in calls)
-        session.flush()
-        done = [s for s in steps if str(s.id) not in deferred.step_ids]
-        _commit_answers(session, done, answers, calls, outcome)
-        if deferred.step_ids:
-            # Repairs the gate could not serve now: the retry asks for these steps again.
-            release_steps(session, [s for s in steps if str(s.id) in deferred.step_ids],
-                          LlmError("rate_limited", deferred.reason), deferred.delay_s, stranded_s)
+
+    def commit() -> BatchOutcome:
+        committed = BatchOutcome(batch_id=batch_id, skipped=outcome.skipped)
+        with factory.begin() as session:
+            session.add_all(row for row, _ in calls)
+            session.flush()
+            done = [s for s in steps if str(s.id) not in deferred.step_ids]
+            _commit_answers(session, done, answers, calls, committed)
+            if deferred.step_ids:
+                # Repairs the gate could not serve now: the retry asks for these steps again.
+                release_steps(session, [s for s in steps if str(s.id) in deferred.step_ids],
+                              LlmError("rate_limited", deferred.reason), deferred.delay_s, stranded_s)
+        return committed
+
+    # The answers are paid for: a database restart now is waited out, not turned into a second call.
+    outcome = retry_database(commit, budget_s=COMMIT_RETRY_S, what=f"committing batch {batch_id}")
     if deferred.step_ids:
         raise QuotaWait(deferred.delay_s, deferred.reason)
     return outcome
@@ -259,7 +270,12 @@ def _record_failed_call(session: Session, agent: Agent, model: str, batch_id: uu
 
 def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answer],
                     calls: Carried, outcome: BatchOutcome) -> None:
-    """Commit each step under its claim; a step someone else took over is left to them."""
+    """Commit each step unless another delivery claimed it since (its attempt number moved on).
+
+    A step re-offered but not yet called again (its lease ran out while the database was
+    restarting) still takes this answer: it is paid for, and the later batch then finds
+    the step no longer its own and calls nothing.
+    """
     now = datetime.now(UTC)
     shares = _usage_shares(steps, answers, calls)
     last_call = {sid: row for row, sids in calls for sid in sids}
@@ -273,9 +289,11 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
         error = None if answer.ok else (f"{answer.error}; raw output: {answer.raw}" if answer.raw else answer.error)
         result = session.execute(
             update(Step)
-            .where(Step.id == step.id, Step.status == "running", Step.attempts == step.attempts,
+            .where(Step.id == step.id, Step.status.in_(tuple(PENDING_STEP_STATUSES)),
+                   Step.attempts == step.attempts,
                    Step.run_id.in_(select(Run.id).where(Run.status == "running")))
             .values(status=status, output=answer.output, error=error, finished_at=now, lease_until=None,
+                    batch_id=outcome.batch_id,
                     llm_call_id=call.id if call else None,
                     tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
                     cost_usd=cost_usd(step.model, usage))

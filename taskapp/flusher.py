@@ -20,6 +20,7 @@ import redis
 from taskapp import sweeper
 from taskapp.agents import all_agents
 from taskapp.dispatcher import Dispatcher, get_dispatcher
+from taskapp.transient import TRANSIENT_ERRORS, dependency_of
 
 log = logging.getLogger(__name__)
 SWEEP_LOCK = "taskapp:sweeper:lease"
@@ -52,8 +53,9 @@ class Flusher:
         while not self.stopping:
             try:
                 self.tick()
-            except (redis.RedisError, OSError) as exc:
-                log.warning("flusher: %s; retrying in 1 s", exc)
+            except (*TRANSIENT_ERRORS, redis.RedisError, OSError) as exc:
+                log.warning("flusher: %s unavailable (%s); retrying in 1 s", dependency_of(exc) or "a dependency",
+                            str(exc).splitlines()[0][:200])
                 time.sleep(1)
                 continue
             except Exception:

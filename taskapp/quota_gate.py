@@ -21,6 +21,7 @@ Redis's clock is the only clock, so machines with skewed clocks agree.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ import redis
 
 from taskapp.quota import ModelQuota, quota_day
 from taskapp.settings import Settings
+
+log = logging.getLogger(__name__)
 
 PREFIX = "taskapp:quota"
 WINDOW_S_MS = 60_000
@@ -225,12 +228,20 @@ class QuotaGate:
         return Grant(model, grant_id, tokens, status == 1, wait_ms, reason if status != 1 else "", ahead)
 
     def finish(self, grant: Grant, *, tokens_in: int | None, outcome: str) -> None:
-        """After the call: `ok`, `failed` (5xx/timeout: feeds the breaker), `other`, or `unused`."""
+        """After the call: `ok`, `failed` (5xx/timeout: feeds the breaker), `other`, or `unused`.
+
+        Redis being unreachable here must not cost the answer already paid for: the
+        reservation stands as estimated and the concurrency lease expires on its own.
+        """
         day = quota_day(datetime.now(UTC), self.day_seconds)
         k = self._keys(grant.model, day.key)
-        self._finish(keys=[k["tok"], k["toksum"], k["leases"], k["breaker"], k["probe"], k["req"], k["day"]],
-                     args=[grant.grant_id, grant.tokens, grant.tokens if tokens_in is None else tokens_in, outcome,
-                           BREAKER_THRESHOLD, BREAKER_COOLDOWN_MS])
+        try:
+            self._finish(keys=[k["tok"], k["toksum"], k["leases"], k["breaker"], k["probe"], k["req"], k["day"]],
+                         args=[grant.grant_id, grant.tokens, grant.tokens if tokens_in is None else tokens_in,
+                               outcome, BREAKER_THRESHOLD, BREAKER_COOLDOWN_MS])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("quota gate: could not record the end of a %s call (%s); its lease will expire",
+                        grant.model, exc)
 
     def pause(self, model: str, *, seconds: float | None = None, until_day_reset: bool = False) -> int:
         """Hold every worker back from a model: Gemini said 429 (per minute: its retryDelay;

@@ -8,6 +8,7 @@ seconds one node (a Redis lease elects it) looks at Postgres, the source of trut
 - steps `batched` whose message never started, or `running` under an expired
   lease (their worker died and the broker has not redelivered): offered again,
   and a late delivery of the old batch finds nothing to do (claims check batch_id);
+  not in the first lease period after PostgreSQL started (holders could not renew);
 - runs with nothing pending that nothing advanced (a chord body that never ran),
   runs still `queued` (a lost start message) and runs past their timeout.
 
@@ -54,7 +55,9 @@ def sweep(dispatcher: Dispatcher, now: datetime | None = None) -> SweepReport:
     ready = list(lost)
     with dispatcher.factory.begin() as session:
         stranded = _requeue(session, Step.status == "batched", now, "batch message never started")
-        expired = _requeue(session, Step.status == "running", now, "lease expired (worker lost)")
+        expired = []
+        if not _restarted_within(session, now, dispatcher.settings.step_lease_s):
+            expired = _requeue(session, Step.status == "running", now, "lease expired (worker lost)")
     report.reoffered["stranded_batch"] = len(stranded)
     report.reoffered["lease_expired"] = len(expired)
     dispatcher.offer(ready + stranded + expired)
@@ -65,6 +68,14 @@ def sweep(dispatcher: Dispatcher, now: datetime | None = None) -> SweepReport:
     if report.anything:
         log.warning("sweeper recovered work: %s, %d run(s) advanced", report.reoffered, report.runs_advanced)
     return report
+
+
+def _restarted_within(session: Session, now: datetime, seconds: float) -> bool:
+    """PostgreSQL came up less than `seconds` ago. Leases that ran out while it was down say
+    nothing about their holders, who could not renew: give them one lease period to renew
+    or commit (an answer they hold is already paid for) before taking their steps away."""
+    started = session.scalar(select(func.pg_postmaster_start_time()))
+    return started is not None and now - started < timedelta(seconds=seconds)
 
 
 def _live(run_id_col):  # noqa: ANN001, ANN202

@@ -19,17 +19,23 @@ from taskapp.dispatcher import get_dispatcher
 from taskapp.llm.gemini import get_client
 from taskapp.quota_gate import QuotaGate, gate_for
 from taskapp.settings import get_settings
+from taskapp.transient import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
+# PostgreSQL or Redis restarting: retry with backoff (1, 2, 4 ... 30 s) instead of failing.
+# The sweeper is the backstop for a message lost with a Redis that lost its data.
+OUTAGE_RETRY = {"autoretry_for": TRANSIENT_ERRORS, "retry_backoff": 1, "retry_backoff_max": 30,
+                "retry_jitter": True}
 
-@app.task(bind=True, name="taskapp.start_run")
+
+@app.task(bind=True, name="taskapp.start_run", max_retries=12, **OUTAGE_RETRY)
 def start_run(self, run_id: str) -> None:
     """First move of a run (published by the API)."""
     get_dispatcher(app).advance([run_id], origin=self.request.hostname)
 
 
-@app.task(bind=True, name="taskapp.advance_run")
+@app.task(bind=True, name="taskapp.advance_run", max_retries=12, **OUTAGE_RETRY)
 def advance_run(self, run_id: str) -> None:
     """Decide and queue a run's next steps, or finish it.
 
@@ -52,7 +58,7 @@ def _gate() -> QuotaGate:
     return gate
 
 
-@app.task(bind=True, name="taskapp.execute_batch", max_retries=None, ignore_result=False)
+@app.task(bind=True, name="taskapp.execute_batch", max_retries=None, ignore_result=False, **OUTAGE_RETRY)
 def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: str, failures: int = 0) -> dict:
     """Chord header: one Gemini call for a batch, through the quota gate.
 
@@ -83,7 +89,7 @@ def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: s
     return outcome.as_result()
 
 
-@app.task(bind=True, name="taskapp.finish_batches")
+@app.task(bind=True, name="taskapp.finish_batches", max_retries=12, **OUTAGE_RETRY)
 def finish_batches(self, results: list[dict] | None = None, batch_ids: list[str] | None = None) -> None:
     """Chord body (the aggregator): records the batches and advances every run in them."""
     get_dispatcher(app).finish([uuid.UUID(b) for b in batch_ids or []], origin=self.request.hostname)

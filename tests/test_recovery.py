@@ -189,3 +189,48 @@ def test_a_call_longer_than_the_lease_keeps_its_claim(client, team, workers, set
     queued = db_session.scalars(select(Event).where(Event.run_id == uuid.UUID(run_id),
                                                     Event.type == "step.queued")).all()
     assert len(queued) == 1  # never re-offered
+
+
+@pytest.mark.parametrize("called_again", [False, True])
+def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings, db_session, called_again):
+    """A batch's answer arrives after the sweeper re-offered its step (the lease ran out while
+    PostgreSQL restarted): it is committed unless another batch already claimed the step, and
+    the later batch then finds nothing of its own to call."""
+    from taskapp import orchestrator, sweeper
+    from taskapp.batcher import Taken
+    from taskapp.batches import open_batch
+    from taskapp.db import session_factory
+    from taskapp.executor import BatchOutcome, _commit_answers, claim_steps
+    from taskapp.llm.batch_prompt import Answer
+
+    factory = session_factory(settings)
+    run_id, ready = _started_run(settings, team, "late answer")
+    sid = uuid.UUID(ready.step_id)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    with factory.begin() as session:
+        open_batch(session, first, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window", 60)
+        (claimed,) = claim_steps(session, first, [sid], lease_s=0.01)
+    time.sleep(0.05)  # the lease runs out: the sweeper takes the step back and a flush re-batches it
+    with factory.begin() as session:
+        assert [r.step_id for r in sweeper._requeue(session, Step.status == "running", sweeper.datetime.now(
+            sweeper.UTC), "lease expired (worker lost)")] == [ready.step_id]
+        assert open_batch(session, second, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window", 60)
+    if called_again:
+        with factory.begin() as session:
+            assert len(claim_steps(session, second, [sid], lease_s=60)) == 1
+    outcome = BatchOutcome(batch_id=first)
+    with factory.begin() as session:
+        _commit_answers(session, [claimed], {ready.step_id: Answer(output={"summary": "paid for"})}, [], outcome)
+    db_session.expire_all()
+    step = db_session.get(Step, sid)
+    try:
+        if called_again:  # the second batch's call is under way: it owns the step now
+            assert outcome.succeeded == 0 and step.status == "running" and step.batch_id == second
+        else:
+            assert outcome.succeeded == 1 and step.status == "succeeded" and step.batch_id == first
+            assert step.output == {"summary": "paid for"}
+            with factory.begin() as session:
+                assert claim_steps(session, second, [sid], lease_s=60) == []  # nothing left to call
+    finally:
+        with factory.begin() as session:
+            orchestrator.cancel_run(session, run_id)

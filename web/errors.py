@@ -8,6 +8,8 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from taskapp.transient import TRANSIENT_ERRORS, dependency_of
+
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +44,19 @@ def register_error_handlers(app: Flask) -> None:
             return exc
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    def _dependency_down(exc: Exception):
+        # A restart of PostgreSQL or Redis: tell the client when to come back, not "500".
+        part = dependency_of(exc) or "a dependency"
+        log.warning("%s unavailable on %s %s: %s", part, request.method, request.path, type(exc).__name__)
+        message = (f"{part} is unavailable right now; try again after Retry-After seconds "
+                   "(with the same Idempotency-Key, a retried submission never runs twice)")
+        if _wants_json():
+            return error_response(503, "unavailable", message, {"dependency": part}, {"Retry-After": "5"})
+        return message, 503, {"Retry-After": "5"}
+
+    for error in TRANSIENT_ERRORS:
+        app.register_error_handler(error, _dependency_down)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
