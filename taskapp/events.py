@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, select
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from taskapp.models import Event
@@ -28,6 +29,7 @@ EVENT_TYPES = (
     "step.failed", "step.retrying", "quota.wait", "run.succeeded", "run.failed", "run.cancelled",
 )
 _PENDING = "taskapp.pending_events"
+_READY = "taskapp.flushed_events"
 _LOCKED = "taskapp.locked_runs"
 
 
@@ -36,27 +38,30 @@ def channel_for(run_id: uuid.UUID | str) -> str:
 
 
 def record(session: Session, run_id: uuid.UUID, type_: str, *, lock: bool = True, **data: Any) -> Event:
-    """Add an event for `run_id`; it is published after the session commits."""
+    """Add an event for `run_id`; it is written with the session's next flush and published
+    after the session commits (no flush of its own: a batch's events go in one INSERT)."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
     if lock:
-        _lock_run_events(session, run_id)
+        lock_runs(session, [run_id])
     payload = {"run_id": str(run_id), "ts": datetime.now(UTC).isoformat(), **_jsonable(data)}
     row = Event(run_id=run_id, type=type_, data=payload)
     session.add(row)
-    session.flush()
-    session.info.setdefault(_PENDING, []).append(
-        (channel_for(run_id), json.dumps({"data": payload, "type": type_, "id": row.id, "retry": None}))
-    )
+    session.info.setdefault(_PENDING, []).append((row, type_, payload))
     return row
 
 
-def _lock_run_events(session: Session, run_id: uuid.UUID) -> None:
-    """Per-run transaction lock: a run's event ids commit in id order, so resume never skips one."""
+def lock_runs(session: Session, run_ids: Iterable[uuid.UUID]) -> None:
+    """Per-run transaction locks, so a run's event ids commit in id order and resume never
+    skips one. Taken in one statement, in run-id order: the order every writer of several
+    runs' events uses, so two of them never deadlock."""
     locked = session.info.setdefault(_LOCKED, set())
-    if run_id not in locked:
-        session.execute(select(func.pg_advisory_xact_lock(_lock_key(run_id))))
-        locked.add(run_id)
+    todo = sorted({r for r in run_ids if r not in locked}, key=str)
+    if not todo:
+        return
+    session.execute(text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+                    {"keys": [_lock_key(r) for r in todo]})
+    locked.update(todo)
 
 
 def _lock_key(run_id: uuid.UUID) -> int:
@@ -67,16 +72,34 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in data.items()}
 
 
+@sa_event.listens_for(Session, "after_flush_postexec")
+def _serialize_flushed(session: Session, _flush_context: object) -> None:
+    """Events just inserted have their ids now: ready their messages for after the commit."""
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+    ready = session.info.setdefault(_READY, [])
+    waiting = []
+    for row, type_, payload in pending:
+        if row.id is None:
+            waiting.append((row, type_, payload))
+        else:
+            ready.append((channel_for(row.run_id),
+                          json.dumps({"data": payload, "type": type_, "id": row.id, "retry": None})))
+    session.info[_PENDING] = waiting
+
+
 @sa_event.listens_for(Session, "after_commit")
 def _publish_after_commit(session: Session) -> None:
-    pending = session.info.pop(_PENDING, None)
+    ready = session.info.pop(_READY, None)
+    session.info.pop(_PENDING, None)
     session.info.pop(_LOCKED, None)
     url = session.info.get("redis_url")
-    if not pending or not url:
+    if not ready or not url:
         return
     try:
         pipe = get_redis(url).pipeline(transaction=False)
-        for channel, message in pending:
+        for channel, message in ready:
             pipe.publish(channel, message)
         pipe.execute()
     except Exception as exc:  # noqa: BLE001 (Redis down must never undo a committed change)
@@ -86,4 +109,5 @@ def _publish_after_commit(session: Session) -> None:
 @sa_event.listens_for(Session, "after_rollback")
 def _drop_after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_READY, None)
     session.info.pop(_LOCKED, None)

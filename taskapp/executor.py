@@ -90,6 +90,7 @@ def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]
         execution_options={"synchronize_session": False},
     ).all()
     claimed = sorted(claimed, key=_event_order)
+    events.lock_runs(session, [s.run_id for s in claimed])
     for step in claimed:
         events.record(session, step.run_id, "step.started", step_id=step.id, seq=step.seq, agent=step.agent,
                       batch_id=batch_id, attempt=step.attempts)
@@ -111,6 +112,7 @@ def _fail_poisoned(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UU
         .returning(Step),
         execution_options={"synchronize_session": False},
     ).all()
+    events.lock_runs(session, [s.run_id for s in poisoned])
     for step in sorted(poisoned, key=_event_order):
         log.error("poison step failed after %d attempts", step.attempts,
                   extra={"run_id": str(step.run_id), "step_id": str(step.id), "batch_id": str(batch_id)})
@@ -144,6 +146,7 @@ def release_steps(session: Session, steps: list[Step], error: LlmError, delay_s:
         )
         if result.rowcount:
             released.append(step)
+    events.lock_runs(session, [s.run_id for s in released])
     for step in released:
         events.record(session, step.run_id, "step.retrying", step_id=step.id, seq=step.seq,
                       agent=step.agent, batch_id=step.batch_id, reason=error.kind, delay_s=round(delay_s, 3))
@@ -251,6 +254,7 @@ def _acquire(gate: QuotaGate | None, factory: sessionmaker[Session], agent: Agen
         deadline = datetime.now(UTC) + timedelta(seconds=delay_s + stranded_s)
         session.execute(update(Step).where(Step.id.in_([s.id for s in steps]), Step.status == "batched")
                         .values(lease_until=deadline))
+        events.lock_runs(session, [s.run_id for s in steps])
         for step in sorted(steps, key=_event_order):
             events.record(session, step.run_id, "quota.wait", step_id=step.id, seq=step.seq, agent=step.agent,
                           model=step.model, batch_id=step.batch_id, reason=grant.reason,
@@ -300,6 +304,7 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
         )
         if result.rowcount:
             committed.append((step, answer, usage, error))
+    events.lock_runs(session, [c[0].run_id for c in committed])
     for step, answer, usage, error in sorted(committed, key=lambda c: _event_order(c[0])):
         outcome.run_ids.add(str(step.run_id))
         outcome.items[str(step.id)] = "succeeded" if answer.ok else "failed"

@@ -60,11 +60,14 @@ def advance_run(session: Session, run_id: uuid.UUID, settings: Settings, origin:
     `origin` names the worker node deciding, recorded on `step.queued` (which node queued what).
     `skip_locked` (the sweeper): a run someone is advancing right now is left to them.
     """
-    run = session.get(Run, run_id, with_for_update={"skip_locked": True} if skip_locked else True)
-    if run is None or run.status in FINAL_RUN_STATUSES:
+    row = session.execute(
+        select(Run, Team).outerjoin(Team, Team.id == Run.team_id).where(Run.id == run_id)
+        .with_for_update(of=Run, skip_locked=skip_locked)
+    ).first()
+    if row is None or row.Run.status in FINAL_RUN_STATUSES:
         return []
+    run, team = row.Run, row.Team
     now = datetime.now(UTC)
-    team = session.get(Team, run.team_id)
     share = TeamShare(team.max_concurrent_runs, team.daily_token_budget) if team else TeamShare()
     if run.status == "queued" and share.max_concurrent_runs is not None:
         session.get(Team, run.team_id, with_for_update=True)  # two workers starting the team's runs: one at a time
@@ -74,10 +77,12 @@ def advance_run(session: Session, run_id: uuid.UUID, settings: Settings, origin:
             log.info("run waits for one of its team's %d running runs to end", running,
                      extra={"run_id": str(run.id)})
             return []  # stays queued: a run of the team that ends starts it, or the sweeper does
-    if run.status == "queued":
+    steps: list[Step] = []
+    if run.status == "queued":  # a run gets its first steps only once it is running
         run.status, run.started_at = "running", now
         events.record(session, run.id, "run.started", workflow=run.workflow)
-    steps = list(session.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.seq)))
+    else:
+        steps = list(session.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.seq)))
     options = run.options or {}
     run_options = RunOptions(priority=options.get("priority", "batch"), overrides=options.get("limits") or {})
     decision = decide(
