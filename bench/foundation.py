@@ -18,6 +18,7 @@ import httpx
 import redis
 from sqlalchemy import func, select
 
+from bench import cpu
 from bench.common import bench_stack, pct, table
 
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "4"))
@@ -82,26 +83,30 @@ def enqueue_open_loop(url: str, key: str, clients: int, rate_per_client: float, 
             "n": len(latencies)}
 
 
-def noop_rate(stack, tasks: int) -> float:
+def noop_rate(stack, tasks: int) -> tuple[float, dict[str, float]]:
+    """No-op tasks per second, and the machine's CPU ms per task by part."""
     from bench.noop_app import app, noop
 
     r = redis.Redis.from_url(stack.redis_url)
     r.delete("bench:noop:done")
     worker = stack.start_worker("noop", concurrency=WORKER_CONCURRENCY, app="bench.noop_app")
     try:
+        before = cpu.snapshot()
         t0 = time.perf_counter()
         with app.producer_or_acquire() as producer:
             for _ in range(tasks):
                 noop.apply_async(producer=producer)
         while int(r.get("bench:noop:done") or 0) < tasks:
             time.sleep(0.02)
-        return tasks / (time.perf_counter() - t0)
+        rate = tasks / (time.perf_counter() - t0)
+        return rate, {part: 1000 * s / tasks for part, s in cpu.spent_since(before).items()}
     finally:
         stack.stop(worker)
 
 
-def steps_per_second(stack, url: str, key: str, runs: int) -> tuple[float, float]:
-    """Submit `runs` one-step runs through the API; time until every run has ended."""
+def steps_per_second(stack, url: str, key: str, runs: int) -> tuple[float, dict[str, float]]:
+    """Submit `runs` one-step runs through the API; steps per second until every run has ended,
+    and the machine's CPU ms per step by part."""
     from taskapp.db import session_factory
     from taskapp.models import Run, Step
 
@@ -111,6 +116,7 @@ def steps_per_second(stack, url: str, key: str, runs: int) -> tuple[float, float
         team_id = _team_id(s, key)
     mine = Run.team_id == team_id
     try:
+        before = cpu.snapshot()
         t0 = time.perf_counter()
         submitted = enqueue_latency(url, key, clients=10, requests=runs)["n"]
         with factory() as s:
@@ -122,7 +128,7 @@ def steps_per_second(stack, url: str, key: str, runs: int) -> tuple[float, float
             steps = s.scalar(select(func.count()).select_from(Step).join(Run).where(mine))
             failed = s.scalar(select(func.count()).select_from(Run).where(Run.status == "failed", mine))
         assert failed == 0, f"{failed} runs failed"
-        return steps / elapsed, submitted / elapsed
+        return steps / elapsed, {part: 1000 * s / steps for part, s in cpu.spent_since(before).items()}
     finally:
         stack.stop(worker)
 
@@ -155,8 +161,8 @@ def main() -> None:
         fifty = enqueue_latency(url, key, 50, 2000)
         steady = enqueue_open_loop(url, key, clients=50, rate_per_client=2, seconds=10)
         redis.Redis.from_url(stack.redis_url).flushdb()  # drop the queued starts: API-only measurement
-        raw = noop_rate(stack, args.noop)
-        steps, runs = steps_per_second(stack, url, _new_team("bench-e2e"), args.runs)
+        raw, noop_cpu = noop_rate(stack, args.noop)
+        steps, step_cpu = steps_per_second(stack, url, _new_team("bench-e2e"), args.runs)
     from taskapp.settings import get_settings
 
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -174,6 +180,11 @@ def main() -> None:
         [f"end-to-end steps ({args.runs} one-step runs, zero-latency simulator)", steps],
         ["end-to-end steps / no-op tasks", f"{steps / raw:.3f}"],
     ]))
+    print()
+    parts = sorted(set(noop_cpu) | set(step_cpu), key=lambda p: -step_cpu.get(p, 0))
+    print(table(["CPU ms on this machine, by part", "per no-op task", "per end-to-end step"],
+                [[p, noop_cpu.get(p, 0.0), step_cpu.get(p, 0.0)] for p in parts if p != "other"]
+                + [["total (all processes)", sum(noop_cpu.values()), sum(step_cpu.values())]]))
 
 
 if __name__ == "__main__":
