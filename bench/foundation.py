@@ -24,21 +24,30 @@ from bench.common import bench_stack, pct, table
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "4"))
 
 
-def enqueue_latency(url: str, key: str, clients: int, requests: int) -> dict[str, float]:
-    """Closed loop: each client sends its next POST as soon as the last one answered."""
+SUMMARY = {"workflow": "summarize", "input": {"text": "benchmark text " * 10}}
+RESEARCH = {"workflow": "research", "input": {"question": "how do batching and quotas interact?",
+                                               "max_revisions": 1}}
+
+
+def enqueue_latency(url: str, key: str, clients: int, requests: int, path: str = "/api/runs",
+                    body: dict = SUMMARY) -> dict[str, float]:
+    """Closed loop: each client sends its next POST as soon as the last one answered.
+
+    With `path="/healthz"` it GETs that instead: the floor any request has on this
+    machine with this load generator and web server, whatever it does.
+    """
     latencies: list[float] = []
     lock = threading.Lock()
     per_client = requests // clients
-    body = {"workflow": "summarize", "input": {"text": "benchmark text " * 10}}
 
     def client_loop() -> None:
         mine = []
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
             for _ in range(per_client):
                 t0 = time.perf_counter()
-                r = c.post("/api/runs", json=body)
+                r = c.post(path, json=body) if path == "/api/runs" else c.get(path)
                 mine.append((time.perf_counter() - t0) * 1000)
-                assert r.status_code == 202, r.text
+                assert r.status_code in (200, 202), r.text
         with lock:
             latencies.extend(mine)
 
@@ -57,7 +66,7 @@ def enqueue_open_loop(url: str, key: str, clients: int, rate_per_client: float, 
     """Open loop: each client submits on its own schedule (users, not a hammer), whatever the answers."""
     latencies: list[float] = []
     lock = threading.Lock()
-    body = {"workflow": "summarize", "input": {"text": "benchmark text " * 10}}
+    body = SUMMARY
     interval = 1 / rate_per_client
 
     def client_loop(offset: float) -> None:
@@ -104,9 +113,9 @@ def noop_rate(stack, tasks: int) -> tuple[float, dict[str, float]]:
         stack.stop(worker)
 
 
-def steps_per_second(stack, url: str, key: str, runs: int) -> tuple[float, dict[str, float]]:
-    """Submit `runs` one-step runs through the API; steps per second until every run has ended,
-    and the machine's CPU ms per step by part."""
+def steps_per_second(stack, url: str, key: str, runs: int, body: dict = SUMMARY) -> tuple[float, dict[str, float]]:
+    """Submit `runs` runs through the API (one-step `summarize` runs unless told); steps per
+    second until every run has ended, and the machine's CPU ms per step by part."""
     from taskapp.db import session_factory
     from taskapp.models import Run, Step
 
@@ -118,7 +127,7 @@ def steps_per_second(stack, url: str, key: str, runs: int) -> tuple[float, dict[
     try:
         before = cpu.snapshot()
         t0 = time.perf_counter()
-        submitted = enqueue_latency(url, key, clients=10, requests=runs)["n"]
+        submitted = enqueue_latency(url, key, clients=10, requests=runs, body=body)["n"]
         with factory() as s:
             while s.scalar(select(func.count()).select_from(Run).where(
                     Run.status.in_(("succeeded", "failed")), mine)) < submitted:
@@ -151,6 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--noop", type=int, default=3000)
+    parser.add_argument("--research-runs", type=int, default=100)
     parser.add_argument("--web-workers", type=int, default=2)
     args = parser.parse_args()
     with bench_stack() as stack:
@@ -159,10 +169,12 @@ def main() -> None:
         enqueue_latency(url, key, 10, 200)  # warm-up: connections, imports, caches
         one = enqueue_latency(url, key, 1, 300)
         fifty = enqueue_latency(url, key, 50, 2000)
+        floor = enqueue_latency(url, key, 50, 2000, path="/healthz")
         steady = enqueue_open_loop(url, key, clients=50, rate_per_client=2, seconds=10)
         redis.Redis.from_url(stack.redis_url).flushdb()  # drop the queued starts: API-only measurement
         raw, noop_cpu = noop_rate(stack, args.noop)
         steps, step_cpu = steps_per_second(stack, url, _new_team("bench-e2e"), args.runs)
+        research, _ = steps_per_second(stack, url, _new_team("bench-research"), args.research_runs, RESEARCH)
     from taskapp.settings import get_settings
 
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -173,12 +185,17 @@ def main() -> None:
         ["50 concurrent clients, closed loop (saturation)", fifty["n"], fifty["p50"], fifty["p99"], fifty["rps"]],
         ["50 concurrent clients, open loop (2 req/s each)", steady["n"], steady["p50"], steady["p99"],
          steady["rps"]],
+        ["floor: GET /healthz (no work at all), 50 concurrent clients, closed loop", floor["n"], floor["p50"],
+         floor["p99"], floor["rps"]],
     ]))
     print()
     print(table(["throughput (same broker, same worker concurrency)", "per second"], [
         ["raw Celery no-op tasks", raw],
         [f"end-to-end steps ({args.runs} one-step runs, zero-latency simulator)", steps],
         ["end-to-end steps / no-op tasks", f"{steps / raw:.3f}"],
+        [f"end-to-end steps ({args.research_runs} research runs of ~6 steps: planner, researchers, writer, "
+         "reviewer)", research],
+        ["research steps / no-op tasks", f"{research / raw:.3f}"],
     ]))
     print()
     parts = sorted(set(noop_cpu) | set(step_cpu), key=lambda p: -step_cpu.get(p, 0))
