@@ -189,16 +189,18 @@ def gate_for(settings: Settings, lease_ms: int) -> QuotaGate:
     from taskapp.redis_client import get_redis
 
     return QuotaGate(get_redis(settings.require("redis_url")), {m: settings.quota(m) for m in models_in_use()},
-                     lease_ms=lease_ms, day_seconds=settings.quota_day_seconds)
+                     lease_ms=lease_ms, day_seconds=settings.quota_day_seconds,
+                     minute_seconds=settings.quota_minute_seconds)
 
 
 class QuotaGate:
     def __init__(self, client: redis.Redis, quotas: dict[str, ModelQuota], *, lease_ms: int,
-                 day_seconds: int | None = None) -> None:
+                 day_seconds: int | None = None, minute_seconds: int = 60) -> None:
         self.client = client
         self.quotas = quotas
         self.lease_ms = lease_ms
         self.day_seconds = day_seconds
+        self.window_ms = minute_seconds * 1000  # 60 s (WINDOW_S_MS) but in simulations
         self._acquire = client.register_script(_ACQUIRE)
         self._finish = client.register_script(_FINISH)
         self._pause = client.register_script(_PAUSE)
@@ -222,7 +224,7 @@ class QuotaGate:
             keys=[k["req"], k["tok"], k["toksum"], k["day"], k["leases"], k["waiters"], k["pause"], k["breaker"],
                   k["probe"]],
             args=[ticket, grant_id, tokens, _lim(q.rpm), _lim(q.tpm), _lim(q.rpd), q.concurrency,
-                  WINDOW_S_MS + WINDOW_MARGIN_MS, day.resets_at_ms, self.lease_ms, WAITER_TTL_MS,
+                  self.window_ms + WINDOW_MARGIN_MS, day.resets_at_ms, self.lease_ms, WAITER_TTL_MS,
                   BREAKER_THRESHOLD, CONCURRENCY_POLL_MS])
         status, wait_ms, reason, ahead = int(reply[0]), int(reply[1]), _text(reply[2]), int(reply[3])
         return Grant(model, grant_id, tokens, status == 1, wait_ms, reason if status != 1 else "", ahead)
@@ -258,7 +260,7 @@ class QuotaGate:
         k = self._keys(model, day.key)
         now_ms = int(self.client.time()[0]) * 1000
         pipe = self.client.pipeline(transaction=False)
-        pipe.zcount(k["req"], now_ms - WINDOW_S_MS, "+inf")
+        pipe.zcount(k["req"], now_ms - self.window_ms, "+inf")
         pipe.get(k["toksum"])
         pipe.get(k["day"])
         pipe.zcount(k["leases"], now_ms, "+inf")

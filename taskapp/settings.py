@@ -56,6 +56,8 @@ class Settings(BaseModel):
     gemini_quotas: dict[str, dict[str, int | None]] = Field(default_factory=dict)
     # Simulation only: a quota "day" of this many seconds instead of midnight-to-midnight Pacific.
     quota_day_seconds: int | None = Field(default=None, ge=1)
+    # Simulation only: a quota "minute" (the RPM/TPM window) of this many seconds instead of 60.
+    quota_minute_seconds: int = Field(default=60, ge=1)
     # A run idle this long with nothing pending (or never started) was missed: the sweeper advances it.
     # Longer than a busy orchestration queue's backlog, or the sweeper duplicates what is on its way.
     run_nudge_after_s: float = Field(default=60.0, gt=0)
@@ -190,6 +192,7 @@ _ENV = {
     "STEP_MAX_ATTEMPTS": "step_max_attempts",
     "STEP_LEASE_S": "step_lease_s",
     "QUOTA_DAY_SECONDS": "quota_day_seconds",
+    "QUOTA_MINUTE_SECONDS": "quota_minute_seconds",
     "RUN_MAX_STEPS": "max_steps",
     "RUN_TOKEN_BUDGET": "run_token_budget",
     "RUN_MAX_HANDOFF_DEPTH": "max_handoff_depth",

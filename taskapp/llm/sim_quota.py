@@ -44,6 +44,7 @@ class SimQuotas:
         self.lock = threading.Lock()
         self.quotas: dict[str, dict[str, int]] = {}
         self.day_seconds: int | None = None  # a short "day" for tests; default midnight Pacific
+        self.minute_s = 60.0  # a short "minute" (the RPM/TPM window) for tests
         # Errors for the next requests: [{"status": 429|500|503, "count": n, "retry_delay_s": s,
         # "per_day": bool, "model": optional}], consumed in order.
         self.inject: list[dict[str, Any]] = []
@@ -60,6 +61,8 @@ class SimQuotas:
                 raise ValueError('quotas: {"<model>": {"rpm": int, "tpm": int, "rpd": int}}')
             with self.lock:
                 self.quotas = quotas
+        if "minute_s" in body:
+            self.minute_s = float(body["minute_s"] or 60)
         if "day_seconds" in body:
             self.day_seconds = int(body["day_seconds"]) if body["day_seconds"] else None
         if "inject" in body:
@@ -73,7 +76,7 @@ class SimQuotas:
 
     def reset(self) -> None:
         with self.lock:
-            self.quotas, self.day_seconds, self.inject = {}, None, []
+            self.quotas, self.day_seconds, self.minute_s, self.inject = {}, None, 60.0, []
             self._accepted.clear()
             self._per_day.clear()
 
@@ -87,15 +90,16 @@ class SimQuotas:
             if not quota:
                 return None
             window = self._accepted.setdefault(model, deque())
-            while window and window[0][0] <= now - 60:
+            minute = self.minute_s
+            while window and window[0][0] <= now - minute:
                 window.popleft()
             day = quota_day(datetime.fromtimestamp(now, UTC), self.day_seconds)
             if "rpd" in quota and self._per_day.get((model, day.key), 0) >= quota["rpd"]:
                 return quota_error(model, PER_DAY, quota["rpd"], day.resets_at_ms / 1000 - now)
             if "rpm" in quota and len(window) >= quota["rpm"]:
-                return quota_error(model, PER_MINUTE, quota["rpm"], window[len(window) - quota["rpm"]][0] + 60 - now)
+                return quota_error(model, PER_MINUTE, quota["rpm"], window[len(window) - quota["rpm"]][0] + minute - now)
             if "tpm" in quota and sum(t for _, t in window) + tokens_in > quota["tpm"]:
-                return quota_error(model, TOKENS_PER_MINUTE, quota["tpm"], window[0][0] + 60 - now)
+                return quota_error(model, TOKENS_PER_MINUTE, quota["tpm"], window[0][0] + minute - now)
             window.append((now, tokens_in))
             self._per_day[(model, day.key)] = self._per_day.get((model, day.key), 0) + 1
             return None
