@@ -128,8 +128,7 @@ def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, 
                     status="queued", input=new.input)
         session.add(step)
         created.append(step)
-    session.flush()
-    for step in created:
+    for step in created:  # steps and events go in with the commit's one flush
         events.record(session, run.id, "step.queued", step_id=step.id, seq=step.seq, agent=step.agent,
                       model=step.model, queued_by=origin)
     return [Ready(str(s.id), s.agent, s.model, str(run.id), priority) for s in created]
