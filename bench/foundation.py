@@ -62,7 +62,8 @@ def enqueue_latency(url: str, key: str, clients: int, requests: int, path: str =
             "n": len(latencies)}
 
 
-def enqueue_open_loop(url: str, key: str, clients: int, rate_per_client: float, seconds: float) -> dict[str, float]:
+def enqueue_open_loop(url: str, key: str, clients: int, rate_per_client: float, seconds: float,
+                      path: str = "/api/runs") -> dict[str, float]:
     """Open loop: each client submits on its own schedule (users, not a hammer), whatever the answers."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -78,7 +79,8 @@ def enqueue_open_loop(url: str, key: str, clients: int, rate_per_client: float, 
                 if delay > 0:
                     time.sleep(delay)
                 t0 = time.perf_counter()
-                assert c.post("/api/runs", json=body).status_code == 202
+                r = c.post(path, json=body) if path == "/api/runs" else c.get(path)
+                assert r.status_code in (200, 202), r.text
                 mine.append((time.perf_counter() - t0) * 1000)
         with lock:
             latencies.extend(mine)
@@ -171,6 +173,7 @@ def main() -> None:
         fifty = enqueue_latency(url, key, 50, 2000)
         floor = enqueue_latency(url, key, 50, 2000, path="/healthz")
         steady = enqueue_open_loop(url, key, clients=50, rate_per_client=2, seconds=10)
+        steady_floor = enqueue_open_loop(url, key, clients=50, rate_per_client=2, seconds=10, path="/healthz")
         redis.Redis.from_url(stack.redis_url).flushdb()  # drop the queued starts: API-only measurement
         raw, noop_cpu = noop_rate(stack, args.noop)
         steps, step_cpu = steps_per_second(stack, url, _new_team("bench-e2e"), args.runs)
@@ -187,6 +190,8 @@ def main() -> None:
          steady["rps"]],
         ["floor: GET /healthz (no work at all), 50 concurrent clients, closed loop", floor["n"], floor["p50"],
          floor["p99"], floor["rps"]],
+        ["floor: GET /healthz, 50 concurrent clients, open loop (2 req/s each)", steady_floor["n"],
+         steady_floor["p50"], steady_floor["p99"], steady_floor["rps"]],
     ]))
     print()
     print(table(["throughput (same broker, same worker concurrency)", "per second"], [

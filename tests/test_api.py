@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from tests.conftest import auth, make_team
@@ -194,7 +195,7 @@ def test_broker_down_gives_503_with_retry_after_and_readyz_names_it(stack, team,
     assert wait_for_run(settings, again.json["id"]).status == "succeeded"
 
 
-def test_backpressure_refuses_new_runs_with_429_but_answers_replays(settings, team):
+def test_backpressure_refuses_new_runs_with_429_but_answers_replays(settings, team, monkeypatch):
     """Past MAX_WAITING_WORK the API says 429 + Retry-After and stores nothing; a replay of a
     stored run (its Idempotency-Key) is still answered."""
     from datetime import UTC, datetime, timedelta
@@ -208,7 +209,7 @@ def test_backpressure_refuses_new_runs_with_429_but_answers_replays(settings, te
         waiting, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "w"},
                                       options={}, idempotency_key="already-stored")
         waiting.created_at = datetime.now(UTC) + timedelta(hours=1)
-    intake._waiting_cache = (0.0, 0)
+    monkeypatch.setattr(intake, "_waiting", intake.WaitingWork())  # a first count of its own, taken now
     client = create_app(settings.model_copy(update={"max_waiting_work": 1})).test_client()
     try:
         refused = client.post("/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {"text": "x"}})
@@ -219,6 +220,33 @@ def test_backpressure_refuses_new_runs_with_429_but_answers_replays(settings, te
         assert replay.status_code == 202 and replay.json["id"] == str(waiting.id)
         assert len(client.get("/api/runs", headers=auth(key)).json["runs"]) == 1  # nothing else stored
     finally:
-        intake._waiting_cache = (0.0, 0)
         with session_factory(settings).begin() as session:
             orchestrator.cancel_run(session, waiting.id)
+
+
+def test_the_backpressure_count_is_refreshed_off_the_request_path(settings):
+    """A stale count is answered at once and recounted in the background: no request waits for it."""
+    from sqlalchemy import text
+
+    from taskapp import intake
+    from taskapp.db import session_factory
+
+    factory = session_factory(settings)
+    counter = intake.WaitingWork(max_age_s=0.0)
+    with factory() as session:
+        counter.get(session)  # no count yet: taken inline
+    first_at = counter.counted_at
+    blocker = factory()
+    try:
+        blocker.execute(text("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE"))  # every count must wait now
+        with factory() as session:
+            session.execute(text("SET LOCAL lock_timeout = '2s'"))  # an inline count would fail, not hang
+            assert isinstance(counter.get(session), int)  # answered from the count in hand
+        assert counter.counted_at == first_at  # the recount is waiting on the lock, in the background
+    finally:
+        blocker.rollback()
+        blocker.close()
+    deadline = time.monotonic() + 5
+    while counter.counted_at == first_at:
+        assert time.monotonic() < deadline, "the background recount never landed"
+        time.sleep(0.05)
