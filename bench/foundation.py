@@ -192,7 +192,7 @@ def main() -> None:
         _cancel_waiting_runs()  # or the sweeper starts them (after RUN_NUDGE_AFTER_S) during the e2e phase
         raw, noop_cpu = noop_rate(stack, args.noop)
         steps, step_cpu = steps_per_second(stack, url, _new_team("bench-e2e"), args.runs)
-        research, _ = steps_per_second(stack, url, _new_team("bench-research"), args.research_runs, RESEARCH)
+        research, research_cpu = steps_per_second(stack, url, _new_team("bench-research"), args.research_runs, RESEARCH)
     from taskapp.settings import get_settings
 
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -219,9 +219,11 @@ def main() -> None:
     ]))
     print()
     parts = sorted(set(noop_cpu) | set(step_cpu), key=lambda p: -step_cpu.get(p, 0))
-    print(table(["CPU ms on this machine, by part", "per no-op task", "per end-to-end step"],
-                [[p, noop_cpu.get(p, 0.0), step_cpu.get(p, 0.0)] for p in parts if p != "other"]
-                + [["total (all processes)", sum(noop_cpu.values()), sum(step_cpu.values())]]))
+    print(table(["CPU ms on this machine, by part", "per no-op task", "per one-step-run step", "per research step"],
+                [[p, noop_cpu.get(p, 0.0), step_cpu.get(p, 0.0), research_cpu.get(p, 0.0)]
+                 for p in parts if p != "other"]
+                + [["total (all processes)", sum(noop_cpu.values()), sum(step_cpu.values()),
+                    sum(research_cpu.values())]]))
 
 
 if __name__ == "__main__":
