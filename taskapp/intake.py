@@ -67,7 +67,7 @@ def submit_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: di
     """
     clean = validate_input(workflow, input)
     if max_waiting:
-        waiting = _waiting_work(session)  # cached: no query per request
+        waiting = _waiting_work(session)  # counted in the background: no query per request
         if waiting >= max_waiting and not (idempotency_key and store.run_by_key(session, team_id, idempotency_key)):
             raise Overloaded(waiting, max_waiting)
     run, created = store.create_run(session, team_id=team_id, workflow=workflow, input=clean,
