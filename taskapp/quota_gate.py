@@ -30,11 +30,12 @@ import redis
 
 from taskapp.quota import ModelQuota, quota_day
 from taskapp.settings import Settings
+from taskapp.transient import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
 PREFIX = "taskapp:quota"
-WINDOW_S_MS = 60_000
+MINUTE_S = 60  # the RPM/TPM window; QUOTA_MINUTE_SECONDS shortens it for simulations
 WINDOW_MARGIN_MS = 1_000  # a granted request reaches Gemini a little later than it was granted
 WAITER_TTL_MS = 15 * 60 * 1000
 BREAKER_THRESHOLD = 5
@@ -195,12 +196,12 @@ def gate_for(settings: Settings, lease_ms: int) -> QuotaGate:
 
 class QuotaGate:
     def __init__(self, client: redis.Redis, quotas: dict[str, ModelQuota], *, lease_ms: int,
-                 day_seconds: int | None = None, minute_seconds: int = 60) -> None:
+                 day_seconds: int | None = None, minute_seconds: int = MINUTE_S) -> None:
         self.client = client
         self.quotas = quotas
         self.lease_ms = lease_ms
         self.day_seconds = day_seconds
-        self.window_ms = minute_seconds * 1000  # 60 s (WINDOW_S_MS) but in simulations
+        self.window_ms = minute_seconds * 1000
         self._acquire = client.register_script(_ACQUIRE)
         self._finish = client.register_script(_FINISH)
         self._pause = client.register_script(_PAUSE)
@@ -241,7 +242,7 @@ class QuotaGate:
             self._finish(keys=[k["tok"], k["toksum"], k["leases"], k["breaker"], k["probe"], k["req"], k["day"]],
                          args=[grant.grant_id, grant.tokens, grant.tokens if tokens_in is None else tokens_in,
                                outcome, BREAKER_THRESHOLD, BREAKER_COOLDOWN_MS])
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("quota gate: could not record the end of a %s call (%s); its lease will expire",
                         grant.model, exc)
 
