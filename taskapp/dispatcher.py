@@ -23,13 +23,15 @@ from taskapp.batcher import Batcher, Taken
 from taskapp.batches import close_batches, open_batch
 from taskapp.batching import chunks
 from taskapp.db import session_factory
-from taskapp.models import FINAL_RUN_STATUSES, Run, Team
 from taskapp.queues import ORCHESTRATION_QUEUE, llm_queue
 from taskapp.redis_client import get_redis
 from taskapp.settings import Settings, get_settings
 from taskapp.transient import dependency_of
 
 log = logging.getLogger(__name__)
+# Runs decided in one transaction: a finished batch's runs at once, the sweeper's in slices
+# (their row locks are held until the commit).
+ADVANCE_CHUNK = 64
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
 
 
@@ -44,18 +46,15 @@ class Dispatcher:
 
     def advance(self, run_ids: Iterable[uuid.UUID | str], origin: str | None = None,
                 skip_locked: bool = False) -> None:
-        """Take each run one decision further (one transaction each), then offer what it queued."""
+        """Take each run one decision further (a transaction per ADVANCE_CHUNK runs), then offer what it queued."""
+        ids = sorted({uuid.UUID(str(r)) for r in run_ids})
         ready: list[orchestrator.Ready] = []
         freed: set[uuid.UUID] = set()  # teams with a run limit, one of whose runs just ended
-        for run_id in run_ids:
+        for part in chunks(ids, ADVANCE_CHUNK):
             with self.factory.begin() as session:
-                ready += orchestrator.advance_run(session, uuid.UUID(str(run_id)), self.settings, origin,
-                                                  skip_locked)
-                run = session.get(Run, uuid.UUID(str(run_id)))
-                if run is not None and run.status in FINAL_RUN_STATUSES and run.finished_at is not None:
-                    team = session.get(Team, run.team_id)
-                    if team is not None and team.max_concurrent_runs is not None:
-                        freed.add(team.id)
+                advanced = orchestrator.advance_runs(session, part, self.settings, origin, skip_locked)
+            ready += advanced.ready
+            freed |= advanced.freed_teams
         self.offer(ready)
         if freed:
             with self.factory() as session:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
@@ -53,55 +55,107 @@ def server_limits(settings: Settings) -> Limits:
     )
 
 
+@dataclass
+class Advanced:
+    """What one transaction of decisions produced, for the caller to act on after its commit."""
+
+    ready: list[Ready] = field(default_factory=list)
+    freed_teams: set[uuid.UUID] = field(default_factory=set)  # teams with a run limit and an ended run
+
+
+@dataclass
+class _Plan:
+    run: Run
+    starting: bool
+    decision: Decision
+    next_seq: int
+    priority: str
+
+
 def advance_run(session: Session, run_id: uuid.UUID, settings: Settings, origin: str | None = None,
                 skip_locked: bool = False) -> list[Ready]:
-    """Take the run one decision further; a no-op for a finished or unknown run.
+    """Take one run one decision further; a no-op for a finished or unknown run."""
+    return advance_runs(session, [run_id], settings, origin, skip_locked).ready
+
+
+def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Settings, origin: str | None = None,
+                 skip_locked: bool = False) -> Advanced:
+    """Take each run one decision further, all in the caller's transaction.
+
+    A batch's runs are decided together so that a finished batch costs a handful of
+    statements, not a handful per run: the runs are locked in one statement (in id
+    order, so two deciders never deadlock), their steps read in one, and what the
+    decisions write goes in with the commit's one flush. Reads all come before writes,
+    and step rows are locked (a failed run's cancellations) before any run's event
+    lock: the order the executor takes them in.
 
     `origin` names the worker node deciding, recorded on `step.queued` (which node queued what).
     `skip_locked` (the sweeper): a run someone is advancing right now is left to them.
     """
-    row = session.execute(
-        select(Run, Team).outerjoin(Team, Team.id == Run.team_id).where(Run.id == run_id)
-        .with_for_update(of=Run, skip_locked=skip_locked)
-    ).first()
-    if row is None or row.Run.status in FINAL_RUN_STATUSES:
-        return []
-    run, team = row.Run, row.Team
+    rows = session.execute(
+        select(Run, Team).outerjoin(Team, Team.id == Run.team_id).where(Run.id.in_(list(run_ids)))
+        .order_by(Run.id).with_for_update(of=Run, skip_locked=skip_locked)
+    ).all()
+    out = Advanced()
+    out.freed_teams = {team.id for run, team in rows
+                       if run.status in FINAL_RUN_STATUSES and team and team.max_concurrent_runs is not None}
+    live = [(run, team) for run, team in rows if run.status not in FINAL_RUN_STATUSES]
+    steps_of: dict[uuid.UUID, list[Step]] = defaultdict(list)
+    started = [run.id for run, _ in live if run.status != "queued"]  # a queued run has no steps yet
+    if started:
+        for step in session.scalars(select(Step).where(Step.run_id.in_(started)).order_by(Step.run_id, Step.seq)):
+            steps_of[step.run_id].append(step)
     now = datetime.now(UTC)
-    share = TeamShare(team.max_concurrent_runs, team.daily_token_budget) if team else TeamShare()
-    if run.status == "queued" and share.max_concurrent_runs is not None:
-        session.get(Team, run.team_id, with_for_update=True)  # two workers starting the team's runs: one at a time
-        running = session.scalar(select(func.count()).select_from(Run).where(
-            Run.team_id == run.team_id, Run.status == "running"))
-        if not share.may_start_run(running):
-            log.info("run waits for one of its team's %d running runs to end", running,
-                     extra={"run_id": str(run.id)})
-            return []  # stays queued: a run of the team that ends starts it, or the sweeper does
-    steps: list[Step] = []
-    if run.status == "queued":  # a run gets its first steps only once it is running
-        run.status, run.started_at = "running", now
-        events.record(session, run.id, "run.started", workflow=run.workflow)
-    else:
-        steps = list(session.scalars(select(Step).where(Step.run_id == run.id).order_by(Step.seq)))
-    options = run.options or {}
-    run_options = RunOptions(priority=options.get("priority", "batch"), overrides=options.get("limits") or {})
-    decision = decide(
-        get_workflow(run.workflow),
-        run.input,
-        [StepState(s.seq, s.agent, s.status, s.input, s.output, s.error, s.tokens_in + s.tokens_out)
-         for s in steps],
-        run_options.limits(server_limits(settings)),
-        elapsed_s=(now - (run.started_at or now)).total_seconds(),
-    )
-    if not decision.finished and share.daily_token_budget is not None:
-        exhausted = share.budget_exhausted(_team_tokens_today(session, run.team_id, now))
-        if exhausted:
-            decision = Decision(failure=exhausted)
-    if decision.finished:
-        finish_run(session, run, decision)
-        return []
-    return _queue_steps(session, run, decision, next_seq=(steps[-1].seq + 1) if steps else 1,
-                        priority=run_options.priority, origin=origin)
+    plans: list[_Plan] = []
+    starting_now: Counter[uuid.UUID] = Counter()  # runs of a team this transaction starts
+    with session.no_autoflush:
+        for run, team in live:
+            share = TeamShare(team.max_concurrent_runs, team.daily_token_budget) if team else TeamShare()
+            starting = run.status == "queued"
+            if starting and share.max_concurrent_runs is not None:
+                session.get(Team, run.team_id, with_for_update=True)  # two workers starting its runs: one at a time
+                running = starting_now[run.team_id] + (session.scalar(select(func.count()).select_from(Run).where(
+                    Run.team_id == run.team_id, Run.status == "running")) or 0)
+                if not share.may_start_run(running):
+                    log.info("run waits for one of its team's %d running runs to end", running,
+                             extra={"run_id": str(run.id)})
+                    continue  # stays queued: a run of the team that ends starts it, or the sweeper does
+                starting_now[run.team_id] += 1
+            steps = steps_of.get(run.id, [])
+            options = run.options or {}
+            run_options = RunOptions(priority=options.get("priority", "batch"), overrides=options.get("limits") or {})
+            decision = decide(
+                get_workflow(run.workflow),
+                run.input,
+                [StepState(s.seq, s.agent, s.status, s.input, s.output, s.error, s.tokens_in + s.tokens_out)
+                 for s in steps],
+                run_options.limits(server_limits(settings)),
+                elapsed_s=0.0 if starting else (now - (run.started_at or now)).total_seconds(),
+            )
+            if not decision.finished and share.daily_token_budget is not None:
+                exhausted = share.budget_exhausted(_team_tokens_today(session, run.team_id, now))
+                if exhausted:
+                    decision = Decision(failure=exhausted)
+            if starting or decision.finished or decision.new_steps:
+                plans.append(_Plan(run, starting, decision, (steps[-1].seq + 1) if steps else 1,
+                                   run_options.priority))
+    failing = [p.run for p in plans if p.decision.failure is not None]
+    if failing:
+        _cancel_pending_steps(session, failing)
+    events.lock_runs(session, [p.run.id for p in plans])
+    for plan in plans:
+        run = plan.run
+        if plan.starting:  # a run gets its first steps only once it is running
+            run.status, run.started_at = "running", now
+            events.record(session, run.id, "run.started", workflow=run.workflow)
+        if plan.decision.finished:
+            _finish_run(session, run, plan.decision)
+            team = next((t for r, t in live if r is run), None)
+            if team is not None and team.max_concurrent_runs is not None:
+                out.freed_teams.add(team.id)
+        else:
+            out.ready += _queue_steps(session, run, plan.decision, plan.next_seq, plan.priority, origin)
+    return out
 
 
 def _team_tokens_today(session: Session, team_id: uuid.UUID, now: datetime) -> int:
@@ -134,12 +188,11 @@ def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, 
     return [Ready(str(s.id), s.agent, s.model, str(run.id), priority) for s in created]
 
 
-def finish_run(session: Session, run: Run, decision: Decision) -> None:
-    """Record a run's end; queued steps of a failed run are cancelled, never called."""
+def _finish_run(session: Session, run: Run, decision: Decision) -> None:
+    """Record a run's end (a failed run's queued steps are already cancelled, never called)."""
     run.finished_at = datetime.now(UTC)
     if decision.failure is not None:
         run.status, run.error = "failed", decision.failure
-        _cancel_pending_steps(session, run)
         events.record(session, run.id, "run.failed", error=decision.failure)
         log.info("run failed", extra={"run_id": str(run.id), "error": decision.failure})
     else:
@@ -156,14 +209,14 @@ def cancel_run(session: Session, run_id: uuid.UUID, team_id: uuid.UUID | None = 
     if run.status in FINAL_RUN_STATUSES:
         return run
     run.status, run.finished_at, run.error = "cancelled", datetime.now(UTC), "cancelled by request"
-    _cancel_pending_steps(session, run)
+    _cancel_pending_steps(session, [run])
     events.record(session, run.id, "run.cancelled")
     return run
 
 
-def _cancel_pending_steps(session: Session, run: Run) -> None:
+def _cancel_pending_steps(session: Session, runs: list[Run]) -> None:
     session.execute(
         update(Step)
-        .where(Step.run_id == run.id, Step.status.in_(tuple(PENDING_STEP_STATUSES)))
+        .where(Step.run_id.in_([r.id for r in runs]), Step.status.in_(tuple(PENDING_STEP_STATUSES)))
         .values(status="cancelled", finished_at=datetime.now(UTC), lease_until=None)
     )
