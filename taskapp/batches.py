@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from taskapp import events
 from taskapp.batcher import Taken
 from taskapp.batching import wait_stats
-from taskapp.models import Batch, LlmCall, Run, Step
+from taskapp.models import Batch, LlmCall, Step, of_running_run
 
 
 def open_batch(session: Session, batch_id: uuid.UUID, agent: str, model: str, taken: list[Taken],
@@ -29,7 +29,7 @@ def open_batch(session: Session, batch_id: uuid.UUID, agent: str, model: str, ta
     rows = session.execute(
         update(Step)
         .where(Step.id.in_(list(waits)), Step.status == "queued", Step.agent == agent, Step.model == model,
-               Step.run_id.in_(select(Run.id).where(Run.status == "running")))
+               of_running_run())
         .values(status="batched", batch_id=batch_id, batched_at=now,
                 lease_until=now + timedelta(seconds=stranded_s),
                 buffer_wait_ms=case(waits, value=Step.id))

@@ -14,7 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Integer, Numeric, String, Text, Uuid, bindparam, column, func, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskapp import events
@@ -28,7 +29,7 @@ from taskapp.llm.batch_prompt import (
     system_instruction,
 )
 from taskapp.llm.gemini import GeminiClient, LlmError
-from taskapp.models import PENDING_STEP_STATUSES, LlmCall, Run, Step
+from taskapp.models import PENDING_STEP_STATUSES, LlmCall, Step, of_running_run
 from taskapp.quota import estimate_tokens
 from taskapp.quota_gate import Grant, QuotaGate
 from taskapp.transient import retry_database
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 # How long a batch whose answers arrived waits for PostgreSQL to come back before giving
 # up (its steps are then called again): well inside the task's soft time limit.
 COMMIT_RETRY_S = 120
+# A batch's answers as rows: jsonb_to_recordset(:answers) AS answers(id uuid, attempts integer, ...).
+_ANSWERS = func.jsonb_to_recordset(bindparam("answers", type_=JSONB)).table_valued(
+    column("id", Uuid), column("attempts", Integer), column("status", String), column("output", JSONB),
+    column("error", Text), column("llm_call_id", Uuid), column("tokens_in", Integer), column("tokens_out", Integer),
+    column("cost_usd", Numeric), name="answers",
+).render_derived(with_types=True)
 
 
 class RetryLater(Exception):
@@ -73,7 +80,6 @@ def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]
     """
     _wait_for_flush(session, step_ids)
     now = datetime.now(UTC)
-    live_runs = select(Run.id).where(Run.status == "running")
     if max_attempts is not None:
         _fail_poisoned(session, batch_id, step_ids, max_attempts, now)
     claimed = session.scalars(
@@ -81,7 +87,7 @@ def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]
         .where(
             Step.id.in_(step_ids),
             Step.batch_id == batch_id,
-            Step.run_id.in_(live_runs),
+            of_running_run(),
             (Step.status == "batched") | ((Step.status == "running") & (Step.lease_until < now)),
         )
         .values(status="running", attempts=Step.attempts + 1, started_at=now,
@@ -106,7 +112,7 @@ def _fail_poisoned(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UU
     poisoned = session.scalars(
         update(Step)
         .where(Step.id.in_(step_ids), Step.batch_id == batch_id, Step.attempts >= max_attempts,
-               Step.run_id.in_(select(Run.id).where(Run.status == "running")),
+               of_running_run(),
                (Step.status == "batched") | ((Step.status == "running") & (Step.lease_until < now)))
         .values(status="failed", error=reason, finished_at=now, lease_until=None)
         .returning(Step),
@@ -232,7 +238,7 @@ def _claimable(session: Session, batch_id: uuid.UUID, ids: list[uuid.UUID]) -> l
     now = datetime.now(UTC)
     return list(session.scalars(
         select(Step).where(Step.id.in_(ids), Step.batch_id == batch_id,
-                           Step.run_id.in_(select(Run.id).where(Run.status == "running")),
+                           of_running_run(),
                            (Step.status == "batched") | ((Step.status == "running") & (Step.lease_until < now)))
         .order_by(Step.seq)
     ))
@@ -283,27 +289,38 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
     now = datetime.now(UTC)
     shares = _usage_shares(steps, answers, calls)
     last_call = {sid: row for row, sids in calls for sid in sids}
-    committed: list[tuple[Step, Answer, Usage, str | None]] = []
+    planned: dict[uuid.UUID, tuple[Step, Answer, Usage, str | None]] = {}
+    rows = []
     for step in steps:
         sid = str(step.id)
         answer = answers[sid]
         call = last_call.get(sid)
         usage = shares.get(sid, Usage(0, 0))
-        status = "succeeded" if answer.ok else "failed"
         error = None if answer.ok else (f"{answer.error}; raw output: {answer.raw}" if answer.raw else answer.error)
-        result = session.execute(
+        planned[step.id] = (step, answer, usage, error)
+        rows.append({"id": sid, "attempts": step.attempts, "status": "succeeded" if answer.ok else "failed",
+                     "output": answer.output, "error": error, "llm_call_id": str(call.id) if call else None,
+                     "tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out,
+                     "cost_usd": str(cost_usd(step.model, usage))})
+    committed: list[tuple[Step, Answer, Usage, str | None]] = []
+    if rows:
+        # One statement for the whole batch, each row only if its claim still holds. The rows
+        # travel as one JSON parameter, so the statement is the same (and compiled once) for any size.
+        done = session.scalars(
             update(Step)
-            .where(Step.id == step.id, Step.status.in_(tuple(PENDING_STEP_STATUSES)),
-                   Step.attempts == step.attempts,
-                   Step.run_id.in_(select(Run.id).where(Run.status == "running")))
-            .values(status=status, output=answer.output, error=error, finished_at=now, lease_until=None,
-                    batch_id=outcome.batch_id,
-                    llm_call_id=call.id if call else None,
-                    tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
-                    cost_usd=cost_usd(step.model, usage))
-        )
-        if result.rowcount:
-            committed.append((step, answer, usage, error))
+            # (the ids again, as a list: a join on the function alone is planned as a scan of steps)
+            .where(Step.id.in_(list(planned)), Step.id == _ANSWERS.c.id, Step.attempts == _ANSWERS.c.attempts,
+                   Step.status.in_(tuple(PENDING_STEP_STATUSES)),
+                   of_running_run())
+            .values(status=_ANSWERS.c.status, output=_ANSWERS.c.output, error=_ANSWERS.c.error, finished_at=now,
+                    lease_until=None, batch_id=outcome.batch_id, llm_call_id=_ANSWERS.c.llm_call_id,
+                    tokens_in=_ANSWERS.c.tokens_in, tokens_out=_ANSWERS.c.tokens_out,
+                    cost_usd=_ANSWERS.c.cost_usd)
+            .returning(Step.id),
+            {"answers": rows},
+            execution_options={"synchronize_session": False},
+        ).all()
+        committed = [planned[i] for i in done]
     events.lock_runs(session, [c[0].run_id for c in committed])
     for step, answer, usage, error in sorted(committed, key=lambda c: _event_order(c[0])):
         outcome.run_ids.add(str(step.run_id))

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     DateTime,
     ForeignKey,
     Index,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -170,6 +172,16 @@ class LlmCall(Base):
     cost_usd: Mapped[Decimal] = mapped_column(default=Decimal(0))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now_default())
+
+
+def of_running_run() -> ColumnElement[bool]:
+    """A step's run is running, checked for each step by primary key.
+
+    For statements on a batch's few steps. Written as `run_id IN (SELECT id FROM runs WHERE
+    status = 'running')` it is a join the planner may drive from every running run: 13 ms
+    for 3,000 of them when the tables have no statistics (autovacuum off), 0.1 ms this way.
+    """
+    return select(Run.status).where(Run.id == Step.run_id).scalar_subquery() == "running"
 
 
 class Event(Base):
