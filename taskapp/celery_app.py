@@ -8,7 +8,7 @@ import sys
 import threading
 
 from celery import Celery, bootsteps
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging, worker_init, worker_process_init
 
 from taskapp.children import die_with_parent
 from taskapp.db import dispose_engines
@@ -24,6 +24,18 @@ app.config_from_object("celeryconfig")
 @setup_logging.connect
 def _configure_logging(**_: object) -> None:
     configure_logging(get_settings())
+
+
+@worker_init.connect
+def _warm_up_before_fork(**_: object) -> None:
+    """Import and build, once in the node's main process, what every pool process needs."""
+    import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401 (the engine imports it on first connect)
+
+    from taskapp.agents import all_agents
+    from taskapp.llm import gemini
+    from taskapp.llm.batch_prompt import batch_schema
+
+    gemini.warm_up(batch_schema(agent) for agent in all_agents())
 
 
 @worker_process_init.connect

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pydantic
 import pytest
 
 from taskapp.accounting import Usage, cost_usd, split_usage
 from taskapp.agents import get_agent
 from taskapp.context import TRIM_MARK, trim_to_budget
-from taskapp.llm.batch_prompt import parse_answers
+from taskapp.llm import batch_prompt
+from taskapp.llm.batch_prompt import batch_schema, parse_answers
 from taskapp.workflows import Decision, Limits, RunOptions, StepState, decide, get_workflow
 
 RESEARCH = get_workflow("research")
@@ -130,3 +132,14 @@ def test_batches_are_cut_oldest_first_and_never_over_the_maximum():
     assert wait_stats([]).max_ms == 0
     with pytest.raises(ValueError):
         BatchPolicy(max_size=0, max_wait_ms=10)
+
+
+def test_a_batch_schema_is_generated_once_and_handed_out_as_a_copy():
+    schema = batch_schema(get_agent("summarizer"))
+    fresh = pydantic.create_model("Fresh", __base__=pydantic.BaseModel,
+                                  **{name: (f.annotation, f) for name, f in schema.model_fields.items()})
+    first = schema.model_json_schema()
+    assert any(key[0] is schema for key in batch_prompt._json_schemas)  # kept for the next call
+    assert first["properties"] == fresh.model_json_schema()["properties"]  # what pydantic itself generates
+    first["properties"].clear()  # the SDK edits the schema it is given
+    assert schema.model_json_schema()["properties"]["answers"]["type"] == "array"

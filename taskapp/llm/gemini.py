@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
@@ -131,6 +132,20 @@ def _quota_details(details: object) -> tuple[float | None, str | None]:
 
 
 _clients: dict[int, GeminiClient] = {}
+
+
+def warm_up(response_schemas: Iterable[type[BaseModel]]) -> None:
+    """Build now what the SDK's pydantic types and our schemas otherwise build on a process's
+    first calls (a few hundred ms of CPU). A worker node calls it before it forks its pool,
+    so every pool process starts warm instead of paying for it on its first batch."""
+    for schema in response_schemas:
+        types.GenerateContentConfig(response_mime_type="application/json", response_schema=schema)
+        schema.model_json_schema()
+    types.Schema.model_validate({"type": "OBJECT", "properties": {"a": {"type": "STRING"}}})
+    types.UserContent(parts=[types.Part(text="")])
+    types.GenerateContentResponse.model_validate(
+        {"candidates": [{"content": {"parts": [{"text": "{}"}], "role": "model"}}],
+         "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1}})
 
 
 def get_client(settings: Settings) -> GeminiClient:
