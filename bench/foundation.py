@@ -11,14 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import threading
 import time
 
-import httpx
 import redis
 from sqlalchemy import func, select
 
-from bench import cpu
+from bench import cpu, loadgen
 from bench.common import bench_stack, pct, table
 
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "4"))
@@ -29,6 +27,12 @@ RESEARCH = {"workflow": "research", "input": {"question": "how do batching and q
                                                "max_revisions": 1}}
 
 
+def _request(url: str, key: str, path: str, body: dict) -> bytes:
+    if path == "/api/runs":
+        return loadgen.build_request(url, "POST", path, {"Authorization": f"Bearer {key}"}, body)
+    return loadgen.build_request(url, "GET", path, {})
+
+
 def enqueue_latency(url: str, key: str, clients: int, requests: int, path: str = "/api/runs",
                     body: dict = SUMMARY) -> dict[str, float]:
     """Closed loop: each client sends its next POST as soon as the last one answered.
@@ -36,28 +40,7 @@ def enqueue_latency(url: str, key: str, clients: int, requests: int, path: str =
     With `path="/healthz"` it GETs that instead: the floor any request has on this
     machine with this load generator and web server, whatever it does.
     """
-    latencies: list[float] = []
-    lock = threading.Lock()
-    per_client = requests // clients
-
-    def client_loop() -> None:
-        mine = []
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
-            for _ in range(per_client):
-                t0 = time.perf_counter()
-                r = c.post(path, json=body) if path == "/api/runs" else c.get(path)
-                mine.append((time.perf_counter() - t0) * 1000)
-                assert r.status_code in (200, 202), r.text
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
+    latencies, elapsed = loadgen.closed_loop(url, _request(url, key, path, body), clients, requests)
     return {"p50": pct(latencies, 50), "p99": pct(latencies, 99), "rps": len(latencies) / elapsed,
             "n": len(latencies)}
 
@@ -65,31 +48,7 @@ def enqueue_latency(url: str, key: str, clients: int, requests: int, path: str =
 def enqueue_open_loop(url: str, key: str, clients: int, rate_per_client: float, seconds: float,
                       path: str = "/api/runs") -> dict[str, float]:
     """Open loop: each client submits on its own schedule (users, not a hammer), whatever the answers."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    body = SUMMARY
-    interval = 1 / rate_per_client
-
-    def client_loop(offset: float) -> None:
-        mine = []
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
-            start = time.perf_counter() + offset
-            for i in range(int(seconds * rate_per_client)):
-                delay = start + i * interval - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                t0 = time.perf_counter()
-                r = c.post(path, json=body) if path == "/api/runs" else c.get(path)
-                assert r.status_code in (200, 202), r.text
-                mine.append((time.perf_counter() - t0) * 1000)
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=client_loop, args=(i * interval / clients,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    latencies = loadgen.open_loop(url, _request(url, key, path, SUMMARY), clients, rate_per_client, seconds)
     return {"p50": pct(latencies, 50), "p99": pct(latencies, 99), "rps": clients * rate_per_client,
             "n": len(latencies)}
 
@@ -176,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--noop", type=int, default=3000)
-    parser.add_argument("--research-runs", type=int, default=100)
+    parser.add_argument("--research-runs", type=int, default=600)
     parser.add_argument("--web-workers", type=int, default=2)
     args = parser.parse_args()
     with bench_stack() as stack:
