@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import case, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, ScalarSelect, case, func, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from taskapp import events
 from taskapp.batcher import Taken
@@ -50,24 +51,31 @@ def open_batch(session: Session, batch_id: uuid.UUID, agent: str, model: str, ta
 
 
 def close_batches(session: Session, batch_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """Record each batch's outcome from what was committed; returns the runs it touched."""
-    now = datetime.now(UTC)
-    for batch_id in batch_ids:
-        steps = session.execute(
-            select(func.count().filter(Step.status == "succeeded"), func.count().filter(Step.status == "failed"))
-            .where(Step.batch_id == batch_id)
-        ).one()
-        calls = session.execute(
-            select(func.count(), func.coalesce(func.sum(LlmCall.latency_ms), 0),
-                   func.coalesce(func.sum(LlmCall.tokens_in), 0), func.coalesce(func.sum(LlmCall.tokens_out), 0),
-                   func.coalesce(func.sum(LlmCall.cost_usd), 0))
-            .where(LlmCall.batch_id == batch_id)
-        ).one()
-        session.execute(
-            update(Batch).where(Batch.id == batch_id)
-            .values(finished_at=now, succeeded=steps[0], failed=steps[1], calls=calls[0], latency_ms=calls[1],
-                    tokens_in=calls[2], tokens_out=calls[3], cost_usd=calls[4])
-        )
+    """Record each batch's outcome from what was committed; returns the runs it touched.
+
+    One statement for all the batches of a chord (each total a lookup by batch id).
+    """
+    session.execute(
+        update(Batch).where(Batch.id.in_(batch_ids)).values(
+            finished_at=datetime.now(UTC), succeeded=_steps_with("succeeded"), failed=_steps_with("failed"),
+            calls=_of_calls(func.count()), latency_ms=_of_calls(_sum(LlmCall.latency_ms)),
+            tokens_in=_of_calls(_sum(LlmCall.tokens_in)), tokens_out=_of_calls(_sum(LlmCall.tokens_out)),
+            cost_usd=_of_calls(_sum(LlmCall.cost_usd)),
+        ),
+        execution_options={"synchronize_session": False},
+    )
     return list(session.scalars(
         select(Step.run_id).where(Step.batch_id.in_(batch_ids)).distinct().order_by(Step.run_id)
     ))
+
+
+def _steps_with(status: str) -> ScalarSelect[int]:
+    return select(func.count()).where(Step.batch_id == Batch.id, Step.status == status).scalar_subquery()
+
+
+def _of_calls(total: ColumnElement[Any]) -> ScalarSelect[Any]:
+    return select(total).where(LlmCall.batch_id == Batch.id).scalar_subquery()
+
+
+def _sum(column: InstrumentedAttribute[Any]) -> ColumnElement[Any]:
+    return func.coalesce(func.sum(column), 0)

@@ -29,7 +29,8 @@ def _configure_logging(**_: object) -> None:
 @worker_init.connect
 def _warm_up_before_fork(**_: object) -> None:
     """Import and build, once in the node's main process, what every pool process needs."""
-    import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401 (the engine imports it on first connect)
+    import psycopg  # noqa: F401 (the engine imports the driver on its first connect)
+    import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 
     from taskapp.agents import all_agents
     from taskapp.llm import gemini
