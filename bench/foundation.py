@@ -12,6 +12,7 @@ import argparse
 import os
 import platform
 import time
+from dataclasses import dataclass
 
 import redis
 from sqlalchemy import func, select
@@ -53,7 +54,20 @@ def enqueue_open_loop(url: str, key: str, clients: int, rate_per_client: float, 
             "n": len(latencies)}
 
 
-def noop_rate(stack, tasks: int) -> tuple[float, dict[str, float]]:
+# Steady state: the work done between the moments 10 % and 90 % of it was done, over
+# that time. It leaves out the ramp-up and the drain, where a batched pipeline waits
+# out its batching windows (BATCH_MAX_WAIT_MS) for the last, partial batches.
+STEADY_FROM, STEADY_TO = 0.1, 0.9
+
+
+@dataclass(frozen=True)
+class Throughput:
+    whole: float  # per second, from the first submission until everything ended
+    steady: float  # per second, between STEADY_FROM and STEADY_TO of the work done
+    cpu_ms: dict[str, float]  # the machine's CPU per unit of work, by part
+
+
+def noop_rate(stack, tasks: int) -> Throughput:
     """No-op tasks per second, and the machine's CPU ms per task by part."""
     from bench.noop_app import app, noop
 
@@ -66,15 +80,21 @@ def noop_rate(stack, tasks: int) -> tuple[float, dict[str, float]]:
         with app.producer_or_acquire() as producer:
             for _ in range(tasks):
                 noop.apply_async(producer=producer)
-        while int(r.get("bench:noop:done") or 0) < tasks:
+        marks: dict[float, float] = {}
+        while (done := int(r.get("bench:noop:done") or 0)) < tasks:
+            for share in (STEADY_FROM, STEADY_TO):
+                if done >= share * tasks:
+                    marks.setdefault(share, time.perf_counter())
             time.sleep(0.02)
-        rate = tasks / (time.perf_counter() - t0)
-        return rate, {part: 1000 * s / tasks for part, s in cpu.spent_since(before).items()}
+        end = time.perf_counter()
+        steady = (STEADY_TO - STEADY_FROM) * tasks / (marks.get(STEADY_TO, end) - marks.get(STEADY_FROM, t0))
+        return Throughput(tasks / (end - t0), steady,
+                          {part: 1000 * s / tasks for part, s in cpu.spent_since(before).items()})
     finally:
         stack.stop(worker)
 
 
-def steps_per_second(stack, url: str, key: str, runs: int, body: dict = SUMMARY) -> tuple[float, dict[str, float]]:
+def steps_per_second(stack, url: str, key: str, runs: int, body: dict = SUMMARY) -> Throughput:
     """Submit `runs` runs through the API (one-step `summarize` runs unless told); steps per
     second until every run has ended, and the machine's CPU ms per step by part."""
     from taskapp.db import session_factory
@@ -97,8 +117,12 @@ def steps_per_second(stack, url: str, key: str, runs: int, body: dict = SUMMARY)
             elapsed = time.perf_counter() - t0
             steps = s.scalar(select(func.count()).select_from(Step).join(Run).where(mine))
             failed = s.scalar(select(func.count()).select_from(Run).where(Run.status == "failed", mine))
+            first, last = s.execute(select(*(func.percentile_disc(share).within_group(Step.finished_at)
+                                             for share in (STEADY_FROM, STEADY_TO))).select_from(Step).join(Run).where(mine)).one()
         assert failed == 0, f"{failed} runs failed"
-        return steps / elapsed, {part: 1000 * s / steps for part, s in cpu.spent_since(before).items()}
+        steady = (STEADY_TO - STEADY_FROM) * steps / (last - first).total_seconds()
+        return Throughput(steps / elapsed, steady,
+                          {part: 1000 * s / steps for part, s in cpu.spent_since(before).items()})
     finally:
         stack.stop(worker)
 
@@ -149,9 +173,9 @@ def main() -> None:
         steady_floor = enqueue_open_loop(url, key, clients=50, rate_per_client=2, seconds=10, path="/healthz")
         redis.Redis.from_url(stack.redis_url).flushdb()  # drop the queued starts: API-only measurement
         _cancel_waiting_runs()  # or the sweeper starts them (after RUN_NUDGE_AFTER_S) during the e2e phase
-        raw, noop_cpu = noop_rate(stack, args.noop)
-        steps, step_cpu = steps_per_second(stack, url, _new_team("bench-e2e"), args.runs)
-        research, research_cpu = steps_per_second(stack, url, _new_team("bench-research"), args.research_runs, RESEARCH)
+        raw = noop_rate(stack, args.noop)
+        single = steps_per_second(stack, url, _new_team("bench-e2e"), args.runs)
+        research = steps_per_second(stack, url, _new_team("bench-research"), args.research_runs, RESEARCH)
     from taskapp.settings import get_settings
 
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -168,21 +192,23 @@ def main() -> None:
          steady_floor["p50"], steady_floor["p99"], steady_floor["rps"]],
     ]))
     print()
-    print(table(["throughput (same broker, same worker concurrency)", "per second"], [
-        ["raw Celery no-op tasks", raw],
-        [f"end-to-end steps ({args.runs} one-step runs, zero-latency simulator)", steps],
-        ["end-to-end steps / no-op tasks", f"{steps / raw:.3f}"],
+    print(table(["throughput (same broker, same worker concurrency)", "whole job, per s", "steady state, per s"], [
+        ["raw Celery no-op tasks", raw.whole, raw.steady],
+        [f"end-to-end steps ({args.runs} one-step runs, zero-latency simulator)", single.whole, single.steady],
+        ["end-to-end steps / no-op tasks", f"{single.whole / raw.whole:.3f}", f"{single.steady / raw.steady:.3f}"],
         [f"end-to-end steps ({args.research_runs} research runs of ~6 steps: planner, researchers, writer, "
-         "reviewer)", research],
-        ["research steps / no-op tasks", f"{research / raw:.3f}"],
+         "reviewer)", research.whole, research.steady],
+        ["research steps / no-op tasks", f"{research.whole / raw.whole:.3f}", f"{research.steady / raw.steady:.3f}"],
     ]))
+    print(f"(steady state: between {STEADY_FROM:.0%} and {STEADY_TO:.0%} of the tasks or steps done; the whole job "
+          "also holds the ramp-up and the drain, where the last partial batches wait out BATCH_MAX_WAIT_MS)")
     print()
-    parts = sorted(set(noop_cpu) | set(step_cpu), key=lambda p: -step_cpu.get(p, 0))
+    parts = sorted(set(raw.cpu_ms) | set(single.cpu_ms), key=lambda p: -single.cpu_ms.get(p, 0))
     print(table(["CPU ms on this machine, by part", "per no-op task", "per one-step-run step", "per research step"],
-                [[p, noop_cpu.get(p, 0.0), step_cpu.get(p, 0.0), research_cpu.get(p, 0.0)]
+                [[p, raw.cpu_ms.get(p, 0.0), single.cpu_ms.get(p, 0.0), research.cpu_ms.get(p, 0.0)]
                  for p in parts if p != "other"]
-                + [["total (all processes)", sum(noop_cpu.values()), sum(step_cpu.values()),
-                    sum(research_cpu.values())]]))
+                + [["total (all processes)", sum(raw.cpu_ms.values()), sum(single.cpu_ms.values()),
+                    sum(research.cpu_ms.values())]]))
 
 
 if __name__ == "__main__":
