@@ -140,7 +140,8 @@ def publish_start(run_id: uuid.UUID) -> None:
         # is per thread, so under gevent each new connection's greenlet first builds one
         # (7-35 ms: it scans the installed packages' entry points): the enqueue tail.
         celery_app.send_task("taskapp.start_run", args=[str(run_id)], queue=ORCHESTRATION_QUEUE,
-                             ignore_result=True, retry=True, retry_policy={"max_retries": 2, "interval_start": 0.1,
-                                                       "interval_step": 0.2, "interval_max": 0.5})
+                             ignore_result=True, retry=True,
+                             retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2,
+                                           "interval_max": 0.5})
     except Exception as exc:  # noqa: BLE001 (kombu raises many kinds; all mean "not enqueued")
         raise EnqueueFailed(f"broker unavailable: {exc}") from exc

@@ -66,6 +66,7 @@ class Advanced:
 @dataclass
 class _Plan:
     run: Run
+    team: Team | None
     starting: bool
     decision: Decision
     next_seq: int
@@ -137,7 +138,7 @@ def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Setti
                 if exhausted:
                     decision = Decision(failure=exhausted)
             if starting or decision.finished or decision.new_steps:
-                plans.append(_Plan(run, starting, decision, (steps[-1].seq + 1) if steps else 1,
+                plans.append(_Plan(run, team, starting, decision, (steps[-1].seq + 1) if steps else 1,
                                    run_options.priority))
     failing = [p.run for p in plans if p.decision.failure is not None]
     if failing:
@@ -150,9 +151,8 @@ def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Setti
             events.record(session, run.id, "run.started", workflow=run.workflow)
         if plan.decision.finished:
             _finish_run(session, run, plan.decision)
-            team = next((t for r, t in live if r is run), None)
-            if team is not None and team.max_concurrent_runs is not None:
-                out.freed_teams.add(team.id)
+            if plan.team is not None and plan.team.max_concurrent_runs is not None:
+                out.freed_teams.add(plan.team.id)
         else:
             out.ready += _queue_steps(session, run, plan.decision, plan.next_seq, plan.priority, origin)
     return out
