@@ -113,6 +113,20 @@ def batcher(stack):
     return Batcher(redis.Redis.from_url(stack.redis_url))
 
 
+@pytest.fixture()
+def no_background_sweep(batcher):
+    """Hold the fleet's sweep lease, so the workers' flushers skip their sweeps (a test that
+    drives the sweeper by hand would otherwise race them for the same expired lease)."""
+    from taskapp.flusher import SWEEP_LOCK
+
+    deadline = time.monotonic() + 30
+    while not batcher.client.set(SWEEP_LOCK, "test", nx=True, px=60_000):  # a sweep under way: let it end
+        assert time.monotonic() < deadline, "the sweep lease was never free"
+        time.sleep(0.05)
+    yield
+    batcher.client.delete(SWEEP_LOCK)
+
+
 def submit_summary(client, key: str, text: str, **options) -> str:
     """Submit a one-step `summarize` run through the API; its id."""
     resp = client.post("/api/runs", headers=auth(key),

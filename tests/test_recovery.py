@@ -192,7 +192,8 @@ def test_a_call_longer_than_the_lease_keeps_its_claim(client, team, workers, set
 
 
 @pytest.mark.parametrize("called_again", [False, True])
-def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings, db_session, called_again):
+def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings, db_session, called_again,
+                                                                  no_background_sweep):
     """A batch's answer arrives after the sweeper re-offered its step (the lease ran out while
     PostgreSQL restarted): it is committed unless another batch already claimed the step, and
     the later batch then finds nothing of its own to call."""
