@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
 from taskapp.models import Event
@@ -31,24 +31,22 @@ EVENT_TYPES = (
 _PENDING = "taskapp.pending_events"
 _READY = "taskapp.flushed_events"
 _LOCKED = "taskapp.locked_runs"
+_INSERT = insert(Event).returning(Event.id, sort_by_parameter_order=True)
 
 
 def channel_for(run_id: uuid.UUID | str) -> str:
     return f"taskapp:run:{run_id}"
 
 
-def record(session: Session, run_id: uuid.UUID, type_: str, *, lock: bool = True, **data: Any) -> Event:
-    """Add an event for `run_id`; it is written with the session's next flush and published
-    after the session commits (no flush of its own: a batch's events go in one INSERT)."""
+def record(session: Session, run_id: uuid.UUID, type_: str, *, lock: bool = True, **data: Any) -> None:
+    """Add an event for `run_id`: written just before the session commits (a transaction's
+    events go in one INSERT, not through the unit of work) and published after it."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
     if lock:
         lock_runs(session, [run_id])
     payload = {"run_id": str(run_id), "ts": datetime.now(UTC).isoformat(), **_jsonable(data)}
-    row = Event(run_id=run_id, type=type_, data=payload)
-    session.add(row)
-    session.info.setdefault(_PENDING, []).append((row, type_, payload))
-    return row
+    session.info.setdefault(_PENDING, []).append({"run_id": run_id, "type": type_, "data": payload})
 
 
 def lock_runs(session: Session, run_ids: Iterable[uuid.UUID]) -> None:
@@ -72,21 +70,19 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in data.items()}
 
 
-@sa_event.listens_for(Session, "after_flush_postexec")
-def _serialize_flushed(session: Session, _flush_context: object) -> None:
-    """Events just inserted have their ids now: ready their messages for after the commit."""
-    pending = session.info.get(_PENDING)
+@sa_event.listens_for(Session, "before_commit")
+def _insert_pending(session: Session) -> None:
+    """Write the transaction's events in one statement, in the order they were recorded
+    (ids follow it), and ready their messages for after the commit."""
+    pending = session.info.pop(_PENDING, None)
     if not pending:
         return
+    session.flush()  # the rows they refer to (a new run) first
+    ids = session.connection().scalars(_INSERT, pending).all()
     ready = session.info.setdefault(_READY, [])
-    waiting = []
-    for row, type_, payload in pending:
-        if row.id is None:
-            waiting.append((row, type_, payload))
-        else:
-            ready.append((channel_for(row.run_id),
-                          json.dumps({"data": payload, "type": type_, "id": row.id, "retry": None})))
-    session.info[_PENDING] = waiting
+    for row, event_id in zip(pending, ids, strict=True):
+        ready.append((channel_for(row["run_id"]),
+                      json.dumps({"data": row["data"], "type": row["type"], "id": event_id, "retry": None})))
 
 
 @sa_event.listens_for(Session, "after_commit")
