@@ -79,6 +79,11 @@ def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]
     A step running under an expired lease (its worker died) is taken over.
     """
     _wait_for_flush(session, step_ids)
+    return _claim(session, batch_id, step_ids, lease_s, max_attempts)
+
+
+def _claim(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID], lease_s: float,
+           max_attempts: int | None) -> list[Step]:
     now = datetime.now(UTC)
     if max_attempts is not None:
         _fail_poisoned(session, batch_id, step_ids, max_attempts, now)
@@ -93,7 +98,8 @@ def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]
         .values(status="running", attempts=Step.attempts + 1, started_at=now,
                 lease_until=now + timedelta(seconds=lease_s))
         .returning(Step),
-        execution_options={"synchronize_session": False},
+        # (the rows may be loaded already, by the look before the gate: refresh them)
+        execution_options={"synchronize_session": False, "populate_existing": True},
     ).all()
     claimed = sorted(claimed, key=_event_order)
     events.lock_runs(session, [s.run_id for s in claimed])
@@ -116,7 +122,8 @@ def _fail_poisoned(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UU
                (Step.status == "batched") | ((Step.status == "running") & (Step.lease_until < now)))
         .values(status="failed", error=reason, finished_at=now, lease_until=None)
         .returning(Step),
-        execution_options={"synchronize_session": False},
+        # (the rows may be loaded already, by the look before the gate: refresh them)
+        execution_options={"synchronize_session": False, "populate_existing": True},
     ).all()
     events.lock_runs(session, [s.run_id for s in poisoned])
     for step in sorted(poisoned, key=_event_order):
@@ -131,8 +138,10 @@ def _wait_for_flush(session: Session, step_ids: list[uuid.UUID]) -> None:
     commit (or rollback). A query that filters on the batch would not wait: it skips rows
     whose last committed version does not match, and the steps would look like no one's.
     Locking by id alone waits; the next statement then sees what the flusher committed.
+    The lock is the claim's own (a share lock would let two deliveries of one batch both
+    wait to update the rows: a deadlock), so a second delivery waits for the first's commit.
     """
-    session.execute(select(Step.id).where(Step.id.in_(step_ids)).order_by(Step.id).with_for_update(read=True))
+    session.execute(select(Step.id).where(Step.id.in_(step_ids)).order_by(Step.id).with_for_update(key_share=True))
 
 
 def _event_order(step: Step) -> tuple[str, int]:
@@ -168,24 +177,29 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
     """
     outcome = BatchOutcome(batch_id=batch_id)
     ids = [uuid.UUID(s) for s in step_ids]
-    with factory() as session:
-        waiting = _claimable(session, batch_id, ids)
-    if not waiting:
-        outcome.skipped = len(ids)
-        return outcome
-    agent = get_agent(waiting[0].agent)
-    model = waiting[0].model
-    if any(s.agent != agent.name or s.model != model for s in waiting):
-        raise ValueError("a batch must hold steps of one agent and model")
-    try:
-        grant = _acquire(gate, factory, agent, waiting, str(batch_id), stranded_s)
-    except LlmError as exc:  # the batch can never fit the model's quota: fail it, clearly
-        with factory.begin() as session:
-            steps = claim_steps(session, batch_id, ids, lease_s)
-            _commit_answers(session, steps, {str(s.id): Answer(error=str(exc)) for s in steps}, [], outcome)
-        return outcome
+    wait: QuotaWait | None = None
+    # One transaction: lock the batch's steps, pass the gate, claim them (or note the wait).
     with factory.begin() as session:
-        steps = claim_steps(session, batch_id, ids, lease_s, max_attempts)
+        waiting = _claimable(session, batch_id, ids)
+        if not waiting:
+            outcome.skipped = len(ids)
+            return outcome
+        agent = get_agent(waiting[0].agent)
+        model = waiting[0].model
+        if any(s.agent != agent.name or s.model != model for s in waiting):
+            raise ValueError("a batch must hold steps of one agent and model")
+        try:
+            grant = _acquire(gate, agent, waiting, str(batch_id))
+        except LlmError as exc:  # the batch can never fit the model's quota: fail it, clearly
+            steps = _claim(session, batch_id, ids, lease_s, None)
+            _commit_answers(session, steps, {str(s.id): Answer(error=str(exc)) for s in steps}, [], outcome)
+            return outcome
+        if grant is not None and not grant.granted:
+            wait = _note_quota_wait(session, waiting, grant, stranded_s)
+        else:
+            steps = _claim(session, batch_id, ids, lease_s, max_attempts)
+    if wait is not None:
+        raise wait
     outcome.skipped = len(ids) - len(steps)
     if not steps:
         if gate and grant:
@@ -233,7 +247,7 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
 
 
 def _claimable(session: Session, batch_id: uuid.UUID, ids: list[uuid.UUID]) -> list[Step]:
-    """This batch's steps that a claim would take now (read only: the gate comes first)."""
+    """This batch's steps that a claim would take now, locked (the gate comes before the claim)."""
     _wait_for_flush(session, ids)
     now = datetime.now(UTC)
     return list(session.scalars(
@@ -244,28 +258,29 @@ def _claimable(session: Session, batch_id: uuid.UUID, ids: list[uuid.UUID]) -> l
     ))
 
 
-def _acquire(gate: QuotaGate | None, factory: sessionmaker[Session], agent: Agent, steps: list[Step],
-             ticket: str, stranded_s: float) -> Grant | None:
-    """Pass the quota gate before claiming; when it says wait, say so on each step and raise."""
+def _acquire(gate: QuotaGate | None, agent: Agent, steps: list[Step], ticket: str) -> Grant | None:
+    """Ask the quota gate for the batch's call; raises LlmError when it can never fit."""
     if gate is None:
         return None
     grant = gate.acquire(steps[0].model, ticket, _estimate(agent, steps))
-    if grant.granted:
-        return grant
     if grant.impossible:
         raise LlmError("client", f"a batch of {len(steps)} step(s) needs more input tokens than the model's "
                                  f"TPM quota allows; lower BATCH_MAX_SIZE for {agent.name}")
+    return grant
+
+
+def _note_quota_wait(session: Session, steps: list[Step], grant: Grant, stranded_s: float) -> QuotaWait:
+    """The gate said wait: keep the steps the batch's past the wait, say so on each one."""
     delay_s = grant.wait_ms / 1000
-    with factory.begin() as session:
-        deadline = datetime.now(UTC) + timedelta(seconds=delay_s + stranded_s)
-        session.execute(update(Step).where(Step.id.in_([s.id for s in steps]), Step.status == "batched")
-                        .values(lease_until=deadline))
-        events.lock_runs(session, [s.run_id for s in steps])
-        for step in sorted(steps, key=_event_order):
-            events.record(session, step.run_id, "quota.wait", step_id=step.id, seq=step.seq, agent=step.agent,
-                          model=step.model, batch_id=step.batch_id, reason=grant.reason,
-                          wait_s=round(delay_s, 3), ahead=grant.ahead)
-    raise QuotaWait(delay_s, grant.reason)
+    deadline = datetime.now(UTC) + timedelta(seconds=delay_s + stranded_s)
+    session.execute(update(Step).where(Step.id.in_([s.id for s in steps]), Step.status == "batched")
+                    .values(lease_until=deadline))
+    events.lock_runs(session, [s.run_id for s in steps])
+    for step in sorted(steps, key=_event_order):
+        events.record(session, step.run_id, "quota.wait", step_id=step.id, seq=step.seq, agent=step.agent,
+                      model=step.model, batch_id=step.batch_id, reason=grant.reason,
+                      wait_s=round(delay_s, 3), ahead=grant.ahead)
+    return QuotaWait(delay_s, grant.reason)
 
 
 def _estimate(agent: Agent, steps: list[Step]) -> int:
