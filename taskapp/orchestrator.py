@@ -14,8 +14,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from taskapp import events
@@ -144,6 +145,7 @@ def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Setti
     if failing:
         _cancel_pending_steps(session, failing)
     events.lock_runs(session, [p.run.id for p in plans])
+    new_steps: list[dict[str, Any]] = []
     for plan in plans:
         run = plan.run
         if plan.starting:  # a run gets its first steps only once it is running
@@ -154,7 +156,9 @@ def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Setti
             if plan.team is not None and plan.team.max_concurrent_runs is not None:
                 out.freed_teams.add(plan.team.id)
         else:
-            out.ready += _queue_steps(session, run, plan.decision, plan.next_seq, plan.priority, origin)
+            out.ready += _queue_steps(session, run, plan.decision, plan.next_seq, plan.priority, origin, new_steps)
+    if new_steps:  # every run's new steps in one INSERT
+        session.execute(insert(Step), new_steps)
     return out
 
 
@@ -173,19 +177,19 @@ def next_queued_runs(session: Session, team_ids: set[uuid.UUID]) -> list[uuid.UU
 
 
 def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, priority: str,
-                 origin: str | None) -> list[Ready]:
-    created: list[Step] = []
+                 origin: str | None, rows: list[dict[str, Any]]) -> list[Ready]:
+    """Add the decision's steps to `rows` (the caller inserts them) and record their events."""
+    ready = []
     for offset, new in enumerate(decision.new_steps):
         agent = get_agent(new.agent)
         seq = next_seq + offset
-        step = Step(id=step_key(run.id, seq), run_id=run.id, seq=seq, agent=agent.name, model=agent.model,
-                    status="queued", input=new.input)
-        session.add(step)
-        created.append(step)
-    for step in created:  # steps and events go in with the commit's one flush
-        events.record(session, run.id, "step.queued", step_id=step.id, seq=step.seq, agent=step.agent,
-                      model=step.model, queued_by=origin)
-    return [Ready(str(s.id), s.agent, s.model, str(run.id), priority) for s in created]
+        step_id = step_key(run.id, seq)
+        rows.append({"id": step_id, "run_id": run.id, "seq": seq, "agent": agent.name, "model": agent.model,
+                     "status": "queued", "input": new.input})
+        events.record(session, run.id, "step.queued", step_id=step_id, seq=seq, agent=agent.name,
+                      model=agent.model, queued_by=origin)
+        ready.append(Ready(str(step_id), agent.name, agent.model, str(run.id), priority))
+    return ready
 
 
 def _finish_run(session: Session, run: Run, decision: Decision) -> None:
