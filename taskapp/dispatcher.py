@@ -48,17 +48,18 @@ class Dispatcher:
                 skip_locked: bool = False) -> None:
         """Take each run one decision further (a transaction per ADVANCE_CHUNK runs), then offer what it queued."""
         ids = sorted({uuid.UUID(str(r)) for r in run_ids})
-        ready: list[orchestrator.Ready] = []
-        freed: set[uuid.UUID] = set()  # teams with a run limit, one of whose runs just ended
+        done = orchestrator.Advanced()
         for part in chunks(ids, ADVANCE_CHUNK):
             with self.factory.begin() as session:
-                advanced = orchestrator.advance_runs(session, part, self.settings, origin, skip_locked)
-            ready += advanced.ready
-            freed |= advanced.freed_teams
-        self.offer(ready)
-        if freed:
+                done.add(orchestrator.advance_runs(session, part, self.settings, origin, skip_locked))
+        self._carry_out(done, origin)
+
+    def _carry_out(self, done: orchestrator.Advanced, origin: str | None) -> None:
+        """After the decisions' commit: offer the steps they queued, start what their ends let start."""
+        self.offer(done.ready)
+        if done.freed_teams:
             with self.factory() as session:
-                waiting = orchestrator.next_queued_runs(session, freed)
+                waiting = orchestrator.next_queued_runs(session, done.freed_teams)
             if waiting:
                 self.advance(waiting, origin)
 
@@ -130,9 +131,12 @@ class Dispatcher:
 
     def finish(self, batch_ids: list[uuid.UUID], origin: str | None = None) -> None:
         """Chord body: record the batches from Postgres (not from the header results), advance their runs."""
-        with self.factory.begin() as session:
+        with self.factory.begin() as session:  # a chord's runs are decided in the same transaction
             run_ids = close_batches(session, batch_ids)
-        self.advance(run_ids, origin)
+            done = orchestrator.advance_runs(session, run_ids[:ADVANCE_CHUNK], self.settings, origin)
+        self._carry_out(done, origin)
+        if run_ids[ADVANCE_CHUNK:]:
+            self.advance(run_ids[ADVANCE_CHUNK:], origin)
 
 
 _dispatchers: dict[int, Dispatcher] = {}

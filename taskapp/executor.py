@@ -78,27 +78,47 @@ def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]
     re-offered it to another batch, a late delivery of this one finds nothing to do.
     A step running under an expired lease (its worker died) is taken over.
     """
-    _wait_for_flush(session, step_ids)
-    return _claim(session, batch_id, step_ids, lease_s, max_attempts)
+    return _claim(session, batch_id, _claimable(session, batch_id, step_ids), lease_s, max_attempts)
 
 
-def _claim(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID], lease_s: float,
+def _claimable(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]) -> list[Step]:
+    """This batch's steps that a claim would take now, locked for it (in seq order).
+
+    The flusher publishes a batch's message before it commits the batch: the lock waits
+    for that commit (or rollback), and PostgreSQL then returns the rows as committed. A
+    statement filtering on the batch in SQL would not wait: it skips rows whose last
+    committed version does not match, and the steps would look like no one's. The lock
+    is the claim's own (a share lock would let two deliveries of one batch both wait to
+    update the rows: a deadlock), so a second delivery waits for the first's commit.
+    """
+    now = datetime.now(UTC)
+    rows = session.scalars(
+        select(Step).where(Step.id.in_(step_ids), of_running_run()).order_by(Step.id)
+        .with_for_update(key_share=True, of=Step)
+        .execution_options(populate_existing=True)
+    ).all()
+    return sorted((s for s in rows if s.batch_id == batch_id and (
+        s.status == "batched" or (s.status == "running" and s.lease_until is not None and s.lease_until < now))),
+        key=lambda s: s.seq)
+
+
+def _claim(session: Session, batch_id: uuid.UUID, claimable: list[Step], lease_s: float,
            max_attempts: int | None) -> list[Step]:
+    """Claim steps `_claimable` locked in this transaction (so no condition needs checking again)."""
     now = datetime.now(UTC)
     if max_attempts is not None:
-        _fail_poisoned(session, batch_id, step_ids, max_attempts, now)
+        poisoned = [s for s in claimable if s.attempts >= max_attempts]
+        if poisoned:
+            _fail_poisoned(session, batch_id, poisoned, max_attempts, now)
+            claimable = [s for s in claimable if s.attempts < max_attempts]
+    if not claimable:
+        return []
     claimed = session.scalars(
         update(Step)
-        .where(
-            Step.id.in_(step_ids),
-            Step.batch_id == batch_id,
-            of_running_run(),
-            (Step.status == "batched") | ((Step.status == "running") & (Step.lease_until < now)),
-        )
+        .where(Step.id.in_([s.id for s in claimable]))
         .values(status="running", attempts=Step.attempts + 1, started_at=now,
                 lease_until=now + timedelta(seconds=lease_s))
         .returning(Step),
-        # (the rows may be loaded already, by the look before the gate: refresh them)
         execution_options={"synchronize_session": False, "populate_existing": True},
     ).all()
     claimed = sorted(claimed, key=_event_order)
@@ -109,39 +129,21 @@ def _claim(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID], lea
     return list(claimed)
 
 
-def _fail_poisoned(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID], max_attempts: int,
+def _fail_poisoned(session: Session, batch_id: uuid.UUID, poisoned: list[Step], max_attempts: int,
                    now: datetime) -> None:
     """A step claimed `max_attempts` times never finished: its deliveries keep dying (a worker
     crash, a hard time limit). Fail it, saying so, instead of delivering it forever."""
     reason = (f"poison: claimed {max_attempts} times without finishing (its worker died or hit the time "
               f"limit each time); not retried again")
-    poisoned = session.scalars(
-        update(Step)
-        .where(Step.id.in_(step_ids), Step.batch_id == batch_id, Step.attempts >= max_attempts,
-               of_running_run(),
-               (Step.status == "batched") | ((Step.status == "running") & (Step.lease_until < now)))
-        .values(status="failed", error=reason, finished_at=now, lease_until=None)
-        .returning(Step),
-        # (the rows may be loaded already, by the look before the gate: refresh them)
-        execution_options={"synchronize_session": False, "populate_existing": True},
-    ).all()
+    session.execute(update(Step).where(Step.id.in_([s.id for s in poisoned]))
+                    .values(status="failed", error=reason, finished_at=now, lease_until=None),
+                    execution_options={"synchronize_session": False})
     events.lock_runs(session, [s.run_id for s in poisoned])
     for step in sorted(poisoned, key=_event_order):
         log.error("poison step failed after %d attempts", step.attempts,
                   extra={"run_id": str(step.run_id), "step_id": str(step.id), "batch_id": str(batch_id)})
         events.record(session, step.run_id, "step.failed", step_id=step.id, seq=step.seq, agent=step.agent,
                       batch_id=batch_id, error=reason)
-
-
-def _wait_for_flush(session: Session, step_ids: list[uuid.UUID]) -> None:
-    """The flusher publishes a batch's message before it commits the batch: wait for that
-    commit (or rollback). A query that filters on the batch would not wait: it skips rows
-    whose last committed version does not match, and the steps would look like no one's.
-    Locking by id alone waits; the next statement then sees what the flusher committed.
-    The lock is the claim's own (a share lock would let two deliveries of one batch both
-    wait to update the rows: a deadlock), so a second delivery waits for the first's commit.
-    """
-    session.execute(select(Step.id).where(Step.id.in_(step_ids)).order_by(Step.id).with_for_update(key_share=True))
 
 
 def _event_order(step: Step) -> tuple[str, int]:
@@ -191,13 +193,13 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
         try:
             grant = _acquire(gate, agent, waiting, str(batch_id))
         except LlmError as exc:  # the batch can never fit the model's quota: fail it, clearly
-            steps = _claim(session, batch_id, ids, lease_s, None)
+            steps = _claim(session, batch_id, waiting, lease_s, None)
             _commit_answers(session, steps, {str(s.id): Answer(error=str(exc)) for s in steps}, [], outcome)
             return outcome
         if grant is not None and not grant.granted:
             wait = _note_quota_wait(session, waiting, grant, stranded_s)
         else:
-            steps = _claim(session, batch_id, ids, lease_s, max_attempts)
+            steps = _claim(session, batch_id, waiting, lease_s, max_attempts)
     if wait is not None:
         raise wait
     outcome.skipped = len(ids) - len(steps)
@@ -244,18 +246,6 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
     if deferred.step_ids:
         raise QuotaWait(deferred.delay_s, deferred.reason)
     return outcome
-
-
-def _claimable(session: Session, batch_id: uuid.UUID, ids: list[uuid.UUID]) -> list[Step]:
-    """This batch's steps that a claim would take now, locked (the gate comes before the claim)."""
-    _wait_for_flush(session, ids)
-    now = datetime.now(UTC)
-    return list(session.scalars(
-        select(Step).where(Step.id.in_(ids), Step.batch_id == batch_id,
-                           of_running_run(),
-                           (Step.status == "batched") | ((Step.status == "running") & (Step.lease_until < now)))
-        .order_by(Step.seq)
-    ))
 
 
 def _acquire(gate: QuotaGate | None, agent: Agent, steps: list[Step], ticket: str) -> Grant | None:

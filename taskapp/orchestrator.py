@@ -63,6 +63,10 @@ class Advanced:
     ready: list[Ready] = field(default_factory=list)
     freed_teams: set[uuid.UUID] = field(default_factory=set)  # teams with a run limit and an ended run
 
+    def add(self, other: Advanced) -> None:
+        self.ready += other.ready
+        self.freed_teams |= other.freed_teams
+
 
 @dataclass
 class _Plan:
@@ -157,8 +161,8 @@ def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Setti
                 out.freed_teams.add(plan.team.id)
         else:
             out.ready += _queue_steps(session, run, plan.decision, plan.next_seq, plan.priority, origin, new_steps)
-    if new_steps:  # every run's new steps in one INSERT
-        session.execute(insert(Step), new_steps)
+    if new_steps:  # every run's new steps in one INSERT (Core: no objects to track)
+        session.connection().execute(insert(Step.__table__), new_steps)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -138,6 +139,8 @@ def warm_up(response_schemas: Iterable[type[BaseModel]]) -> None:
     """Build now what the SDK's pydantic types and our schemas otherwise build on a process's
     first calls (a few hundred ms of CPU). A worker node calls it before it forks its pool,
     so every pool process starts warm instead of paying for it on its first batch."""
+    with contextlib.suppress(ImportError):  # what the SDK's HTTP transport imports on a client's first build
+        import httpcore2  # noqa: F401
     for schema in response_schemas:
         types.GenerateContentConfig(response_mime_type="application/json", response_schema=schema)
         schema.model_json_schema()
