@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, case, func, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, bindparam, case, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from taskapp import events
@@ -55,18 +55,9 @@ def close_batches(session: Session, batch_ids: list[uuid.UUID]) -> list[uuid.UUI
 
     One statement for all the batches of a chord (each total a lookup by batch id).
     """
-    session.execute(
-        update(Batch).where(Batch.id.in_(batch_ids)).values(
-            finished_at=datetime.now(UTC), succeeded=_steps_with("succeeded"), failed=_steps_with("failed"),
-            calls=_of_calls(func.count()), latency_ms=_of_calls(_sum(LlmCall.latency_ms)),
-            tokens_in=_of_calls(_sum(LlmCall.tokens_in)), tokens_out=_of_calls(_sum(LlmCall.tokens_out)),
-            cost_usd=_of_calls(_sum(LlmCall.cost_usd)),
-        ),
-        execution_options={"synchronize_session": False},
-    )
-    return list(session.scalars(
-        select(Step.run_id).where(Step.batch_id.in_(batch_ids)).distinct().order_by(Step.run_id)
-    ))
+    session.execute(_CLOSE, {"ids": batch_ids, "now": datetime.now(UTC)},
+                    execution_options={"synchronize_session": False})
+    return list(session.scalars(_RUNS_OF, {"ids": batch_ids}))
 
 
 def _steps_with(status: str) -> ScalarSelect[int]:
@@ -79,3 +70,14 @@ def _of_calls(total: ColumnElement[Any]) -> ScalarSelect[Any]:
 
 def _sum(column: InstrumentedAttribute[Any]) -> ColumnElement[Any]:
     return func.coalesce(func.sum(column), 0)
+
+
+# Built once: the aggregator runs them for every chord.
+_CLOSE = update(Batch).where(Batch.id.in_(bindparam("ids", expanding=True))).values(
+    finished_at=bindparam("now"), succeeded=_steps_with("succeeded"), failed=_steps_with("failed"),
+    calls=_of_calls(func.count()), latency_ms=_of_calls(_sum(LlmCall.latency_ms)),
+    tokens_in=_of_calls(_sum(LlmCall.tokens_in)), tokens_out=_of_calls(_sum(LlmCall.tokens_out)),
+    cost_usd=_of_calls(_sum(LlmCall.cost_usd)),
+)
+_RUNS_OF = (select(Step.run_id).where(Step.batch_id.in_(bindparam("ids", expanding=True))).distinct()
+            .order_by(Step.run_id))

@@ -44,6 +44,18 @@ _ANSWERS = func.jsonb_to_recordset(bindparam("answers", type_=JSONB)).table_valu
     column("error", Text), column("llm_call_id", Uuid), column("tokens_in", Integer), column("tokens_out", Integer),
     column("cost_usd", Numeric), name="answers",
 ).render_derived(with_types=True)
+# A batch's answers, each committed only if its claim still holds (built once: every batch runs it).
+_COMMIT = (
+    update(Step)
+    # (the ids again, as a list: a join on the function alone is planned as a scan of steps)
+    .where(Step.id.in_(bindparam("ids", expanding=True)), Step.id == _ANSWERS.c.id,
+           Step.attempts == _ANSWERS.c.attempts, Step.status.in_(tuple(PENDING_STEP_STATUSES)), of_running_run())
+    .values(status=_ANSWERS.c.status, output=_ANSWERS.c.output, error=_ANSWERS.c.error,
+            finished_at=bindparam("now"), lease_until=None, batch_id=bindparam("commit_batch_id"),
+            llm_call_id=_ANSWERS.c.llm_call_id, tokens_in=_ANSWERS.c.tokens_in, tokens_out=_ANSWERS.c.tokens_out,
+            cost_usd=_ANSWERS.c.cost_usd)
+    .returning(Step.id)
+)
 
 
 class RetryLater(Exception):
@@ -309,22 +321,11 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
                      "cost_usd": str(cost_usd(step.model, usage))})
     committed: list[tuple[Step, Answer, Usage, str | None]] = []
     if rows:
-        # One statement for the whole batch, each row only if its claim still holds. The rows
-        # travel as one JSON parameter, so the statement is the same (and compiled once) for any size.
-        done = session.scalars(
-            update(Step)
-            # (the ids again, as a list: a join on the function alone is planned as a scan of steps)
-            .where(Step.id.in_(list(planned)), Step.id == _ANSWERS.c.id, Step.attempts == _ANSWERS.c.attempts,
-                   Step.status.in_(tuple(PENDING_STEP_STATUSES)),
-                   of_running_run())
-            .values(status=_ANSWERS.c.status, output=_ANSWERS.c.output, error=_ANSWERS.c.error, finished_at=now,
-                    lease_until=None, batch_id=outcome.batch_id, llm_call_id=_ANSWERS.c.llm_call_id,
-                    tokens_in=_ANSWERS.c.tokens_in, tokens_out=_ANSWERS.c.tokens_out,
-                    cost_usd=_ANSWERS.c.cost_usd)
-            .returning(Step.id),
-            {"answers": rows},
-            execution_options={"synchronize_session": False},
-        ).all()
+        # One statement for the whole batch. The rows travel as one JSON parameter, so the
+        # statement is the same (and compiled once) for any size.
+        done = session.scalars(_COMMIT, {"answers": rows, "ids": list(planned), "now": now,
+                                         "commit_batch_id": outcome.batch_id},
+                               execution_options={"synchronize_session": False}).all()
         committed = [planned[i] for i in done]
     events.lock_runs(session, [c[0].run_id for c in committed])
     for step, answer, usage, error in sorted(committed, key=lambda c: _event_order(c[0])):
