@@ -111,7 +111,7 @@ def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, s
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
     from taskapp.db import session_factory
-    from taskapp.executor import _claimable, claim_steps
+    from taskapp.executor import claim_steps
 
     factory = session_factory(settings)
     run_id, ready = _started_run(settings, team, "race")
@@ -123,9 +123,6 @@ def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, s
         assert open_batch(flush, batch_id, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window", 60)
 
         def header() -> None:  # what execute_batch does first: look, then claim
-            with factory() as session:
-                seen = _claimable(session, batch_id, [uuid.UUID(ready.step_id)])
-            assert [s.id for s in seen] == [uuid.UUID(ready.step_id)]
             with factory.begin() as session:
                 claimed.extend(s.id for s in claim_steps(session, batch_id, [uuid.UUID(ready.step_id)], 60))
 
@@ -138,6 +135,47 @@ def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, s
         assert claimed == [uuid.UUID(ready.step_id)]
     finally:
         flush.close()
+        with factory.begin() as session:
+            orchestrator.cancel_run(session, run_id)
+
+
+def test_a_second_delivery_of_a_batch_waits_for_the_first_and_claims_nothing(team, settings):
+    """A delivery holds its batch's steps from its look to its claim (the quota gate comes in
+    between). A second delivery of the same batch meanwhile waits for the first's commit and
+    then finds nothing to claim; with a share lock both would wait to update the rows, and
+    PostgreSQL would abort one of them as a deadlock."""
+    from taskapp import orchestrator
+    from taskapp.batcher import Taken
+    from taskapp.batches import open_batch
+    from taskapp.db import session_factory
+    from taskapp.executor import _claim, _claimable, claim_steps
+
+    factory = session_factory(settings)
+    run_id, ready = _started_run(settings, team, "delivered twice")
+    sid, batch_id = uuid.UUID(ready.step_id), uuid.uuid4()
+    with factory.begin() as session:
+        open_batch(session, batch_id, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window", 60)
+    second: dict[str, list] = {}
+
+    def deliver_again() -> None:
+        with factory.begin() as session:
+            second["claimed"] = claim_steps(session, batch_id, [sid], lease_s=60)
+
+    first = factory()
+    try:
+        first.begin()
+        seen = _claimable(first, batch_id, [sid])
+        assert [s.id for s in seen] == [sid]
+        thread = threading.Thread(target=deliver_again)
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # waiting on the first delivery's lock
+        assert [s.id for s in _claim(first, batch_id, seen, 60, None)] == [sid]
+        first.commit()
+        thread.join(10)
+        assert second == {"claimed": []}
+    finally:
+        first.close()
         with factory.begin() as session:
             orchestrator.cancel_run(session, run_id)
 
