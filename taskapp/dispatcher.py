@@ -54,6 +54,18 @@ class Dispatcher:
                 done.add(orchestrator.advance_runs(session, part, self.settings, origin, skip_locked))
         self._carry_out(done, origin)
 
+    def start(self, run_id: uuid.UUID | str, origin: str | None = None) -> None:
+        """A run's first move, made together with up to ADVANCE_CHUNK - 1 runs of its team
+        still queued: a team's burst of submissions costs a transaction per ADVANCE_CHUNK
+        runs, not one per run, and the others' own start messages find them started and stop."""
+        with self.factory.begin() as session:
+            run = orchestrator.lock_queued_run(session, uuid.UUID(str(run_id)))
+            if run is None:  # started already (or gone)
+                return
+            others = orchestrator.queued_runs_to_start(session, run, ADVANCE_CHUNK - 1)
+            done = orchestrator.advance_runs(session, [run.id, *others], self.settings, origin)
+        self._carry_out(done, origin)
+
     def _carry_out(self, done: orchestrator.Advanced, origin: str | None) -> None:
         """After the decisions' commit: offer the steps they queued, start what their ends let start."""
         self.offer(done.ready)

@@ -173,6 +173,27 @@ def _team_tokens_today(session: Session, team_id: uuid.UUID, now: datetime) -> i
     ))
 
 
+def lock_queued_run(session: Session, run_id: uuid.UUID) -> Run | None:
+    """Lock a run; the run if it is still `queued` (not started yet by anyone)."""
+    run = session.scalar(select(Run).where(Run.id == run_id).with_for_update())
+    return run if run is not None and run.status == "queued" else None
+
+
+def queued_runs_to_start(session: Session, run: Run, limit: int) -> list[uuid.UUID]:
+    """Other runs of `run`'s team still waiting for their first move, oldest first, locked.
+
+    None when the team has a concurrent-run limit (its queued runs wait for one of its
+    runs to end, and are started then). `SKIP LOCKED`: a run another starter holds is its
+    own, and waiting for it could deadlock two starters that each hold the other's run.
+    """
+    return list(session.scalars(
+        select(Run.id).join(Team, Team.id == Run.team_id)
+        .where(Run.team_id == run.team_id, Run.status == "queued", Run.id != run.id,
+               Team.max_concurrent_runs.is_(None))
+        .order_by(Run.created_at).limit(limit).with_for_update(of=Run, skip_locked=True)
+    ))
+
+
 def next_queued_runs(session: Session, team_ids: set[uuid.UUID]) -> list[uuid.UUID]:
     """Each team's oldest queued run: the one to start when one of its runs ended."""
     return [rid for rid in (session.scalar(

@@ -31,8 +31,8 @@ OUTAGE_RETRY = {"autoretry_for": TRANSIENT_ERRORS, "retry_backoff": 1, "retry_ba
 
 @app.task(bind=True, name="taskapp.start_run", max_retries=12, **OUTAGE_RETRY)
 def start_run(self, run_id: str) -> None:
-    """First move of a run (published by the API)."""
-    get_dispatcher(app).advance([run_id], origin=self.request.hostname)
+    """First move of a run (published by the API), and of other runs still queued with it."""
+    get_dispatcher(app).start(run_id, origin=self.request.hostname)
 
 
 @app.task(bind=True, name="taskapp.advance_run", max_retries=12, **OUTAGE_RETRY)

@@ -101,3 +101,38 @@ def test_a_team_limit_counts_the_runs_started_in_the_same_transaction(settings):
     assert ended.freed_teams == {team_id}  # the dispatcher now starts the team's next queued run
     with factory() as session:
         assert orchestrator.next_queued_runs(session, {team_id}) == [first if running == second else second]
+
+
+def test_a_start_takes_its_teams_other_queued_runs_along(settings):
+    """A run's start message starts the other runs its team still has queued, in the same
+    transaction: not one another starter holds, not another team's, not a limited team's."""
+    from taskapp.db import session_factory
+
+    factory = session_factory(settings)
+    team_id, _ = make_team(settings)
+    own, along, held = _queued_runs(factory, team_id, 3)
+    other_team = _queued_runs(factory, make_team(settings)[0], 1)[0]
+    limited_id, _ = make_team(settings)
+    with factory.begin() as session:
+        session.get(Team, limited_id).max_concurrent_runs = 2
+    limited, limited_waiting = _queued_runs(factory, limited_id, 2)
+
+    starter = factory()  # another start message's transaction, holding one of the runs
+    try:
+        starter.begin()
+        assert orchestrator.lock_queued_run(starter, held) is not None
+        with factory.begin() as session:
+            run = orchestrator.lock_queued_run(session, own)
+            assert orchestrator.queued_runs_to_start(session, run, 63) == [along]
+            started = orchestrator.advance_runs(session, [own, along], settings)
+        assert sorted(r.run_id for r in started.ready) == sorted(map(str, (own, along)))
+    finally:
+        starter.rollback()
+        starter.close()
+    with factory.begin() as session:
+        assert orchestrator.lock_queued_run(session, along) is None  # its own message finds it started
+        assert orchestrator.queued_runs_to_start(session, orchestrator.lock_queued_run(session, held), 63) == []
+        assert orchestrator.queued_runs_to_start(session, orchestrator.lock_queued_run(session, limited), 63) == []
+    with factory() as session:
+        assert session.get(Run, other_team).status == "queued"
+        assert session.get(Run, limited_waiting).status == "queued"
