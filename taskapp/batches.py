@@ -43,7 +43,6 @@ def open_batch(session: Session, batch_id: uuid.UUID, agent: str, model: str, ta
     stats = wait_stats([waits[r.id] for r in joined])
     session.add(Batch(id=batch_id, agent=agent, model=model, size=len(joined), reason=reason,
                       mean_wait_ms=stats.mean_ms, max_wait_ms=stats.max_ms, flushed_at=now))
-    events.lock_runs(session, [r.run_id for r in joined])
     for r in joined:
         events.record(session, r.run_id, "step.batched", step_id=r.id, seq=r.seq, agent=agent, model=model,
                       batch_id=batch_id, batch_size=len(joined), wait_ms=waits[r.id], reason=reason)

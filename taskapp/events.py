@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from taskapp.models import Event
@@ -30,36 +29,30 @@ EVENT_TYPES = (
 )
 _PENDING = "taskapp.pending_events"
 _READY = "taskapp.flushed_events"
-_LOCKED = "taskapp.locked_runs"
-_INSERT = insert(Event).returning(Event.id, sort_by_parameter_order=True)
+# The locks first (the filter's one-time subquery runs before any row is produced), then
+# the rows in their order (ordinality), each id drawn from the sequence as it is inserted.
+_LOCK_AND_INSERT = text(f"""
+WITH locked AS (SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k)
+INSERT INTO {Event.__tablename__} (run_id, type, data)
+SELECT CAST(e.doc ->> 'run_id' AS uuid), e.doc ->> 'type', e.doc -> 'data'
+FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(doc, n)
+WHERE (SELECT count(*) FROM locked) >= 0
+ORDER BY e.n
+RETURNING id
+""")
 
 
 def channel_for(run_id: uuid.UUID | str) -> str:
     return f"taskapp:run:{run_id}"
 
 
-def record(session: Session, run_id: uuid.UUID, type_: str, *, lock: bool = True, **data: Any) -> None:
+def record(session: Session, run_id: uuid.UUID, type_: str, **data: Any) -> None:
     """Add an event for `run_id`: written just before the session commits (a transaction's
-    events go in one INSERT, not through the unit of work) and published after it."""
+    events go in one statement, not through the unit of work) and published after it."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
-    if lock:
-        lock_runs(session, [run_id])
     payload = {"run_id": str(run_id), "ts": datetime.now(UTC).isoformat(), **_jsonable(data)}
-    session.info.setdefault(_PENDING, []).append({"run_id": run_id, "type": type_, "data": payload})
-
-
-def lock_runs(session: Session, run_ids: Iterable[uuid.UUID]) -> None:
-    """Per-run transaction locks, so a run's event ids commit in id order and resume never
-    skips one. Taken in one statement, in run-id order: the order every writer of several
-    runs' events uses, so two of them never deadlock."""
-    locked = session.info.setdefault(_LOCKED, set())
-    todo = sorted({r for r in run_ids if r not in locked}, key=str)
-    if not todo:
-        return
-    session.execute(text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
-                    {"keys": [_lock_key(r) for r in todo]})
-    locked.update(todo)
+    session.info.setdefault(_PENDING, []).append((run_id, type_, payload))
 
 
 def _lock_key(run_id: uuid.UUID) -> int:
@@ -72,24 +65,31 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
 @sa_event.listens_for(Session, "before_commit")
 def _insert_pending(session: Session) -> None:
-    """Write the transaction's events in one statement, in the order they were recorded
-    (ids follow it), and ready their messages for after the commit."""
+    """Write the transaction's events, in the order they were recorded, and ready their
+    messages for after the commit.
+
+    One statement takes the runs' locks and then inserts: per-run transaction locks, so a
+    run's event ids commit in id order and a client resuming after event N never misses
+    one committed later with a smaller id. They are the transaction's last locks (its row
+    locks all come before), taken in run-id order, so two writers never deadlock on them.
+    """
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
     session.flush()  # the rows they refer to (a new run) first
-    ids = session.connection().scalars(_INSERT, pending).all()
+    keys = [_lock_key(r) for r in sorted({run_id for run_id, _, _ in pending}, key=str)]
+    rows = json.dumps([{"run_id": str(run_id), "type": type_, "data": payload} for run_id, type_, payload in pending])
+    # Ids are drawn in the rows' order; sorting them undoes any order RETURNING might use.
+    ids = sorted(session.connection().scalars(_LOCK_AND_INSERT, {"keys": keys, "rows": rows}).all())
     ready = session.info.setdefault(_READY, [])
-    for row, event_id in zip(pending, ids, strict=True):
-        ready.append((channel_for(row["run_id"]),
-                      json.dumps({"data": row["data"], "type": row["type"], "id": event_id, "retry": None})))
+    for (run_id, type_, payload), event_id in zip(pending, ids, strict=True):
+        ready.append((channel_for(run_id), json.dumps({"data": payload, "type": type_, "id": event_id, "retry": None})))
 
 
 @sa_event.listens_for(Session, "after_commit")
 def _publish_after_commit(session: Session) -> None:
     ready = session.info.pop(_READY, None)
     session.info.pop(_PENDING, None)
-    session.info.pop(_LOCKED, None)
     url = session.info.get("redis_url")
     if not ready or not url:
         return
@@ -106,4 +106,3 @@ def _publish_after_commit(session: Session) -> None:
 def _drop_after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
     session.info.pop(_READY, None)
-    session.info.pop(_LOCKED, None)

@@ -134,7 +134,6 @@ def _claim(session: Session, batch_id: uuid.UUID, claimable: list[Step], lease_s
         execution_options={"synchronize_session": False, "populate_existing": True},
     ).all()
     claimed = sorted(claimed, key=_event_order)
-    events.lock_runs(session, [s.run_id for s in claimed])
     for step in claimed:
         events.record(session, step.run_id, "step.started", step_id=step.id, seq=step.seq, agent=step.agent,
                       batch_id=batch_id, attempt=step.attempts)
@@ -150,7 +149,6 @@ def _fail_poisoned(session: Session, batch_id: uuid.UUID, poisoned: list[Step], 
     session.execute(update(Step).where(Step.id.in_([s.id for s in poisoned]))
                     .values(status="failed", error=reason, finished_at=now, lease_until=None),
                     execution_options={"synchronize_session": False})
-    events.lock_runs(session, [s.run_id for s in poisoned])
     for step in sorted(poisoned, key=_event_order):
         log.error("poison step failed after %d attempts", step.attempts,
                   extra={"run_id": str(step.run_id), "step_id": str(step.id), "batch_id": str(batch_id)})
@@ -159,7 +157,7 @@ def _fail_poisoned(session: Session, batch_id: uuid.UUID, poisoned: list[Step], 
 
 
 def _event_order(step: Step) -> tuple[str, int]:
-    # Per-run event locks are always taken in run-id order: two batches sharing runs never deadlock.
+    # A batch's events in a stable order: by run, then by step.
     return (str(step.run_id), step.seq)
 
 
@@ -175,7 +173,6 @@ def release_steps(session: Session, steps: list[Step], error: LlmError, delay_s:
         )
         if result.rowcount:
             released.append(step)
-    events.lock_runs(session, [s.run_id for s in released])
     for step in released:
         events.record(session, step.run_id, "step.retrying", step_id=step.id, seq=step.seq,
                       agent=step.agent, batch_id=step.batch_id, reason=error.kind, delay_s=round(delay_s, 3))
@@ -277,7 +274,6 @@ def _note_quota_wait(session: Session, steps: list[Step], grant: Grant, stranded
     deadline = datetime.now(UTC) + timedelta(seconds=delay_s + stranded_s)
     session.execute(update(Step).where(Step.id.in_([s.id for s in steps]), Step.status == "batched")
                     .values(lease_until=deadline))
-    events.lock_runs(session, [s.run_id for s in steps])
     for step in sorted(steps, key=_event_order):
         events.record(session, step.run_id, "quota.wait", step_id=step.id, seq=step.seq, agent=step.agent,
                       model=step.model, batch_id=step.batch_id, reason=grant.reason,
@@ -327,7 +323,6 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
                                          "commit_batch_id": outcome.batch_id},
                                execution_options={"synchronize_session": False}).all()
         committed = [planned[i] for i in done]
-    events.lock_runs(session, [c[0].run_id for c in committed])
     for step, answer, usage, error in sorted(committed, key=lambda c: _event_order(c[0])):
         outcome.run_ids.add(str(step.run_id))
         outcome.items[str(step.id)] = "succeeded" if answer.ok else "failed"

@@ -90,17 +90,17 @@ def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Setti
 
     A batch's runs are decided together so that a finished batch costs a handful of
     statements, not a handful per run: the runs are locked in one statement (in id
-    order, so two deciders never deadlock), their steps read in one, and what the
-    decisions write goes in with the commit's one flush. Reads all come before writes,
-    and step rows are locked (a failed run's cancellations) before any run's event
-    lock: the order the executor takes them in.
+    order, so two deciders never deadlock; `FOR NO KEY UPDATE`, so another transaction's
+    event or step rows for a run never wait on it), their steps read in one, and what
+    the decisions write goes in with the commit. Reads all come before writes; the
+    runs' event locks come last, with the commit (taskapp.events).
 
     `origin` names the worker node deciding, recorded on `step.queued` (which node queued what).
     `skip_locked` (the sweeper): a run someone is advancing right now is left to them.
     """
     rows = session.execute(
         select(Run, Team).outerjoin(Team, Team.id == Run.team_id).where(Run.id.in_(list(run_ids)))
-        .order_by(Run.id).with_for_update(of=Run, skip_locked=skip_locked)
+        .order_by(Run.id).with_for_update(of=Run, skip_locked=skip_locked, key_share=True)
     ).all()
     out = Advanced()
     out.freed_teams = {team.id for run, team in rows
@@ -148,7 +148,6 @@ def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Setti
     failing = [p.run for p in plans if p.decision.failure is not None]
     if failing:
         _cancel_pending_steps(session, failing)
-    events.lock_runs(session, [p.run.id for p in plans])
     new_steps: list[dict[str, Any]] = []
     for plan in plans:
         run = plan.run
@@ -175,7 +174,7 @@ def _team_tokens_today(session: Session, team_id: uuid.UUID, now: datetime) -> i
 
 def lock_queued_run(session: Session, run_id: uuid.UUID) -> Run | None:
     """Lock a run; the run if it is still `queued` (not started yet by anyone)."""
-    run = session.scalar(select(Run).where(Run.id == run_id).with_for_update())
+    run = session.scalar(select(Run).where(Run.id == run_id).with_for_update(key_share=True))
     return run if run is not None and run.status == "queued" else None
 
 
@@ -190,7 +189,7 @@ def queued_runs_to_start(session: Session, run: Run, limit: int) -> list[uuid.UU
         select(Run.id).join(Team, Team.id == Run.team_id)
         .where(Run.team_id == run.team_id, Run.status == "queued", Run.id != run.id,
                Team.max_concurrent_runs.is_(None))
-        .order_by(Run.created_at).limit(limit).with_for_update(of=Run, skip_locked=True)
+        .order_by(Run.created_at).limit(limit).with_for_update(of=Run, skip_locked=True, key_share=True)
     ))
 
 
@@ -232,7 +231,7 @@ def _finish_run(session: Session, run: Run, decision: Decision) -> None:
 
 def cancel_run(session: Session, run_id: uuid.UUID, team_id: uuid.UUID | None = None) -> Run | None:
     """Cancel a run: queued steps are never called; a step in a call has its answer discarded."""
-    run = session.get(Run, run_id, with_for_update=True)
+    run = session.get(Run, run_id, with_for_update={"key_share": True})
     if run is None or (team_id is not None and run.team_id != team_id):
         return None
     if run.status in FINAL_RUN_STATUSES:

@@ -64,8 +64,7 @@ def create_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: di
     run = session.scalars(insert.returning(Run)).first()
     if run is None:
         return run_by_key(session, team_id, idempotency_key), False
-    # Nobody else can write events for a run that is not committed yet: no lock needed.
-    events.record(session, run.id, "run.queued", lock=False, workflow=workflow)
+    events.record(session, run.id, "run.queued", workflow=workflow)
     return run, True
 
 

@@ -113,7 +113,6 @@ def _requeue(session: Session, condition, now: datetime, why: str) -> list[Ready
         .returning(Step),
         execution_options={"synchronize_session": False},
     ).all()
-    events.lock_runs(session, [s.run_id for s in rows])
     for step in sorted(rows, key=lambda s: (str(s.run_id), s.seq)):
         events.record(session, step.run_id, "step.queued", step_id=step.id, seq=step.seq, agent=step.agent,
                       model=step.model, reason=why)

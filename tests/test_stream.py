@@ -221,3 +221,41 @@ def test_stream_returns_to_live_when_redis_comes_back(settings, team, tmp_path):
     finally:
         rd.stop()
     assert [e["type"] for e in got] == ["run.queued", "run.started", "run.cancelled"]
+
+
+def test_a_runs_events_commit_in_id_order(settings, db_session):
+    """A transaction whose events for a run are inserted but not committed holds the run's
+    event lock: another transaction's event for the run waits, so it can never be committed
+    (and streamed) before the smaller id, which a resumed stream would then skip."""
+    import threading
+    import time
+
+    from taskapp import events, store
+    from taskapp.db import session_factory
+
+    factory = session_factory(settings)
+    with factory.begin() as session:
+        run_id = store.create_run(session, team_id=make_team(settings)[0], workflow="summarize",
+                                  input={"text": "ordering"}, options={})[0].id
+    first = factory()
+    committed: list[str] = []
+
+    def second_writer() -> None:
+        with factory.begin() as session:
+            events.record(session, run_id, "run.started", workflow="summarize")
+        committed.append("second")
+
+    try:
+        first.begin()
+        events.record(first, run_id, "run.cancelled")
+        events._insert_pending(first)  # what its commit does first: lock, insert (ids drawn)
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive() and committed == []  # waiting for the first transaction's lock
+        first.commit()
+        thread.join(10)
+        assert committed == ["second"]
+    finally:
+        first.close()
+    assert [t for _, t in stored(db_session, run_id)][-2:] == ["run.cancelled", "run.started"]
