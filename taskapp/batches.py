@@ -54,9 +54,7 @@ def close_batches(session: Session, batch_ids: list[uuid.UUID]) -> list[uuid.UUI
 
     One statement for all the batches of a chord (each total a lookup by batch id).
     """
-    session.execute(_CLOSE, {"ids": batch_ids, "now": datetime.now(UTC)},
-                    execution_options={"synchronize_session": False})
-    return list(session.scalars(_RUNS_OF, {"ids": batch_ids}))
+    return list(session.scalars(_CLOSE_AND_LIST_RUNS, {"ids": batch_ids, "now": datetime.now(UTC)}))
 
 
 def _steps_with(status: str) -> ScalarSelect[int]:
@@ -71,12 +69,15 @@ def _sum(column: InstrumentedAttribute[Any]) -> ColumnElement[Any]:
     return func.coalesce(func.sum(column), 0)
 
 
-# Built once: the aggregator runs them for every chord.
+# Built once, the aggregator runs it for every chord: the totals (an UPDATE in a WITH is
+# carried out whether or not the query reads it), then the runs the batches touched.
 _CLOSE = update(Batch).where(Batch.id.in_(bindparam("ids", expanding=True))).values(
     finished_at=bindparam("now"), succeeded=_steps_with("succeeded"), failed=_steps_with("failed"),
     calls=_of_calls(func.count()), latency_ms=_of_calls(_sum(LlmCall.latency_ms)),
     tokens_in=_of_calls(_sum(LlmCall.tokens_in)), tokens_out=_of_calls(_sum(LlmCall.tokens_out)),
     cost_usd=_of_calls(_sum(LlmCall.cost_usd)),
 )
-_RUNS_OF = (select(Step.run_id).where(Step.batch_id.in_(bindparam("ids", expanding=True))).distinct()
-            .order_by(Step.run_id))
+_CLOSE_AND_LIST_RUNS = (
+    select(Step.run_id).add_cte(_CLOSE.cte("closed")).where(Step.batch_id.in_(bindparam("ids", expanding=True)))
+    .distinct().order_by(Step.run_id)
+)
