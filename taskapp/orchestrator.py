@@ -173,8 +173,14 @@ def _team_tokens_today(session: Session, team_id: uuid.UUID, now: datetime) -> i
 
 
 def lock_queued_run(session: Session, run_id: uuid.UUID) -> Run | None:
-    """Lock a run; the run if it is still `queued` (not started yet by anyone)."""
-    run = session.scalar(select(Run).where(Run.id == run_id).with_for_update(key_share=True))
+    """Lock a run; the run if it is still `queued` (not started yet by anyone).
+
+    None too when another transaction holds it: a starter that took it along with its own
+    (its start message then has nothing to do and must not wait, holding a worker, for
+    that starter's commit), the sweeper starting it, or a cancel. If that holder rolls
+    back, the sweeper starts the run after RUN_NUDGE_AFTER_S.
+    """
+    run = session.scalar(select(Run).where(Run.id == run_id).with_for_update(key_share=True, skip_locked=True))
     return run if run is not None and run.status == "queued" else None
 
 

@@ -123,6 +123,7 @@ def test_a_start_takes_its_teams_other_queued_runs_along(settings):
         assert orchestrator.lock_queued_run(starter, held) is not None
         with factory.begin() as session:
             run = orchestrator.lock_queued_run(session, own)
+            assert orchestrator.lock_queued_run(session, held) is None  # held by a starter: not waited for
             assert orchestrator.queued_runs_to_start(session, run, 63) == [along]
             started = orchestrator.advance_runs(session, [own, along], settings)
         assert sorted(r.run_id for r in started.ready) == sorted(map(str, (own, along)))
