@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, bindparam, case, func, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from taskapp import events
@@ -41,8 +41,9 @@ def open_batch(session: Session, batch_id: uuid.UUID, agent: str, model: str, ta
         return []
     joined = sorted(rows, key=lambda r: (str(r.run_id), r.seq))
     stats = wait_stats([waits[r.id] for r in joined])
-    session.add(Batch(id=batch_id, agent=agent, model=model, size=len(joined), reason=reason,
-                      mean_wait_ms=stats.mean_ms, max_wait_ms=stats.max_ms, flushed_at=now))
+    session.connection().execute(insert(Batch.__table__).values(
+        id=batch_id, agent=agent, model=model, size=len(joined), reason=reason, mean_wait_ms=stats.mean_ms,
+        max_wait_ms=stats.max_ms, flushed_at=now))
     for r in joined:
         events.record(session, r.run_id, "step.batched", step_id=r.id, seq=r.seq, agent=agent, model=model,
                       batch_id=batch_id, batch_size=len(joined), wait_ms=waits[r.id], reason=reason)

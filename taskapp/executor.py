@@ -14,7 +14,19 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Integer, Numeric, String, Text, Uuid, bindparam, column, func, select, update
+from sqlalchemy import (
+    Integer,
+    Numeric,
+    String,
+    Text,
+    Uuid,
+    bindparam,
+    column,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -240,8 +252,8 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
     def commit() -> BatchOutcome:
         committed = BatchOutcome(batch_id=batch_id, skipped=outcome.skipped)
         with factory.begin() as session:
-            session.add_all(row for row, _ in calls)
-            session.flush()
+            if calls:  # the bill: one Core INSERT (the rows need no tracking)
+                session.connection().execute(insert(LlmCall.__table__), [_as_row(call) for call, _ in calls])
             done = [s for s in steps if str(s.id) not in deferred.step_ids]
             _commit_answers(session, done, answers, calls, committed)
             if deferred.step_ids:
@@ -289,6 +301,10 @@ def _record_failed_call(session: Session, agent: Agent, model: str, batch_id: uu
                         exc: LlmError) -> None:
     session.add(LlmCall(batch_id=batch_id, agent=agent.name, model=model, step_count=size, status="error",
                         error=f"{exc.kind}: {exc}"[:2000]))
+
+
+def _as_row(call: LlmCall) -> dict[str, object]:
+    return {c.key: getattr(call, c.key) for c in LlmCall.__table__.columns if c.key != "created_at"}
 
 
 def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answer],
