@@ -24,7 +24,6 @@ from sqlalchemy import (
     column,
     func,
     insert,
-    select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -34,6 +33,7 @@ from taskapp import events
 from taskapp.accounting import Usage, cost_usd, split_usage
 from taskapp.agents import Agent, get_agent
 from taskapp.batch_calls import BatchCaller, Carried, QuotaWait, after_quota_error
+from taskapp.claims import claim, claimable, event_order, release_steps
 from taskapp.leases import LeaseKeeper
 from taskapp.llm.batch_prompt import (
     Answer,
@@ -94,102 +94,6 @@ class BatchOutcome:
                 "skipped": self.skipped, "items": self.items, "run_ids": sorted(self.run_ids)}
 
 
-def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID], lease_s: float,
-                max_attempts: int | None = None) -> list[Step]:
-    """Mark this batch's steps (of live runs) as running under a lease; return them.
-
-    A step counts as this batch's only while its `batch_id` says so: once the sweeper
-    re-offered it to another batch, a late delivery of this one finds nothing to do.
-    A step running under an expired lease (its worker died) is taken over.
-    """
-    return _claim(session, batch_id, _claimable(session, batch_id, step_ids), lease_s, max_attempts)
-
-
-def _claimable(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]) -> list[Step]:
-    """This batch's steps that a claim would take now, locked for it (in seq order).
-
-    The flusher publishes a batch's message before it commits the batch: the lock waits
-    for that commit (or rollback), and PostgreSQL then returns the rows as committed. A
-    statement filtering on the batch in SQL would not wait: it skips rows whose last
-    committed version does not match, and the steps would look like no one's. The lock
-    is the claim's own (a share lock would let two deliveries of one batch both wait to
-    update the rows: a deadlock), so a second delivery waits for the first's commit.
-    """
-    now = datetime.now(UTC)
-    rows = session.scalars(
-        select(Step).where(Step.id.in_(step_ids), of_running_run()).order_by(Step.id)
-        .with_for_update(key_share=True, of=Step)
-        .execution_options(populate_existing=True)
-    ).all()
-    return sorted((s for s in rows if s.batch_id == batch_id and (
-        s.status == "batched" or (s.status == "running" and s.lease_until is not None and s.lease_until < now))),
-        key=lambda s: s.seq)
-
-
-def _claim(session: Session, batch_id: uuid.UUID, claimable: list[Step], lease_s: float,
-           max_attempts: int | None) -> list[Step]:
-    """Claim steps `_claimable` locked in this transaction (so no condition needs checking again)."""
-    now = datetime.now(UTC)
-    if max_attempts is not None:
-        poisoned = [s for s in claimable if s.attempts >= max_attempts]
-        if poisoned:
-            _fail_poisoned(session, batch_id, poisoned, max_attempts, now)
-            claimable = [s for s in claimable if s.attempts < max_attempts]
-    if not claimable:
-        return []
-    claimed = session.scalars(
-        update(Step)
-        .where(Step.id.in_([s.id for s in claimable]))
-        .values(status="running", attempts=Step.attempts + 1, started_at=now,
-                lease_until=now + timedelta(seconds=lease_s))
-        .returning(Step),
-        execution_options={"synchronize_session": False, "populate_existing": True},
-    ).all()
-    claimed = sorted(claimed, key=_event_order)
-    for step in claimed:
-        events.record(session, step.run_id, "step.started", step_id=step.id, seq=step.seq, agent=step.agent,
-                      batch_id=batch_id, attempt=step.attempts)
-    return list(claimed)
-
-
-def _fail_poisoned(session: Session, batch_id: uuid.UUID, poisoned: list[Step], max_attempts: int,
-                   now: datetime) -> None:
-    """A step claimed `max_attempts` times never finished: its deliveries keep dying (a worker
-    crash, a hard time limit). Fail it, saying so, instead of delivering it forever."""
-    reason = (f"poison: claimed {max_attempts} times without finishing (its worker died or hit the time "
-              f"limit each time); not retried again")
-    session.execute(update(Step).where(Step.id.in_([s.id for s in poisoned]))
-                    .values(status="failed", error=reason, finished_at=now, lease_until=None),
-                    execution_options={"synchronize_session": False})
-    for step in sorted(poisoned, key=_event_order):
-        log.error("poison step failed after %d attempts", step.attempts,
-                  extra={"run_id": str(step.run_id), "step_id": str(step.id), "batch_id": str(batch_id)})
-        events.record(session, step.run_id, "step.failed", step_id=step.id, seq=step.seq, agent=step.agent,
-                      batch_id=batch_id, error=reason)
-
-
-def _event_order(step: Step) -> tuple[str, int]:
-    # A batch's events in a stable order: by run, then by step.
-    return (str(step.run_id), step.seq)
-
-
-def release_steps(session: Session, steps: list[Step], error: LlmError, delay_s: float, stranded_s: float) -> None:
-    """Give claimed steps back to their batch after a retryable failure (its retry will claim them)."""
-    deadline = datetime.now(UTC) + timedelta(seconds=delay_s + stranded_s)
-    released = []
-    for step in steps:
-        result = session.execute(
-            update(Step)
-            .where(Step.id == step.id, Step.status == "running", Step.attempts == step.attempts)
-            .values(status="batched", lease_until=deadline)
-        )
-        if result.rowcount:
-            released.append(step)
-    for step in released:
-        events.record(session, step.run_id, "step.retrying", step_id=step.id, seq=step.seq,
-                      agent=step.agent, batch_id=step.batch_id, reason=error.kind, delay_s=round(delay_s, 3))
-
-
 def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id: uuid.UUID, step_ids: list[str],
                   *, lease_s: float, stranded_s: float, retry_delay_s: float = 1.0, give_up: bool = False,
                   gate: QuotaGate | None = None, max_attempts: int | None = None) -> BatchOutcome:
@@ -203,7 +107,7 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
     wait: QuotaWait | None = None
     # One transaction: lock the batch's steps, pass the gate, claim them (or note the wait).
     with factory.begin() as session:
-        waiting = _claimable(session, batch_id, ids)
+        waiting = claimable(session, batch_id, ids)
         if not waiting:
             outcome.skipped = len(ids)
             return outcome
@@ -214,13 +118,13 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
         try:
             grant = _acquire(gate, agent, waiting, str(batch_id))
         except LlmError as exc:  # the batch can never fit the model's quota: fail it, clearly
-            steps = _claim(session, batch_id, waiting, lease_s, None)
+            steps = claim(session, batch_id, waiting, lease_s, None)
             _commit_answers(session, steps, {str(s.id): Answer(error=str(exc)) for s in steps}, [], outcome)
             return outcome
         if grant is not None and not grant.granted:
             wait = _note_quota_wait(session, waiting, grant, stranded_s)
         else:
-            steps = _claim(session, batch_id, waiting, lease_s, max_attempts)
+            steps = claim(session, batch_id, waiting, lease_s, max_attempts)
     if wait is not None:
         raise wait
     outcome.skipped = len(ids) - len(steps)
@@ -286,7 +190,7 @@ def _note_quota_wait(session: Session, steps: list[Step], grant: Grant, stranded
     deadline = datetime.now(UTC) + timedelta(seconds=delay_s + stranded_s)
     session.execute(update(Step).where(Step.id.in_([s.id for s in steps]), Step.status == "batched")
                     .values(lease_until=deadline))
-    for step in sorted(steps, key=_event_order):
+    for step in sorted(steps, key=event_order):
         events.record(session, step.run_id, "quota.wait", step_id=step.id, seq=step.seq, agent=step.agent,
                       model=step.model, batch_id=step.batch_id, reason=grant.reason,
                       wait_s=round(delay_s, 3), ahead=grant.ahead)
@@ -339,7 +243,7 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
                                          "commit_batch_id": outcome.batch_id},
                                execution_options={"synchronize_session": False}).all()
         committed = [planned[i] for i in done]
-    for step, answer, usage, error in sorted(committed, key=lambda c: _event_order(c[0])):
+    for step, answer, usage, error in sorted(committed, key=lambda c: event_order(c[0])):
         outcome.run_ids.add(str(step.run_id))
         outcome.items[str(step.id)] = "succeeded" if answer.ok else "failed"
         if answer.ok:

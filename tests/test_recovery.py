@@ -71,8 +71,8 @@ def test_sweeper_reoffers_a_batch_whose_message_is_lost(client, team, workers, s
     """A batch marked in Postgres whose message never arrives (or whose worker died mid-call)."""
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
+    from taskapp.claims import claim_steps
     from taskapp.db import session_factory
-    from taskapp.executor import claim_steps
 
     _, key = team
     run_id = submit_summary(client, key, f"my message is lost ({where})")
@@ -110,8 +110,8 @@ def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, s
     from taskapp import orchestrator
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
+    from taskapp.claims import claim_steps
     from taskapp.db import session_factory
-    from taskapp.executor import claim_steps
 
     factory = session_factory(settings)
     run_id, ready = _started_run(settings, team, "race")
@@ -147,8 +147,8 @@ def test_a_second_delivery_of_a_batch_waits_for_the_first_and_claims_nothing(tea
     from taskapp import orchestrator
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
+    from taskapp.claims import claim, claim_steps, claimable
     from taskapp.db import session_factory
-    from taskapp.executor import _claim, _claimable, claim_steps
 
     factory = session_factory(settings)
     run_id, ready = _started_run(settings, team, "delivered twice")
@@ -164,13 +164,13 @@ def test_a_second_delivery_of_a_batch_waits_for_the_first_and_claims_nothing(tea
     first = factory()
     try:
         first.begin()
-        seen = _claimable(first, batch_id, [sid])
+        seen = claimable(first, batch_id, [sid])
         assert [s.id for s in seen] == [sid]
         thread = threading.Thread(target=deliver_again)
         thread.start()
         time.sleep(0.5)
         assert thread.is_alive()  # waiting on the first delivery's lock
-        assert [s.id for s in _claim(first, batch_id, seen, 60, None)] == [sid]
+        assert [s.id for s in claim(first, batch_id, seen, 60, None)] == [sid]
         first.commit()
         thread.join(10)
         assert second == {"claimed": []}
@@ -238,8 +238,9 @@ def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings,
     from taskapp import orchestrator, sweeper
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
+    from taskapp.claims import claim_steps
     from taskapp.db import session_factory
-    from taskapp.executor import BatchOutcome, _commit_answers, claim_steps
+    from taskapp.executor import BatchOutcome, _commit_answers
     from taskapp.llm.batch_prompt import Answer
 
     factory = session_factory(settings)
