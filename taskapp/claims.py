@@ -54,20 +54,20 @@ def claimable(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]) 
         key=lambda s: s.seq)
 
 
-def claim(session: Session, batch_id: uuid.UUID, claimable: list[Step], lease_s: float,
-           max_attempts: int | None) -> list[Step]:
-    """Claim steps `claimable` locked in this transaction (so no condition needs checking again)."""
+def claim(session: Session, batch_id: uuid.UUID, steps: list[Step], lease_s: float,
+          max_attempts: int | None) -> list[Step]:
+    """Claim steps that `claimable` locked in this transaction (nothing to check again)."""
     now = datetime.now(UTC)
     if max_attempts is not None:
-        poisoned = [s for s in claimable if s.attempts >= max_attempts]
+        poisoned = [s for s in steps if s.attempts >= max_attempts]
         if poisoned:
             _fail_poisoned(session, batch_id, poisoned, max_attempts, now)
-            claimable = [s for s in claimable if s.attempts < max_attempts]
-    if not claimable:
+            steps = [s for s in steps if s.attempts < max_attempts]
+    if not steps:
         return []
     claimed = session.scalars(
         update(Step)
-        .where(Step.id.in_([s.id for s in claimable]))
+        .where(Step.id.in_([s.id for s in steps]))
         .values(status="running", attempts=Step.attempts + 1, started_at=now,
                 lease_until=now + timedelta(seconds=lease_s))
         .returning(Step),

@@ -60,7 +60,7 @@ class Dispatcher:
         runs, not one per run, and the others' own start messages find them started and stop."""
         with self.factory.begin() as session:
             run = orchestrator.lock_queued_run(session, uuid.UUID(str(run_id)))
-            if run is None:  # started already (or gone)
+            if run is None:  # started already, being started by another transaction, or gone
                 return
             others = orchestrator.queued_runs_to_start(session, run, ADVANCE_CHUNK - 1)
             done = orchestrator.advance_runs(session, [run.id, *others], self.settings, origin)
