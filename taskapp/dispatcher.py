@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 # (their row locks are held until the commit).
 ADVANCE_CHUNK = 64
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
+# A run another run's start took along: its own start message finds this and stops before
+# Postgres. Only ever set after the commit that started the run; without it (expired,
+# Redis flushed or down) the message asks Postgres, which gives the same answer.
+STARTED_PREFIX = "taskapp:started"
+STARTED_TTL_S = 600
 
 
 class Dispatcher:
@@ -57,14 +62,36 @@ class Dispatcher:
     def start(self, run_id: uuid.UUID | str, origin: str | None = None) -> None:
         """A run's first move, made together with up to ADVANCE_CHUNK - 1 runs of its team
         still queued: a team's burst of submissions costs a transaction per ADVANCE_CHUNK
-        runs, not one per run, and the others' own start messages find them started and stop."""
+        runs, not one per run, and the others' own start messages find them started and stop
+        (most of them on a Redis mark, without a transaction)."""
+        if self._taken_along(run_id):
+            return
         with self.factory.begin() as session:
             run = orchestrator.lock_queued_run(session, uuid.UUID(str(run_id)))
             if run is None:  # started already, being started by another transaction, or gone
                 return
             others = orchestrator.queued_runs_to_start(session, run, ADVANCE_CHUNK - 1)
             done = orchestrator.advance_runs(session, [run.id, *others], self.settings, origin)
+        self._mark_taken_along(others)
         self._carry_out(done, origin)
+
+    def _mark_taken_along(self, run_ids: list[uuid.UUID]) -> None:
+        if not run_ids:
+            return
+        try:
+            pipe = self.batcher.client.pipeline(transaction=False)
+            for rid in run_ids:
+                pipe.set(f"{STARTED_PREFIX}:{rid}", 1, ex=STARTED_TTL_S)
+            pipe.execute()
+        except redis.RedisError:
+            pass  # their messages ask Postgres instead
+
+    def _taken_along(self, run_id: uuid.UUID | str) -> bool:
+        """Consumes the mark: a redelivered message asks Postgres, as any other would."""
+        try:
+            return bool(self.batcher.client.delete(f"{STARTED_PREFIX}:{uuid.UUID(str(run_id))}"))
+        except redis.RedisError:
+            return False
 
     def _carry_out(self, done: orchestrator.Advanced, origin: str | None) -> None:
         """After the decisions' commit: offer the steps they queued, start what their ends let start."""

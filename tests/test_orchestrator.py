@@ -137,3 +137,45 @@ def test_a_start_takes_its_teams_other_queued_runs_along(settings):
     with factory() as session:
         assert session.get(Run, other_team).status == "queued"
         assert session.get(Run, limited_waiting).status == "queued"
+
+
+def test_a_taken_along_runs_start_message_stops_before_postgres(settings, batcher):
+    """The run a start took along is marked in Redis after that start's commit: its own
+    start message stops on the mark without a statement; a redelivery of it (the mark is
+    spent) asks Postgres, which finds the run started and starts nothing twice."""
+    from sqlalchemy import event
+
+    from taskapp.batcher import buffer_key
+    from taskapp.celery_app import app
+    from taskapp.db import get_engine, session_factory
+    from taskapp.dispatcher import STARTED_PREFIX, Dispatcher
+
+    factory = session_factory(settings)
+    team_id, _ = make_team(settings)
+    own, along = _queued_runs(factory, team_id, 2)
+    dispatcher = Dispatcher(settings, factory, batcher, app)
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *_):
+        statements.append(statement)
+
+    try:
+        dispatcher.start(own)
+        assert batcher.client.exists(f"{STARTED_PREFIX}:{along}")
+        assert not batcher.client.exists(f"{STARTED_PREFIX}:{own}")  # only the ones taken along
+        event.listen(get_engine(settings), "before_cursor_execute", count)
+        try:
+            dispatcher.start(str(along).upper())  # its own message (any spelling of the id)
+            assert statements == []
+            dispatcher.start(along)  # redelivered
+            assert statements, "a spent mark must send the message to Postgres"
+        finally:
+            event.remove(get_engine(settings), "before_cursor_execute", count)
+        with factory() as session:
+            assert session.get(Run, along).status == "running"
+            steps = session.scalars(select(Step).where(Step.run_id.in_([own, along]))).all()
+            assert sorted(str(s.run_id) for s in steps) == sorted(map(str, (own, along)))  # one step each
+    finally:
+        with factory() as session:  # out of the shared buffer, or the test workers would run them
+            for step in session.scalars(select(Step).where(Step.run_id.in_([own, along]))):
+                batcher.client.zrem(buffer_key(step.agent, step.model), str(step.id))
