@@ -172,7 +172,7 @@ def test_a_taken_along_runs_start_message_stops_before_postgres(settings, batche
         finally:
             event.remove(get_engine(settings), "before_cursor_execute", count)
         with factory() as session:
-            assert session.get(Run, along).status == "running"
+            assert session.get(Run, along).status != "queued"  # (the test workers may have run it since)
             steps = session.scalars(select(Step).where(Step.run_id.in_([own, along]))).all()
             assert sorted(str(s.run_id) for s in steps) == sorted(map(str, (own, along)))  # one step each
     finally:
