@@ -21,6 +21,9 @@ broker_url = _settings.effective_broker_url
 result_backend = _settings.effective_result_backend
 broker_connection_retry_on_startup = True
 broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+if broker_url.startswith("redis://"):
+    # One Redis client per channel instead of one per publish (see taskapp.broker_transport).
+    broker_transport = "taskapp.broker_transport:Transport"
 result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
 # Batch results only feed their chord's aggregator (which reads Postgres anyway).
 result_expires = 3600
