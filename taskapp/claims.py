@@ -22,19 +22,12 @@ from taskapp.models import Step, of_running_run
 log = logging.getLogger(__name__)
 
 
-def claim_steps(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID], lease_s: float,
-                max_attempts: int | None = None) -> list[Step]:
-    """Mark this batch's steps (of live runs) as running under a lease; return them.
-
-    A step counts as this batch's only while its `batch_id` says so: once the sweeper
-    re-offered it to another batch, a late delivery of this one finds nothing to do.
-    A step running under an expired lease (its worker died) is taken over.
-    """
-    return claim(session, batch_id, claimable(session, batch_id, step_ids), lease_s, max_attempts)
-
-
 def claimable(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]) -> list[Step]:
     """This batch's steps that a claim would take now, locked for it (in seq order).
+
+    A step counts as this batch's only while its `batch_id` says so: once the sweeper
+    re-offered it to another batch, a late delivery of this one finds nothing to do. A
+    step running under an expired lease (its worker died) is taken over.
 
     The flusher publishes a batch's message before it commits the batch: the lock waits
     for that commit (or rollback), and PostgreSQL then returns the rows as committed. A

@@ -20,6 +20,13 @@ from taskapp.models import Event, LlmCall, Step
 from tests.conftest import run_steps, submit_summary, wait_for_run
 
 
+def claim_steps(session, batch_id, step_ids, lease_s, max_attempts=None):
+    """What a delivery of a batch does to claim its steps (as taskapp.executor does)."""
+    from taskapp.claims import claim, claimable
+
+    return claim(session, batch_id, claimable(session, batch_id, step_ids), lease_s, max_attempts)
+
+
 def _started_run(settings, team, text: str):
     """A summarize run started by hand (no message, no buffer): its one step is `queued`."""
     from taskapp import orchestrator, store
@@ -71,7 +78,6 @@ def test_sweeper_reoffers_a_batch_whose_message_is_lost(client, team, workers, s
     """A batch marked in Postgres whose message never arrives (or whose worker died mid-call)."""
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
-    from taskapp.claims import claim_steps
     from taskapp.db import session_factory
 
     _, key = team
@@ -110,7 +116,6 @@ def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, s
     from taskapp import orchestrator
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
-    from taskapp.claims import claim_steps
     from taskapp.db import session_factory
 
     factory = session_factory(settings)
@@ -147,7 +152,7 @@ def test_a_second_delivery_of_a_batch_waits_for_the_first_and_claims_nothing(tea
     from taskapp import orchestrator
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
-    from taskapp.claims import claim, claim_steps, claimable
+    from taskapp.claims import claim, claimable
     from taskapp.db import session_factory
 
     factory = session_factory(settings)
@@ -238,7 +243,6 @@ def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings,
     from taskapp import orchestrator, sweeper
     from taskapp.batcher import Taken
     from taskapp.batches import open_batch
-    from taskapp.claims import claim_steps
     from taskapp.db import session_factory
     from taskapp.executor import BatchOutcome, _commit_answers
     from taskapp.llm.batch_prompt import Answer
