@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from taskapp.batching import BatchPolicy
 from taskapp.models import Batch, Event, LlmCall
-from tests.conftest import WORKER_ENV, run_steps, submit_summary, wait_for_run
+from tests.conftest import WORKER_ENV, make_team, run_steps, submit_summary, wait_for_run
 
 WINDOW_MS = int(WORKER_ENV["BATCH_MAX_WAIT_MS"])
 
@@ -70,12 +70,14 @@ def test_take_waits_for_a_full_batch_or_the_window(batcher):
 
 # -- across runs and nodes -------------------------------------------------------------
 
-def test_fifty_runs_batch_across_runs_and_nodes(client, team, workers, settings, db_session, stack):
+def test_fifty_runs_batch_across_runs_and_nodes(client, workers, settings, db_session, stack):
     """Batches never mix agents or models and never exceed the maximum; they span runs queued
     by both worker nodes; every answer reaches its own run."""
-    _, key = team
+    # Many teams: a run's start takes along its team's other queued runs, so one team's burst
+    # can be started by whichever node takes the first message; 25 teams' starts reach both.
+    keys = [make_team(settings)[1] for _ in range(25)]
     sim_before = stack.sim.state.seq
-    ids = [submit_summary(client, key, f"Doc-{i:02d} about subject {i}. " * 5) for i in range(50)]
+    ids = [submit_summary(client, keys[i % len(keys)], f"Doc-{i:02d} about subject {i}. " * 5) for i in range(50)]
     runs = [wait_for_run(settings, r) for r in ids]
     assert all(r.status == "succeeded" for r in runs), [r.error for r in runs if r.status != "succeeded"]
     for i, run in enumerate(runs):
