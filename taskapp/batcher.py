@@ -99,6 +99,13 @@ class Batcher:
     def size(self, agent: str, model: str) -> int:
         return int(self.client.zcard(buffer_key(agent, model)))
 
+    def sizes(self, buffers: list[tuple[str, str]]) -> list[int]:
+        """How many steps wait in each (agent, model) buffer, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for agent, model in buffers:
+            pipe.zcard(buffer_key(agent, model))
+        return [int(n) for n in pipe.execute()]
+
     def waiting(self, agent: str, model: str, step_ids: list[str]) -> set[str]:
         """Which of these steps are in the buffer now."""
         if not step_ids:

@@ -49,3 +49,30 @@ def wait_stats(waits_ms: Sequence[int]) -> WaitStats:
     if not waits_ms:
         return WaitStats(0, 0)
     return WaitStats(round(sum(waits_ms) / len(waits_ms)), max(waits_ms))
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What could still bring a waiting step company, as the source of truth sees it now."""
+
+    runs_to_start: bool  # queued runs: their first steps are on their way
+    batches_in_flight: bool  # their runs' next steps follow the aggregator's decision
+    runs_between_steps: bool  # running runs with nothing queued: a decision is on its way
+    steps_unbuffered: bool  # committed as queued but not (yet) in a buffer
+
+    @property
+    def anything_on_its_way(self) -> bool:
+        return self.runs_to_start or self.batches_in_flight or self.runs_between_steps or self.steps_unbuffered
+
+
+def company_can_come(outlook: Outlook, *, first_step_agent: bool) -> bool:
+    """Whether waiting out the window could still give a buffer's steps company.
+
+    A run submitted from now on puts its first step in a buffer at once, so an agent
+    that takes runs' first steps always waits its window. Any other agent's company
+    comes from runs already moving: a new run's later steps are at least its first
+    step's window away. When nothing is on its way, waiting buys nothing and the buffer
+    flushes at once ("idle"): a lone batch run waits one window, not one per stage, and
+    a job's last steps no longer wait out a window per stage in turn.
+    """
+    return first_step_agent or outlook.anything_on_its_way

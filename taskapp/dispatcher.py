@@ -18,15 +18,16 @@ import redis
 from celery import Celery, chord
 from sqlalchemy.orm import Session, sessionmaker
 
-from taskapp import orchestrator
+from taskapp import orchestrator, outlook
 from taskapp.batcher import Batcher, Taken
 from taskapp.batches import close_batches, open_batch
-from taskapp.batching import chunks
+from taskapp.batching import chunks, company_can_come
 from taskapp.db import session_factory
 from taskapp.queues import ORCHESTRATION_QUEUE, llm_queue
 from taskapp.redis_client import get_redis
 from taskapp.settings import Settings, get_settings
 from taskapp.transient import dependency_of
+from taskapp.workflows import first_step_agents
 
 log = logging.getLogger(__name__)
 # Runs decided in one transaction: a finished batch's runs at once, the sweeper's in slices
@@ -120,8 +121,9 @@ class Dispatcher:
             if interactive or waiting >= self.settings.batch_policy(agent).max_size:
                 self.flush(agent, model, force=interactive)
 
-    def flush(self, agent: str, model: str, *, force: bool = False) -> list[uuid.UUID]:
-        """Take what is due from a buffer and send it as one chord; returns the batch ids sent."""
+    def flush(self, agent: str, model: str, *, force: bool = False, why: str = "interactive") -> list[uuid.UUID]:
+        """Take what is due from a buffer (all of it when forced, saying `why`) and send it as
+        one chord; returns the batch ids sent."""
         policy = self.settings.batch_policy(agent)
         taken = self.batcher.take(agent, model, policy, force=force)
         if not taken:
@@ -133,7 +135,7 @@ class Dispatcher:
             # offers them again); a header task that starts early waits on the row locks.
             with self.factory.begin() as session:
                 for part in chunks(taken, policy.max_size):
-                    reason = "interactive" if force else ("full" if len(part) == policy.max_size else "window")
+                    reason = why if force else ("full" if len(part) == policy.max_size else "window")
                     batch_id = uuid.uuid4()
                     joined = open_batch(session, batch_id, agent, model, part, reason, self.settings.batch_stranded_s)
                     if joined:
@@ -149,6 +151,19 @@ class Dispatcher:
         for batch_id, ids in batches:
             log.info("flushed %d step(s)", len(ids), extra={"agent": agent, "model": model, "batch_id": str(batch_id)})
         return [b for b, _ in batches]
+
+    def flush_idle(self, buffers: list[tuple[str, str]]) -> list[uuid.UUID]:
+        """Flush the waiting buffers that nothing on its way could still join (batching.company_can_come)."""
+        firsts = first_step_agents()
+        candidates = [b for b in buffers if b[0] not in firsts]
+        waiting = [b for b, size in zip(candidates, self.batcher.sizes(candidates), strict=True) if size]
+        if not waiting:
+            return []
+        with self.factory() as session:
+            seen = outlook.read_outlook(session, self.batcher, self.settings.batch_stranded_s)
+        if company_can_come(seen, first_step_agent=False):
+            return []
+        return [batch for agent, model in waiting for batch in self.flush(agent, model, force=True, why="idle")]
 
     def _put_back(self, agent: str, model: str, taken: list[Taken]) -> None:
         try:

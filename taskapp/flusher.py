@@ -1,8 +1,10 @@
-"""The flusher: flushes buffers whose window has passed, and runs the sweeper.
+"""The flusher: flushes buffers whose window has passed or that nothing could still
+join, and runs the sweeper.
 
 A full buffer is flushed at once by whoever filled it; a partial one needs someone
-to notice that its oldest step has waited its window. One flusher runs beside each
-worker node (started by the worker, see taskapp.celery_app), so there is no single
+to notice that its oldest step has waited its window, or that nothing is on its
+way that could join it (the idle flush, taskapp.batching.company_can_come). One
+flusher runs beside each worker node (started by the worker, see taskapp.celery_app), so there is no single
 process to lose; their takes are atomic, so several flushers never send a step twice.
 It is a process of its own rather than a thread in the worker, so it never shares
 the worker's broker connections and never blocks a pool slot: a flush is due
@@ -24,6 +26,9 @@ from taskapp.transient import TRANSIENT_ERRORS, dependency_of
 
 log = logging.getLogger(__name__)
 SWEEP_LOCK = "taskapp:sweeper:lease"
+# How often a node asks whether anything could still join its waiting buffers (a few
+# indexed reads in Postgres): the idle flush comes at most this late.
+IDLE_CHECK_S = 0.1
 
 
 class Flusher:
@@ -32,10 +37,14 @@ class Flusher:
         self.buffers = sorted({(a.name, a.model) for a in all_agents()})
         self.stopping = False
         self._next_sweep = 0.0
+        self._next_idle_check = 0.0
 
     def tick(self) -> None:
         for agent, model in self.buffers:
             self.dispatcher.flush(agent, model)
+        if time.monotonic() >= self._next_idle_check:
+            self._next_idle_check = time.monotonic() + IDLE_CHECK_S
+            self.dispatcher.flush_idle(self.buffers)
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.dispatcher.settings.sweep_interval_s
             if self._elected():

@@ -20,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -134,13 +135,17 @@ class Batch(Base):
     """One flush of an agent's buffer: the steps that share one Gemini call (plus repairs)."""
 
     __tablename__ = "batches"
-    __table_args__ = (Index("ix_batches_agent_model_flushed", "agent", "model", "flushed_at"),)
+    __table_args__ = (
+        Index("ix_batches_agent_model_flushed", "agent", "model", "flushed_at"),
+        # Batches whose calls are not over yet (taskapp.outlook): few at any time.
+        Index("ix_batches_unfinished", "flushed_at", postgresql_where=text("finished_at IS NULL")),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     agent: Mapped[str] = mapped_column(String(100))
     model: Mapped[str] = mapped_column(String(100))
     size: Mapped[int] = mapped_column(Integer)
-    reason: Mapped[str] = mapped_column(String(20))  # full | window | interactive | sweep
+    reason: Mapped[str] = mapped_column(String(20))  # full | window | interactive | idle
     mean_wait_ms: Mapped[int] = mapped_column(Integer, default=0)
     max_wait_ms: Mapped[int] = mapped_column(Integer, default=0)
     flushed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now_default())

@@ -63,7 +63,7 @@ class Workflow(Protocol):
     name: str
     description: str
     input_schema: type[BaseModel]
-    agents: tuple[str, ...]
+    agents: tuple[str, ...]  # the first is the agent of every run's first step
 
     def next(self, run_input: dict[str, Any], steps: Sequence[StepState], limits: Limits) -> Decision: ...
 
@@ -181,6 +181,11 @@ WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (ResearchWorkflow(), Summar
 
 class UnknownWorkflow(KeyError):
     pass
+
+
+def first_step_agents() -> frozenset[str]:
+    """Agents whose buffers a new submission feeds at once (batching.company_can_come)."""
+    return frozenset(w.agents[0] for w in WORKFLOWS.values())
 
 
 def get_workflow(name: str) -> Workflow:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from taskapp.batching import BatchPolicy
 from taskapp.models import Batch, Event, LlmCall
-from tests.conftest import WORKER_ENV, make_team, run_steps, submit_summary, wait_for_run
+from tests.conftest import WORKER_ENV, auth, make_team, run_steps, submit_summary, wait_for_run
 
 WINDOW_MS = int(WORKER_ENV["BATCH_MAX_WAIT_MS"])
 
@@ -120,6 +120,41 @@ def test_a_lone_step_flushes_after_the_window(client, team, workers, settings, d
     batch = db_session.get(Batch, step.batch_id)
     assert batch.reason == "window" and batch.size == 1
     assert WINDOW_MS <= step.buffer_wait_ms <= WINDOW_MS + 250
+
+
+def test_a_lone_runs_later_steps_flush_as_soon_as_nothing_could_join_them(client, team, workers, settings,
+                                                                        db_session, batcher):
+    """Its first step waits the window (the next submission could join it at once); after
+    that nothing is on its way to any buffer, so no stage waits a window for company."""
+    _wait_until_quiet(settings, batcher)
+    _, key = team
+    resp = client.post("/api/runs", headers=auth(key),
+                       json={"workflow": "research", "input": {"question": "Why do lone runs wait?"}})
+    assert resp.status_code == 202, resp.json
+    run = wait_for_run(settings, resp.json["id"])
+    assert run.status == "succeeded", run.error
+    steps = run_steps(db_session, [run.id])
+    batches = {b.id: b for b in db_session.scalars(select(Batch).where(Batch.id.in_({s.batch_id for s in steps})))}
+    first, *later = sorted(steps, key=lambda s: s.seq)
+    assert batches[first.batch_id].reason == "window" and first.buffer_wait_ms >= WINDOW_MS
+    assert len(later) >= 3
+    assert all(batches[s.batch_id].reason == "idle" and s.buffer_wait_ms < WINDOW_MS for s in later), \
+        [(s.agent, batches[s.batch_id].reason, s.buffer_wait_ms) for s in later]
+
+
+def _wait_until_quiet(settings, batcher, timeout_s: float = 60) -> None:
+    """Earlier tests' runs may still be moving; this test needs a fleet with nothing on its way."""
+    from taskapp.db import session_factory
+    from taskapp.outlook import read_outlook
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with session_factory(settings)() as session:
+            seen = read_outlook(session, batcher, settings.batch_stranded_s)
+        if not seen.anything_on_its_way:
+            return
+        assert time.monotonic() < deadline, f"the fleet never went quiet: {seen}"
+        time.sleep(0.2)
 
 
 def test_interactive_runs_flush_at_once(client, team, workers, settings, db_session):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pydantic
@@ -9,10 +10,19 @@ import pytest
 
 from taskapp.accounting import Usage, cost_usd, split_usage
 from taskapp.agents import get_agent
+from taskapp.batching import Outlook, company_can_come
 from taskapp.context import TRIM_MARK, trim_to_budget
 from taskapp.llm import batch_prompt
 from taskapp.llm.batch_prompt import batch_schema, parse_answers
-from taskapp.workflows import Decision, Limits, RunOptions, StepState, decide, get_workflow
+from taskapp.workflows import (
+    Decision,
+    Limits,
+    RunOptions,
+    StepState,
+    decide,
+    first_step_agents,
+    get_workflow,
+)
 
 RESEARCH = get_workflow("research")
 Q = {"question": "Why is the sky blue?", "max_revisions": 1}
@@ -143,3 +153,30 @@ def test_a_batch_schema_is_generated_once_and_handed_out_as_a_copy():
     assert first["properties"] == fresh.model_json_schema()["properties"]  # what pydantic itself generates
     first["properties"].clear()  # the SDK edits the schema it is given
     assert schema.model_json_schema()["properties"]["answers"]["type"] == "array"
+
+
+
+# -- batching: the idle flush ------------------------------------------------------------
+
+QUIET = Outlook(runs_to_start=False, batches_in_flight=False, runs_between_steps=False, steps_unbuffered=False)
+
+
+@pytest.mark.parametrize("change", [{"runs_to_start": True}, {"batches_in_flight": True},
+                                    {"runs_between_steps": True}, {"steps_unbuffered": True}])
+def test_a_buffer_waits_while_anything_could_still_join_it(change):
+    assert not company_can_come(QUIET, first_step_agent=False)  # nothing on its way: flush now
+    assert company_can_come(dataclasses.replace(QUIET, **change), first_step_agent=False)
+
+
+def test_a_buffer_of_runs_first_steps_always_waits_its_window():
+    """The next submission joins it at once: only the window can say how long to wait for one."""
+    assert company_can_come(QUIET, first_step_agent=True)
+
+
+@pytest.mark.parametrize("name, run_input", [("research", Q), ("summarize", {"text": "some text"})])
+def test_a_workflows_first_agent_takes_every_runs_first_step(name, run_input):
+    workflow = get_workflow(name)
+    first = decide(workflow, run_input, [], Limits())
+    assert {n.agent for n in first.new_steps} == {workflow.agents[0]}
+    assert workflow.agents[0] in first_step_agents()
+    assert "writer" not in first_step_agents()
