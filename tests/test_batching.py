@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from taskapp.batcher import buffer_key
 from taskapp.batching import BatchPolicy
 from taskapp.models import Batch, Event, LlmCall
 from tests.conftest import WORKER_ENV, auth, make_team, run_steps, submit_summary, wait_for_run
@@ -140,6 +141,44 @@ def test_a_lone_runs_later_steps_flush_as_soon_as_nothing_could_join_them(client
     assert len(later) >= 3
     assert all(batches[s.batch_id].reason == "idle" and s.buffer_wait_ms < WINDOW_MS for s in later), \
         [(s.agent, batches[s.batch_id].reason, s.buffer_wait_ms) for s in later]
+
+
+@pytest.mark.parametrize("moving", ["runs_to_start", "batches_in_flight", "runs_between_steps",
+                                    "steps_unbuffered"])
+def test_the_outlook_sees_each_kind_of_work_on_its_way(settings, workers, batcher, moving):
+    """Each question on its own, against Postgres and the buffers: the rows are written in a
+    transaction that is never committed, so only the outlook (same session) sees them."""
+    from taskapp.db import session_factory
+    from taskapp.models import Run, Step
+    from taskapp.outlook import read_outlook
+
+    _wait_until_quiet(settings, batcher)
+    team_id, _ = make_team(settings)
+    agent = f"test-agent-{uuid.uuid4().hex[:6]}"  # a buffer no flusher watches
+    with session_factory(settings)() as session:
+        run = Run(id=uuid.uuid4(), team_id=team_id, workflow="summarize", input={}, options={},
+                  status="queued" if moving == "runs_to_start" else "running")
+        session.add(run)
+        session.flush()
+        if moving == "batches_in_flight":
+            run.status = "succeeded"
+            session.add(Batch(id=uuid.uuid4(), agent=agent, model="m", size=1, reason="window"))
+        if moving == "runs_between_steps":
+            session.add(Step(id=uuid.uuid4(), run_id=run.id, seq=1, agent=agent, model="m", input={},
+                             status="succeeded"))
+        if moving == "steps_unbuffered":
+            waiting, lost = uuid.uuid4(), uuid.uuid4()
+            session.add_all([Step(id=sid, run_id=run.id, seq=seq, agent=agent, model="m", input={}, status="queued")
+                             for seq, sid in ((1, waiting), (2, lost))])
+            batcher.offer(agent, "m", [str(waiting)])
+        session.flush()
+        seen = read_outlook(session, batcher, settings.batch_stranded_s)
+        assert seen.anything_on_its_way and getattr(seen, moving), seen
+        if moving == "steps_unbuffered":
+            batcher.offer(agent, "m", [str(lost)])  # now both wait in the buffer: nothing on its way
+            assert not read_outlook(session, batcher, settings.batch_stranded_s).anything_on_its_way
+            batcher.client.delete(buffer_key(agent, "m"))
+        session.rollback()
 
 
 def _wait_until_quiet(settings, batcher, timeout_s: float = 60) -> None:
