@@ -57,8 +57,8 @@ def enqueue_open_loop(url: str, key: str, clients: int, rate_per_client: float, 
 
 
 # Steady state: the work done between the moments 10 % and 90 % of it was done, over
-# that time. It leaves out the ramp-up and the drain, where a batched pipeline waits
-# out its batching windows (BATCH_MAX_WAIT_MS) for the last, partial batches.
+# that time. It leaves out the ramp-up and the drain, where the last partial batch of
+# runs' first steps waits out its window (BATCH_MAX_WAIT_MS; later steps flush idle).
 STEADY_FROM, STEADY_TO = 0.1, 0.9
 
 
@@ -242,7 +242,8 @@ def main() -> None:
         ["research steps / no-op tasks", f"{research.whole / raw.whole:.3f}", f"{research.steady / noop_steady:.3f}"],
     ]))
     print(f"(steady state: between {STEADY_FROM:.0%} and {STEADY_TO:.0%} of the tasks or steps done; the whole job "
-          "also holds the ramp-up and the drain, where the last partial batches wait out BATCH_MAX_WAIT_MS; "
+          "also holds the ramp-up and the drain, where the last partial batch of runs' first steps waits out "
+          "BATCH_MAX_WAIT_MS; "
           "ratios against the higher no-op rate)")
     print()
     parts = sorted(set(raw.cpu_ms) | set(single.cpu_ms), key=lambda p: -single.cpu_ms.get(p, 0))
