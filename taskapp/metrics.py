@@ -23,6 +23,7 @@ class AgentStats:
     steps: int
     steps_failed: int
     batches: int
+    batches_by_reason: dict[str, int]  # why each flush happened: full, window, idle or interactive
     mean_batch_size: float
     llm_calls: int
     latency_p50_ms: float | None
@@ -69,6 +70,11 @@ def agent_stats(session: Session, since: datetime) -> list[AgentStats]:
             .where(Batch.flushed_at >= since).group_by(Batch.agent, Batch.model)
         )
     }
+    reasons: dict[tuple[str, str], dict[str, int]] = {}
+    for agent, model, reason, n in session.execute(
+            select(Batch.agent, Batch.model, Batch.reason, func.count())
+            .where(Batch.flushed_at >= since).group_by(Batch.agent, Batch.model, Batch.reason)):
+        reasons.setdefault((agent, model), {})[reason] = n
     wait_ms = func.extract("epoch", Step.started_at - Step.queued_at) * 1000
     steps = session.execute(
         select(
@@ -86,6 +92,7 @@ def agent_stats(session: Session, since: datetime) -> list[AgentStats]:
         b = batches.get((s.agent, s.model))
         out.append(AgentStats(
             agent=s.agent, model=s.model, steps=s.done, steps_failed=s.failed, batches=b.n if b else 0,
+            batches_by_reason=reasons.get((s.agent, s.model), {}),
             mean_batch_size=round(float(b.mean_size), 2) if b else 0.0,
             llm_calls=c.calls if c else 0,
             latency_p50_ms=_num(c.p50) if c else None, latency_p95_ms=_num(c.p95) if c else None,

@@ -107,6 +107,8 @@ def test_metrics_report_what_the_workers_did(client, team, workers, settings):
     summarizer = next(a for a in body["agents"] if a["agent"] == "summarizer")
     assert summarizer["steps"] >= 1 and summarizer["batches"] >= 1 and summarizer["cost_usd"] > 0
     assert summarizer["latency_p50_ms"] is not None and summarizer["mean_batch_size"] >= 1
+    reasons = summarizer["batches_by_reason"]
+    assert sum(reasons.values()) == summarizer["batches"] and set(reasons) <= {"full", "window", "idle", "interactive"}
     assert body["quota_use"]["gemini-2.5-flash-lite"]["requests_last_day"] >= 1
     assert body["runs"]["succeeded"] >= 1 and "orchestration" in body["queues"]
     assert client.get("/api/metrics?window_s=abc", headers=auth(key)).status_code == 400
@@ -116,11 +118,13 @@ def test_metrics_report_what_the_workers_did(client, team, workers, settings):
     assert prom.status_code == 200
     text = prom.data.decode()
     assert 'taskapp_steps_total{agent="summarizer",model="gemini-2.5-flash-lite",status="succeeded"}' in text
+    assert 'taskapp_batches_total{agent="summarizer",model="gemini-2.5-flash-lite",reason="window"}' in text
     assert "taskapp_queue_depth{queue=\"orchestration\"}" in text and "taskapp_cost_usd_total" in text
 
     client.post("/login", data={"api_key": key})
     page = client.get("/dashboard")
     assert page.status_code == 200 and b"summarizer" in page.data and b"<svg" in page.data
+    assert b"Flushed because" in page.data and b"window " in page.data
 
 
 def test_cancel_button_cancels_a_running_run(client, team, settings, stack, workers):

@@ -31,7 +31,8 @@ class TaskappCollector:
         session = db()
         labels = ["agent", "model"]
         steps = CounterMetricFamily("taskapp_steps", "Steps finished", labels=[*labels, "status"])
-        batches = CounterMetricFamily("taskapp_batches", "Batches flushed from the buffers", labels=labels)
+        batches = CounterMetricFamily("taskapp_batches", "Batches flushed from the buffers, by why they were flushed",
+                                      labels=[*labels, "reason"])
         calls = CounterMetricFamily("taskapp_llm_calls", "Gemini requests", labels=labels)
         limited = CounterMetricFamily("taskapp_llm_rate_limited", "Gemini 429 answers", labels=labels)
         tokens = CounterMetricFamily("taskapp_tokens", "Tokens billed", labels=[*labels, "direction"])
@@ -44,7 +45,8 @@ class TaskappCollector:
             key = [a.agent, a.model]
             steps.add_metric([*key, "succeeded"], a.steps - a.steps_failed)
             steps.add_metric([*key, "failed"], a.steps_failed)
-            batches.add_metric(key, a.batches)
+            for reason, n in sorted(a.batches_by_reason.items()):
+                batches.add_metric([*key, reason], n)
             calls.add_metric(key, a.llm_calls)
             limited.add_metric(key, a.rate_limited)
             tokens.add_metric([*key, "in"], a.tokens_in)
