@@ -4,8 +4,9 @@ join, and runs the sweeper.
 A full buffer is flushed at once by whoever filled it; a partial one needs someone
 to notice that its oldest step has waited its window, or that nothing is on its
 way that could join it (the idle flush, taskapp.batching.company_can_come). One
-flusher runs beside each worker node (started by the worker, see taskapp.celery_app), so there is no single
-process to lose; their takes are atomic, so several flushers never send a step twice.
+flusher runs beside each worker node (started by the worker, see taskapp.celery_app),
+so there is no single process to lose; their takes are atomic, so several flushers
+never send a step twice.
 It is a process of its own rather than a thread in the worker, so it never shares
 the worker's broker connections and never blocks a pool slot: a flush is due
 within one tick of the window, however busy the workers are.

@@ -63,18 +63,11 @@ def agent_stats(session: Session, since: datetime) -> list[AgentStats]:
             ).where(LlmCall.created_at >= since).group_by(LlmCall.agent, LlmCall.model)
         )
     }
-    batches = {
-        (r.agent, r.model): r
-        for r in session.execute(
-            select(Batch.agent, Batch.model, func.count().label("n"), func.avg(Batch.size).label("mean_size"))
-            .where(Batch.flushed_at >= since).group_by(Batch.agent, Batch.model)
-        )
-    }
-    reasons: dict[tuple[str, str], dict[str, int]] = {}
-    for agent, model, reason, n in session.execute(
-            select(Batch.agent, Batch.model, Batch.reason, func.count())
+    batches: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}  # reason -> (batches, steps)
+    for agent, model, reason, n, size in session.execute(
+            select(Batch.agent, Batch.model, Batch.reason, func.count(), func.sum(Batch.size))
             .where(Batch.flushed_at >= since).group_by(Batch.agent, Batch.model, Batch.reason)):
-        reasons.setdefault((agent, model), {})[reason] = n
+        batches.setdefault((agent, model), {})[reason] = (int(n), int(size))
     wait_ms = func.extract("epoch", Step.started_at - Step.queued_at) * 1000
     steps = session.execute(
         select(
@@ -89,11 +82,12 @@ def agent_stats(session: Session, since: datetime) -> list[AgentStats]:
     out = []
     for s in steps:
         c = calls.get((s.agent, s.model))
-        b = batches.get((s.agent, s.model))
+        by_reason = batches.get((s.agent, s.model), {})
+        n_batches, n_batched = sum(n for n, _ in by_reason.values()), sum(size for _, size in by_reason.values())
         out.append(AgentStats(
-            agent=s.agent, model=s.model, steps=s.done, steps_failed=s.failed, batches=b.n if b else 0,
-            batches_by_reason=reasons.get((s.agent, s.model), {}),
-            mean_batch_size=round(float(b.mean_size), 2) if b else 0.0,
+            agent=s.agent, model=s.model, steps=s.done, steps_failed=s.failed, batches=n_batches,
+            batches_by_reason={reason: n for reason, (n, _) in sorted(by_reason.items())},
+            mean_batch_size=round(n_batched / n_batches, 2) if n_batches else 0.0,
             llm_calls=c.calls if c else 0,
             latency_p50_ms=_num(c.p50) if c else None, latency_p95_ms=_num(c.p95) if c else None,
             mean_wait_ms=_num(s.wait), buffer_wait_p50_ms=_num(s.buffer_p50), buffer_wait_p95_ms=_num(s.buffer_p95),

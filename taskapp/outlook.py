@@ -38,15 +38,12 @@ def read_outlook(session: Session, batcher: Batcher, stranded_s: float) -> Outlo
             ~exists().where(Step.run_id == Run.id, Step.status == "queued"))))),
         ("steps_unbuffered", lambda: _steps_unbuffered(session, batcher)),
     )
-    found: dict[str, bool] = {}
+    answers: dict[str, bool] = {}
     for name, ask in checks:
-        found[name] = bool(ask())
-        if found[name]:
+        answers[name] = bool(ask())
+        if answers[name]:
             break
-    return Outlook(runs_to_start=found.get("runs_to_start", False),
-                   batches_in_flight=found.get("batches_in_flight", False),
-                   runs_between_steps=found.get("runs_between_steps", False),
-                   steps_unbuffered=found.get("steps_unbuffered", False))
+    return Outlook(**{name: answers.get(name, False) for name, _ in checks})
 
 
 def _steps_unbuffered(session: Session, batcher: Batcher) -> bool:
