@@ -128,7 +128,7 @@ class Dispatcher:
         taken = self.batcher.take(agent, model, policy, force=force)
         if not taken:
             return []
-        batches: list[tuple[uuid.UUID, list[str]]] = []
+        batches: list[tuple[uuid.UUID, list[str], str]] = []
         try:
             # The chord is published inside the transaction that marks its steps: if this
             # process dies before the commit, the steps are still `queued` (and the sweeper
@@ -139,18 +139,19 @@ class Dispatcher:
                     batch_id = uuid.uuid4()
                     joined = open_batch(session, batch_id, agent, model, part, reason, self.settings.batch_stranded_s)
                     if joined:
-                        batches.append((batch_id, joined))
+                        batches.append((batch_id, joined, reason))
                 if batches:
-                    self._send_chord(agent, model, batches)
+                    self._send_chord(agent, model, [(b, ids) for b, ids, _ in batches])
         except Exception as exc:
             self._put_back(agent, model, taken)
             if dependency_of(exc):  # an outage: the flusher backs off and says so once per retry
                 raise
             log.exception("flush failed; putting %d step(s) back", len(taken), extra={"agent": agent, "model": model})
             return []
-        for batch_id, ids in batches:
-            log.info("flushed %d step(s)", len(ids), extra={"agent": agent, "model": model, "batch_id": str(batch_id)})
-        return [b for b, _ in batches]
+        for batch_id, ids, reason in batches:
+            log.info("flushed %d step(s) (%s)", len(ids), reason,
+                     extra={"agent": agent, "model": model, "batch_id": str(batch_id)})
+        return [b for b, _, _ in batches]
 
     def flush_idle(self, buffers: list[tuple[str, str]]) -> list[uuid.UUID]:
         """Flush the waiting buffers that nothing on its way could still join (batching.company_can_come)."""
