@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import click
 import httpx
@@ -134,20 +135,29 @@ def submit(workflow: str, input_json: str, follow: bool, idempotency_key: str | 
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
     with httpx.Client(base_url=settings.api_url, headers=headers, timeout=10) as client:
-        resp = client.post("/api/runs", json={"workflow": workflow, "input": payload,
-                                              "options": {"priority": priority}})
-        if resp.status_code >= 400:
-            raise click.ClickException(f"{resp.status_code}: {resp.text}")
-        run = resp.json()
+        run = _api(client, "POST", "/api/runs", json={"workflow": workflow, "input": payload,
+                                                       "options": {"priority": priority}})
         click.echo(run["id"])
         if follow:
             sys.exit(_follow(client, run["links"]["self"]))
 
 
+def _api(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    """One API call; an unreachable API or an error answer is a message, not a traceback."""
+    try:
+        resp = client.request(method, path, **kwargs)
+    except httpx.TransportError as exc:
+        raise click.ClickException(f"cannot reach the API at {client.base_url} (TASKAPP_API_URL): {exc}") from None
+    if resp.status_code >= 400:
+        raise click.ClickException(f"{resp.status_code}: {resp.text}")
+    return resp.json()
+
+
 def _follow(client: httpx.Client, path: str) -> int:
+    """Poll the run, printing each step's status changes; the exit status says how it ended."""
     seen: dict[str, str] = {}
     while True:
-        run = client.get(path).json()
+        run = _api(client, "GET", path)
         for step in run["steps"]:
             if seen.get(step["id"]) != step["status"]:
                 seen[step["id"]] = step["status"]

@@ -93,3 +93,32 @@ def test_flower_never_runs_open(stack):
         assert httpx.get(url, auth=("ops", "s3cret"), timeout=5).status_code == 200
     finally:
         stack.stop(proc)
+
+
+def test_cli_submits_and_follows_a_run_to_its_answer(stack, settings, workers):
+    """`taskapp submit --follow` against the real web server: the run id, each step's progress, the
+    stored output, and an exit status that says how the run ended."""
+    import json
+    import uuid
+
+    from tests.conftest import make_team, wait_for_run
+
+    url, web = stack.start_web()
+    try:
+        _, key = make_team(settings)
+        done = _taskapp(stack, "submit", "summarize", "--input", '{"text": "a CLI follows this run"}',
+                        "--priority", "interactive", "--follow", TASKAPP_API_URL=url, TASKAPP_API_KEY=key)
+        assert done.returncode == 0, done.stderr
+        run_id, _, output = done.stdout.partition("\n")
+        run = wait_for_run(settings, uuid.UUID(run_id))
+        assert run.status == "succeeded" and json.loads(output) == run.output
+        assert "summarizer" in done.stderr and "succeeded" in done.stderr
+        assert done.stderr.strip().endswith("run succeeded")
+
+        unknown = _taskapp(stack, "submit", "no-such-workflow", "--input", "{}", TASKAPP_API_URL=url,
+                           TASKAPP_API_KEY=key)
+        assert unknown.returncode == 1 and "no-such-workflow" in unknown.stderr and "Traceback" not in unknown.stderr
+    finally:
+        stack.stop(web)
+    down = _taskapp(stack, "submit", "summarize", "--input", "{}", TASKAPP_API_URL=url, TASKAPP_API_KEY=key)
+    assert down.returncode == 1 and "cannot reach the API" in down.stderr and "Traceback" not in down.stderr
