@@ -235,24 +235,26 @@ def main() -> None:
     print(table(["throughput (same broker, same worker concurrency)", "whole job, per s", "steady state, per s"], [
         ["raw Celery no-op tasks, published while the worker runs", raw.whole, raw.steady],
         ["raw Celery no-op tasks, all queued before the worker starts (the worker alone)", "-", alone.steady],
-        [f"end-to-end steps ({args.runs} one-step runs, zero-latency simulator)", single.whole, single.steady],
-        ["end-to-end steps / no-op tasks", f"{single.whole / raw.whole:.3f}", f"{single.steady / noop_steady:.3f}"],
-        [f"end-to-end steps ({args.research_runs} research runs of ~6 steps: planner, researchers, writer, "
-         "reviewer)", research.whole, research.steady],
-        ["research steps / no-op tasks", f"{research.whole / raw.whole:.3f}", f"{research.steady / noop_steady:.3f}"],
+        [f"end-to-end steps ({args.research_runs} runs of the built-in research workflow, ~6 steps each: "
+         "planner, researchers, writer, reviewer; zero-latency simulator)", research.whole, research.steady],
+        ["end-to-end steps / no-op tasks", f"{research.whole / raw.whole:.3f}", f"{research.steady / noop_steady:.3f}"],
+        [f"one-step runs ({args.runs} `summarize` runs: every step is a whole run, with its own API request and "
+         "start message)", single.whole, single.steady],
+        ["one-step run steps / no-op tasks", f"{single.whole / raw.whole:.3f}", f"{single.steady / noop_steady:.3f}"],
     ]))
     print(f"(steady state: between {STEADY_FROM:.0%} and {STEADY_TO:.0%} of the tasks or steps done; the whole job "
           "also holds the ramp-up and the drain, where the last partial batch of runs' first steps waits out "
           "BATCH_MAX_WAIT_MS; "
           "ratios against the higher no-op rate)")
     print()
-    parts = sorted(set(raw.cpu_ms) | set(single.cpu_ms), key=lambda p: -single.cpu_ms.get(p, 0))
-    print(table(["CPU ms on this machine, by part", "per no-op task", "per one-step-run step", "per research step"],
-                [[p, raw.cpu_ms.get(p, 0.0), single.cpu_ms.get(p, 0.0), research.cpu_ms.get(p, 0.0)]
+    parts = sorted(set(raw.cpu_ms) | set(research.cpu_ms), key=lambda p: -single.cpu_ms.get(p, 0))
+    print(table(["CPU ms on this machine, by part", "per no-op task", "per research step", "per one-step-run step"],
+                [[p, raw.cpu_ms.get(p, 0.0), research.cpu_ms.get(p, 0.0), single.cpu_ms.get(p, 0.0)]
                  for p in parts if p != "other"]
-                + [["total (all processes)", sum(raw.cpu_ms.values()), sum(single.cpu_ms.values()),
-                    sum(research.cpu_ms.values())]]))
-
+                + [["total (all processes)", sum(raw.cpu_ms.values()), sum(research.cpu_ms.values()),
+                    sum(single.cpu_ms.values())]]))
+    print("(a one-step run's step carries its run's whole cost: its API request alone (the web's CPU) and its "
+          "start message (at least a no-op task) already come near three no-op tasks' CPU)")
 
 if __name__ == "__main__":
     main()
