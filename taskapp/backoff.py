@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import random
 
+# The longest a retry waits (before jitter): the broker's visibility timeout must exceed it.
+BACKOFF_CAP_S = 60.0
+JITTER_SPREAD = 0.2
 
-def backoff_s(attempt: int, base_s: float = 1.0, cap_s: float = 60.0, rng: random.Random | None = None) -> float:
+
+def backoff_s(attempt: int, base_s: float = 1.0, cap_s: float = BACKOFF_CAP_S, rng: random.Random | None = None) -> float:
     """Delay before retry number `attempt` (0-based): uniform in [base, min(cap, base * 2**attempt)]."""
     high = min(cap_s, base_s * (2 ** max(0, attempt)))
     return (rng or random).uniform(base_s, max(base_s, high))
 
 
-def jittered(delay_s: float, spread: float = 0.2, rng: random.Random | None = None) -> float:
+def jittered(delay_s: float, spread: float = JITTER_SPREAD, rng: random.Random | None = None) -> float:
     """A server-given delay, nudged up by up to `spread` so waiters do not wake at once."""
     return delay_s * (1 + (rng or random).uniform(0, spread))
