@@ -256,5 +256,6 @@ def main() -> None:
     print("(a one-step run's step carries its run's whole cost: its API request alone (the web's CPU) and its "
           "start message (at least a no-op task) already come near three no-op tasks' CPU)")
 
+
 if __name__ == "__main__":
     main()
