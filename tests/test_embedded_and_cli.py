@@ -103,9 +103,9 @@ def test_cli_submits_and_follows_a_run_to_its_answer(stack, settings, workers):
 
     from tests.conftest import make_team, wait_for_run
 
+    _, key = make_team(settings)
     url, web = stack.start_web()
     try:
-        _, key = make_team(settings)
         done = _taskapp(stack, "submit", "summarize", "--input", '{"text": "a CLI follows this run"}',
                         "--priority", "interactive", "--follow", TASKAPP_API_URL=url, TASKAPP_API_KEY=key)
         assert done.returncode == 0, done.stderr
