@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
 import click
@@ -53,6 +53,8 @@ _share_options = [
                  help="Runs of this team that may run at once; more wait, queued."),
     click.option("--daily-tokens", type=click.IntRange(min=1), default=None,
                  help="Tokens this team may use per day (midnight US Pacific); then its runs fail, saying why."),
+    click.option("--operator/--no-operator", default=None,
+                 help="Operators see the whole fleet's metrics (every team, queue depths)."),
 ]
 
 
@@ -65,7 +67,8 @@ def share_options(func):  # noqa: ANN001, ANN201
 @teams.command("create")
 @click.argument("name")
 @share_options
-def teams_create(name: str, max_concurrent_runs: int | None, daily_tokens: int | None) -> None:
+def teams_create(name: str, max_concurrent_runs: int | None, daily_tokens: int | None,
+                 operator: bool | None) -> None:
     """Create a team and print its API key (shown only once)."""
     from taskapp import store
     from taskapp.db import session_scope
@@ -75,22 +78,33 @@ def teams_create(name: str, max_concurrent_runs: int | None, daily_tokens: int |
             raise click.ClickException(f"team {name!r} exists; use `taskapp teams key {name}` for a new key")
         team, key = store.create_team(session, name)
         team.max_concurrent_runs, team.daily_token_budget = max_concurrent_runs, daily_tokens
+        team.is_operator = bool(operator)
     click.echo(key)
+
+
+def _team(session: Any, name: str) -> Any:
+    """The team called `name`, or a message that says there is none."""
+    from taskapp import store
+
+    team = store.team_by_name(session, name)
+    if team is None:
+        raise click.ClickException(f"no team {name!r}")
+    return team
 
 
 @teams.command("set")
 @click.argument("name")
 @share_options
 @click.option("--unlimited", is_flag=True, help="Remove the team's own limits.")
-def teams_set(name: str, max_concurrent_runs: int | None, daily_tokens: int | None, unlimited: bool) -> None:
-    """Change a team's share of the quota."""
-    from taskapp import store
+def teams_set(name: str, max_concurrent_runs: int | None, daily_tokens: int | None, operator: bool | None,
+              unlimited: bool) -> None:
+    """Change a team's share of the quota, or whether it is an operator."""
     from taskapp.db import session_scope
 
     with session_scope() as session:
-        team = store.team_by_name(session, name)
-        if team is None:
-            raise click.ClickException(f"no team {name!r}")
+        team = _team(session, name)
+        if operator is not None:
+            team.is_operator = operator
         if unlimited:
             team.max_concurrent_runs = team.daily_token_budget = None
         if max_concurrent_runs is not None:
@@ -98,7 +112,8 @@ def teams_set(name: str, max_concurrent_runs: int | None, daily_tokens: int | No
         if daily_tokens is not None:
             team.daily_token_budget = daily_tokens
         click.echo(f"{name}: max concurrent runs {team.max_concurrent_runs or 'unlimited'}, "
-                   f"daily tokens {team.daily_token_budget or 'unlimited'}")
+                   f"daily tokens {team.daily_token_budget or 'unlimited'}"
+                   f"{', operator' if team.is_operator else ''}")
 
 
 @teams.command("key")
@@ -109,11 +124,57 @@ def teams_key(name: str) -> None:
     from taskapp.db import session_scope
 
     with session_scope() as session:
-        team = store.team_by_name(session, name)
-        if team is None:
-            raise click.ClickException(f"no team {name!r}")
-        key = store.issue_api_key(session, team)
+        key = store.issue_api_key(session, _team(session, name))
     click.echo(key)
+
+
+@teams.command("keys")
+@click.argument("name")
+def teams_keys(name: str) -> None:
+    """List a team's keys by prefix (the keys themselves are never stored)."""
+    from taskapp import credentials
+    from taskapp.db import session_scope
+
+    with session_scope() as session:
+        for key in credentials.list_keys(session, _team(session, name)):
+            state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+            click.echo(f"{key.prefix}…  created {key.created_at:%Y-%m-%d %H:%M}  {state}")
+
+
+@teams.command("revoke-key")
+@click.argument("name")
+@click.argument("prefix")
+def teams_revoke_key(name: str, prefix: str) -> None:
+    """Revoke a key (by the prefix `teams keys` shows): it and its browser sessions stop at once."""
+    from taskapp import credentials
+    from taskapp.db import session_scope
+
+    with session_scope() as session:
+        if not credentials.revoke_key(session, _team(session, name), prefix):
+            raise click.ClickException(f"team {name!r} has no active key starting {prefix[:10]!r}")
+    click.echo(f"revoked {prefix[:10]}…")
+
+
+@teams.command("login-link")
+@click.argument("name")
+def teams_login_link(name: str) -> None:
+    """Print a one-time sign-in link for the UI (short-lived; bound to the team's newest key)."""
+    from taskapp import credentials
+    from taskapp.db import session_scope
+
+    settings = get_settings()
+    with session_scope() as session:
+        try:
+            token = credentials.make_login_link(session, _team(session, name),
+                                                timedelta(seconds=settings.login_link_ttl_s))
+        except credentials.NoActiveKey as exc:
+            raise click.ClickException(f"{exc}; make one with `taskapp teams key {name}`") from None
+    click.echo(login_url(settings, token))
+
+
+def login_url(settings: Any, token: str) -> str:
+    """Where a login link points: the UI of TASKAPP_API_URL."""
+    return f"{settings.api_url.rstrip('/')}/login/{token}"
 
 
 @main.command()
@@ -189,10 +250,11 @@ def flower(port: int | None) -> None:
     settings = get_settings()
     if not settings.flower_basic_auth:
         raise click.ClickException("FLOWER_BASIC_AUTH (user:password) is required: Flower never runs open")
-    args = ["celery", "-A", "taskapp.celery_app", "flower",
-            f"--port={port or settings.flower_port}", f"--basic-auth={settings.flower_basic_auth}",
-            "--max_tasks=10000", "--persistent=False", "--purge_offline_workers=300"]
-    os.execvp(args[0], args)
+    from taskapp import flower_server
+
+    sys.exit(flower_server.serve([f"--port={port or settings.flower_port}",
+                                  f"--basic-auth={settings.flower_basic_auth}", "--max_tasks=10000",
+                                  "--persistent=False", "--purge_offline_workers=300"]))
 
 
 @main.command("flusher")

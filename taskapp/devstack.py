@@ -12,12 +12,13 @@ from __future__ import annotations
 import secrets
 import sys
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
-from taskapp import migrate, store
+from taskapp import credentials, migrate, store
 from taskapp.db import session_factory
 from taskapp.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from taskapp.settings import Settings, child_environment, load_settings
@@ -47,11 +48,15 @@ def run(settings: Settings) -> int:
             env["GEMINI_SIM_PORT"] = str(port)
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth or _remembered(data / "flower_auth",
                                                                              lambda: "admin:" + secrets.token_urlsafe(12))
+        # The web process refuses to start without a real secret: dev makes one and keeps it,
+        # so sessions survive a restart. Plain http on localhost: cookies cannot be Secure-only.
+        env["SECRET_KEY"] = settings.secret_key or _remembered(data / "secret_key", lambda: secrets.token_urlsafe(48))
+        env["SESSION_COOKIE_SECURE"] = "false"
         dev = load_settings(child_environment(**env))
         print("applying migrations …", flush=True)
         migrate.upgrade(dev)
         api_key = ensure_demo_team(dev, data / "demo_api_key")
-        _banner(dev, api_key, with_sim)
+        _banner(dev, api_key, login_link(dev), with_sim)
         manager = Manager()
         child_env = child_environment(**env)
         for entry in parse_procfile(PROCFILE.read_text()).processes.items():
@@ -81,6 +86,14 @@ def ensure_demo_team(settings: Settings, key_file: Path) -> str:
     return key
 
 
+def login_link(settings: Settings) -> str:
+    """A one-time sign-in link for the demo team (no API key in a URL, so none in access logs)."""
+    with session_factory(settings).begin() as session:
+        team = store.team_by_name(session, "demo")
+        token = credentials.make_login_link(session, team, timedelta(seconds=settings.login_link_ttl_s))
+    return f"http://127.0.0.1:{settings.port}/login/{token}"
+
+
 def _remembered(path: Path, make) -> str:
     if path.exists():
         return path.read_text().strip()
@@ -90,12 +103,14 @@ def _remembered(path: Path, make) -> str:
     return value
 
 
-def _banner(settings: Settings, api_key: str, with_sim: bool) -> None:
+def _banner(settings: Settings, api_key: str, link: str, with_sim: bool) -> None:
     url = f"http://127.0.0.1:{settings.port}"
+    minutes = settings.login_link_ttl_s // 60
     lines = [
         "",
         "taskapp is starting:",
-        f"  UI        {url}/login?key={api_key}",
+        f"  UI        {link}",
+        f"            (signs you in once, within {minutes} min; another: taskapp teams login-link demo)",
         f"  API key   {api_key}   (team 'demo')",
         f"  API       curl -H 'Authorization: Bearer {api_key}' {url}/api/workflows",
         f"  Flower    http://127.0.0.1:{settings.flower_port}  (login {settings.flower_basic_auth})",

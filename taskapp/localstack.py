@@ -41,6 +41,7 @@ class LocalStack:
         self.database_url = ""
         self.sim: simulator.SimulatorServer | None = None  # in-process: tests read its state directly
         self.sim_url = ""
+        self.secret_key = secrets.token_urlsafe(48)  # the web refuses to start without one
         self._exits = ExitStack()
         self._procs: list[subprocess.Popen] = []
 
@@ -94,9 +95,11 @@ class LocalStack:
     def env(self, **extra: str | None) -> dict[str, str]:
         """The environment every process of this stack runs with."""
         assert self.sim_url, "start() first"
-        return child_environment(
-            DATABASE_URL=self.database_url, REDIS_URL=self.redis_url, GEMINI_BASE_URL=self.sim_url,
-            GEMINI_API_KEY=None, LOG_FORMAT="json", GEMINI_TIMEOUT_MS="20000", **extra)
+        base: dict[str, str | None] = {
+            "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "GEMINI_BASE_URL": self.sim_url,
+            "GEMINI_API_KEY": None, "LOG_FORMAT": "json", "GEMINI_TIMEOUT_MS": "20000",
+            "SECRET_KEY": self.secret_key}
+        return child_environment(**(base | extra))
 
     def spawn(self, name: str, args: list[str], **env: str | None) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop())

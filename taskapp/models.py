@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ColumnElement,
     DateTime,
     ForeignKey,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     select,
     text,
@@ -52,6 +54,8 @@ class Team(Base):
     # The team's share of the project's Gemini quota (None: no limit of its own).
     max_concurrent_runs: Mapped[int | None] = mapped_column(Integer)
     daily_token_budget: Mapped[int | None] = mapped_column(BigInteger)
+    # Operators see fleet-wide numbers (every team, queue depths) in the metrics and dashboard.
+    is_operator: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="team")
 
@@ -69,6 +73,37 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     team: Mapped[Team] = relationship(back_populates="api_keys")
+
+
+class WebSession(Base):
+    """A browser's sign-in, bound to the API key it was made from.
+
+    The cookie holds only a random token (its SHA-256 is stored here), so a cookie
+    signed with a leaked SECRET_KEY names no session; revoking the key or signing out
+    ends the session for every web process at once, because each request reads this row.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now_default())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginLink(Base):
+    """A one-time, short-lived sign-in link (so no API key ever appears in a URL)."""
+
+    __tablename__ = "login_links"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now_default())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Run(Base):

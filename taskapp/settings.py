@@ -26,6 +26,9 @@ class SettingsError(ValueError):
     """Raised when the environment cannot be turned into valid settings."""
 
 
+MIN_SECRET_KEY_BYTES = 32
+
+
 class Settings(BaseModel):
     """Frozen, validated configuration (12-factor: everything from the environment)."""
 
@@ -76,7 +79,15 @@ class Settings(BaseModel):
     context_token_budget: int = Field(default=3_000, ge=100)
     llm_max_retries: int = Field(default=5, ge=0)
 
-    secret_key: str = "dev-insecure-secret-change-me"
+    # Signs session cookies. No default: the web process refuses to start without one (see
+    # require_secret_key); `taskapp dev` and the test stack make a random one.
+    secret_key: str | None = None
+    # Session cookies are sent over HTTPS only; `taskapp dev` (plain http on localhost) turns it off.
+    session_cookie_secure: bool = True
+    session_lifetime_s: int = Field(default=12 * 3600, ge=60)
+    login_link_ttl_s: int = Field(default=900, ge=10)
+    # Per team (or per client address before sign-in), across every web process (kept in Redis).
+    api_rate_limit: str = "600/minute"
     flower_basic_auth: str | None = None
     flower_port: int = Field(default=5555, ge=1, le=65535)
     metrics_token: str | None = None
@@ -128,6 +139,17 @@ class Settings(BaseModel):
                         raise ValueError(f"quota for {model!r}: {name} must be a positive integer or null")
         return value
 
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '600/minute' or '20/second;600/minute'") from None
+        return value
+
     @field_validator("redis_url", "broker_url", "result_backend_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
@@ -156,6 +178,22 @@ class Settings(BaseModel):
     @property
     def effective_result_backend(self) -> str:
         return self.result_backend_url or self.require("redis_url")
+
+    def require_secret_key(self) -> str:
+        """The key that signs session cookies; the web process cannot run without a real one.
+
+        Raises:
+            SettingsError: SECRET_KEY is unset or shorter than MIN_SECRET_KEY_BYTES.
+        """
+        key = self.secret_key or ""
+        if len(key.encode()) < MIN_SECRET_KEY_BYTES:
+            state = "is not set" if not key else f"has {len(key.encode())} bytes"
+            raise SettingsError(
+                f"SECRET_KEY {state}: the web process needs a random secret of at least "
+                f"{MIN_SECRET_KEY_BYTES} bytes to sign sessions (for example the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`); "
+                "`taskapp dev` (make run) makes one for you.")
+        return key
 
     def require(self, name: str) -> str:
         """Return a setting that this process cannot run without, or explain."""
@@ -200,6 +238,10 @@ _ENV = {
     "CONTEXT_TOKEN_BUDGET": "context_token_budget",
     "LLM_MAX_RETRIES": "llm_max_retries",
     "SECRET_KEY": "secret_key",
+    "SESSION_COOKIE_SECURE": "session_cookie_secure",
+    "SESSION_LIFETIME_S": "session_lifetime_s",
+    "LOGIN_LINK_TTL_S": "login_link_ttl_s",
+    "API_RATE_LIMIT": "api_rate_limit",
     "FLOWER_BASIC_AUTH": "flower_basic_auth",
     "FLOWER_PORT": "flower_port",
     "METRICS_TOKEN": "metrics_token",

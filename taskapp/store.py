@@ -19,6 +19,7 @@ from taskapp import events
 from taskapp.models import ApiKey, Run, Step, Team
 
 KEY_PREFIX = "tk_"
+KEY_SHOWN = 10  # how much of a key is stored in clear, to tell keys apart
 
 
 def hash_key(api_key: str) -> str:
@@ -35,7 +36,7 @@ def create_team(session: Session, name: str) -> tuple[Team, str]:
 
 def issue_api_key(session: Session, team: Team) -> str:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(team_id=team.id, key_hash=hash_key(key), prefix=key[:10]))
+    session.add(ApiKey(team_id=team.id, key_hash=hash_key(key), prefix=key[:KEY_SHOWN]))
     session.flush()
     return key
 

@@ -33,7 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
                     redis_url=os.environ.get("TASKAPP_TEST_REDIS_URL"), log_dir=ARTIFACTS) as s:
         # The test process itself (Flask app, Celery producer) runs with the same settings.
         env = s.env()
-        for key in ("DATABASE_URL", "REDIS_URL", "GEMINI_BASE_URL", "NO_PROXY", "GEMINI_TIMEOUT_MS"):
+        for key in ("DATABASE_URL", "REDIS_URL", "GEMINI_BASE_URL", "NO_PROXY", "GEMINI_TIMEOUT_MS", "SECRET_KEY"):
             os.environ[key] = env[key]
         os.environ.pop("GEMINI_API_KEY", None)
         from taskapp import migrate

@@ -7,6 +7,7 @@ import time
 import uuid
 
 from tests.conftest import auth, make_team
+from tests.helpers import form_token, ui_login
 
 RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
 
@@ -159,12 +160,11 @@ def test_ui_sign_in_submit_and_view(client, team):
     """The browser flow: sign in with the key, submit the form, land on the run page."""
     _, key = team
     assert client.get("/").status_code == 302
-    assert b"Unknown" in client.post("/login", data={"api_key": "tk_wrong"}).data
-    assert client.post("/login", data={"api_key": key}).status_code == 302
+    assert b"Unknown" in ui_login(client, "tk_wrong").data
+    assert ui_login(client, key).status_code == 302
     form = client.get("/runs/new?workflow=research")
     assert b'name="question"' in form.data
-    with client.session_transaction() as sess:
-        csrf = sess["csrf"]
+    csrf = form_token(form.data)
     resp = client.post("/runs/new", data={"workflow": "research", "question": "What is Celery?",
                                           "max_revisions": "1", "csrf_token": csrf})
     assert resp.status_code == 302 and "/runs/" in resp.headers["Location"]
@@ -174,7 +174,10 @@ def test_ui_sign_in_submit_and_view(client, team):
     # The session cookie reads the API but cannot write without the CSRF token.
     run_id = resp.headers["Location"].rsplit("/", 1)[1]
     assert client.get(f"/api/runs/{run_id}").status_code == 200
-    assert client.post("/api/runs", json=RUN).status_code == 401
+    refused = client.post("/api/runs", json=RUN)
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "csrf_failed"
+    assert client.post("/api/runs", json=RUN, headers={"X-CSRF-Token": ""}).status_code == 403
+    assert client.post("/api/runs", json=RUN, headers={"X-CSRF-Token": csrf}).status_code == 202
     assert client.post("/runs/new", data={"workflow": "summarize", "text": "x"}).status_code == 400
 
 

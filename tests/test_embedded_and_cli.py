@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import psycopg
@@ -10,6 +9,7 @@ import pytest
 import redis
 
 from taskapp.embedded import EmbeddedPostgres, EmbeddedRedis
+from tests.helpers import taskapp_cli
 
 pytestmark = pytest.mark.slow
 
@@ -39,41 +39,37 @@ def test_embedded_postgres_and_redis_start_serve_and_keep_data(tmp_path):
         pg.stop()
 
 
-def _taskapp(stack, *args, **env):
-    return subprocess.run([sys.executable, "-m", "taskapp.cli", *args], env=stack.env(**env),
-                          capture_output=True, text=True, timeout=60)
-
-
 def test_cli_creates_teams_whose_keys_authenticate(stack, client):
     """`taskapp teams create` prints a key that the API accepts; a duplicate name is refused clearly."""
     import uuid
 
     name = f"cli-{uuid.uuid4().hex[:8]}"
-    made = _taskapp(stack, "teams", "create", name)
+    made = taskapp_cli(stack, "teams", "create", name)
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip()
     assert client.get("/api/runs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
-    again = _taskapp(stack, "teams", "create", name)
+    again = taskapp_cli(stack, "teams", "create", name)
     assert again.returncode != 0 and "exists" in again.stderr
 
 
 def test_cli_reports_bad_configuration_and_input(stack):
     """A bad environment variable or bad --input gives a message, not a traceback."""
-    bad = _taskapp(stack, "db", "upgrade", BATCH_MAX_SIZE="many")
+    bad = taskapp_cli(stack, "db", "upgrade", BATCH_MAX_SIZE="many")
     assert bad.returncode == 2 and "BATCH_MAX_SIZE" in bad.stderr and "Traceback" not in bad.stderr
-    sub = _taskapp(stack, "submit", "summarize", "--input", "{nope", TASKAPP_API_KEY="tk_x")
+    sub = taskapp_cli(stack, "submit", "summarize", "--input", "{nope", TASKAPP_API_KEY="tk_x")
     assert sub.returncode == 2 and "not JSON" in sub.stderr
 
 
 def test_flower_never_runs_open(stack):
-    """`taskapp flower` refuses to start without FLOWER_BASIC_AUTH; with it, Flower asks for the credentials."""
+    """`taskapp flower` refuses to start without FLOWER_BASIC_AUTH; with it, Flower asks for the credentials,
+    on its pages and on its Prometheus /metrics alike (which Flower itself leaves open)."""
     import time
 
     import httpx
 
     from taskapp.embedded import free_port
 
-    refused = _taskapp(stack, "flower", FLOWER_BASIC_AUTH="")
+    refused = taskapp_cli(stack, "flower", FLOWER_BASIC_AUTH="")
     assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr
     port = free_port()
     proc = stack.spawn("flower", [sys.executable, "-m", "taskapp.cli", "flower", "--port", str(port)],
@@ -91,6 +87,10 @@ def test_flower_never_runs_open(stack):
         assert anonymous.status_code == 401
         assert httpx.get(url, auth=("ops", "wrong"), timeout=5).status_code == 401
         assert httpx.get(url, auth=("ops", "s3cret"), timeout=5).status_code == 200
+        assert httpx.get(url + "metrics", timeout=5).status_code == 401
+        assert httpx.get(url + "metrics", auth=("ops", "wrong"), timeout=5).status_code == 401
+        scraped = httpx.get(url + "metrics", auth=("ops", "s3cret"), timeout=5)
+        assert scraped.status_code == 200 and "flower_" in scraped.text
     finally:
         stack.stop(proc)
 
@@ -106,7 +106,7 @@ def test_cli_submits_and_follows_a_run_to_its_answer(stack, settings, workers):
     _, key = make_team(settings)
     url, web = stack.start_web()
     try:
-        done = _taskapp(stack, "submit", "summarize", "--input", '{"text": "a CLI follows this run"}',
+        done = taskapp_cli(stack, "submit", "summarize", "--input", '{"text": "a CLI follows this run"}',
                         "--priority", "interactive", "--follow", TASKAPP_API_URL=url, TASKAPP_API_KEY=key)
         assert done.returncode == 0, done.stderr
         run_id, _, output = done.stdout.partition("\n")
@@ -115,10 +115,10 @@ def test_cli_submits_and_follows_a_run_to_its_answer(stack, settings, workers):
         assert "summarizer" in done.stderr and "succeeded" in done.stderr
         assert done.stderr.strip().endswith("run succeeded")
 
-        unknown = _taskapp(stack, "submit", "no-such-workflow", "--input", "{}", TASKAPP_API_URL=url,
+        unknown = taskapp_cli(stack, "submit", "no-such-workflow", "--input", "{}", TASKAPP_API_URL=url,
                            TASKAPP_API_KEY=key)
         assert unknown.returncode == 1 and "no-such-workflow" in unknown.stderr and "Traceback" not in unknown.stderr
     finally:
         stack.stop(web)
-    down = _taskapp(stack, "submit", "summarize", "--input", "{}", TASKAPP_API_URL=url, TASKAPP_API_KEY=key)
+    down = taskapp_cli(stack, "submit", "summarize", "--input", "{}", TASKAPP_API_URL=url, TASKAPP_API_KEY=key)
     assert down.returncode == 1 and "cannot reach the API" in down.stderr and "Traceback" not in down.stderr

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from taskapp.models import Event, LlmCall, Step
 from tests.conftest import auth, wait_for_run
+from tests.helpers import form_token, ui_login
 
 pytestmark = pytest.mark.slow
 
@@ -97,8 +98,13 @@ def test_redelivered_start_does_not_duplicate_steps(client, team, workers, setti
     assert after == before and steps == 1
 
 
-def test_metrics_report_what_the_workers_did(client, team, workers, settings):
-    """/api/metrics, /metrics (Prometheus) and the dashboard agree with the runs just made."""
+def test_metrics_report_what_the_workers_did(team, workers, settings):
+    """/api/metrics, /metrics (Prometheus) and the dashboard agree with the runs just made; queue
+    depths are for operators (METRICS_TOKEN)."""
+    from web import create_app
+
+    token = "operator-" + "m" * 32
+    client = create_app(settings.model_copy(update={"metrics_token": token})).test_client()
     _, key = team
     run_id = client.post("/api/runs", headers=auth(key),
                          json={"workflow": "summarize", "input": {"text": "metrics please"}}).json["id"]
@@ -110,7 +116,8 @@ def test_metrics_report_what_the_workers_did(client, team, workers, settings):
     reasons = summarizer["batches_by_reason"]
     assert sum(reasons.values()) == summarizer["batches"] and set(reasons) <= {"full", "window", "idle", "interactive"}
     assert body["quota_use"]["gemini-2.5-flash-lite"]["requests_last_day"] >= 1
-    assert body["runs"]["succeeded"] >= 1 and "orchestration" in body["queues"]
+    assert body["runs"]["succeeded"] >= 1 and "queues" not in body
+    assert "orchestration" in client.get("/api/metrics", headers=auth(token)).json["queues"]
     assert client.get("/api/metrics?window_s=abc", headers=auth(key)).status_code == 400
 
     assert client.get("/metrics").status_code == 401
@@ -119,9 +126,10 @@ def test_metrics_report_what_the_workers_did(client, team, workers, settings):
     text = prom.data.decode()
     assert 'taskapp_steps_total{agent="summarizer",model="gemini-2.5-flash-lite",status="succeeded"}' in text
     assert 'taskapp_batches_total{agent="summarizer",model="gemini-2.5-flash-lite",reason="window"}' in text
-    assert "taskapp_queue_depth{queue=\"orchestration\"}" in text and "taskapp_cost_usd_total" in text
+    assert "taskapp_cost_usd_total" in text and "taskapp_queue_depth" not in text
+    assert 'taskapp_queue_depth{queue="orchestration"}' in client.get("/metrics", headers=auth(token)).data.decode()
 
-    client.post("/login", data={"api_key": key})
+    ui_login(client, key)
     page = client.get("/dashboard")
     assert page.status_code == 200 and b"summarizer" in page.data and b"<svg" in page.data
     assert b"Flushed because" in page.data and b"window " in page.data
@@ -136,9 +144,8 @@ def test_cancel_button_cancels_a_running_run(client, team, settings, stack, work
     try:
         run_id = client.post("/api/runs", headers=auth(key), json={
             "workflow": "research", "input": {"question": "Will this be cancelled?"}}).json["id"]
-        client.post("/login", data={"api_key": key})
-        with client.session_transaction() as sess:
-            csrf = sess["csrf"]
+        ui_login(client, key)
+        csrf = form_token(client.get(f"/runs/{run_id}").data)
         assert client.post(f"/runs/{run_id}/cancel", data={"csrf_token": "wrong"}).status_code == 400
         resp = client.post(f"/runs/{run_id}/cancel", data={"csrf_token": csrf})
         assert resp.status_code == 302

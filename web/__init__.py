@@ -8,17 +8,24 @@ from taskapp.db import get_engine, session_factory
 from taskapp.logs import configure_logging
 from taskapp.settings import Settings, get_settings
 from web.errors import register_error_handlers
+from web.security import init_security
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """App factory: one app per process (gunicorn) or per test."""
+    """App factory: one app per process (gunicorn) or per test.
+
+    Raises:
+        SettingsError: SECRET_KEY is missing or too short (the process must not start).
+    """
     settings = settings or get_settings()
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY=settings.secret_key,
+        SECRET_KEY=settings.require_secret_key(),
         TASKAPP_SETTINGS=settings,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+        PERMANENT_SESSION_LIFETIME=settings.session_lifetime_s,
         JSON_SORT_KEYS=False,
         SSE_REDIS_URL=settings.redis_url or "",
         SSE_KEEPALIVE_S=settings.sse_keepalive_s,
@@ -32,12 +39,17 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from web import api, health, pages, prometheus, stream
 
+    init_security(app, settings, limited=[api.bp, stream.bp])
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(stream.bp)
     app.register_blueprint(prometheus.bp)
     app.register_blueprint(pages.bp)
     register_error_handlers(app)
+
+    @app.context_processor
+    def _caller() -> dict[str, object]:
+        return {"caller": g.get("caller")}
 
     @app.teardown_appcontext
     def _close_db(_: BaseException | None) -> None:

@@ -9,7 +9,7 @@ from taskapp import intake, metrics, orchestrator, queues, store
 from taskapp.agents import get_agent
 from taskapp.celery_app import app as celery_app
 from taskapp.workflows import WORKFLOWS
-from web.auth import require_team, team_run
+from web.auth import metrics_scope, require_team, team_run
 from web.context import db, gate_usage, settings
 from web.errors import ApiError
 from web.schemas import RunCreate
@@ -89,14 +89,19 @@ def cancel_run(run_id: str):
 
 
 @bp.get("/metrics")
-@require_team
 def get_metrics():
-    """Per agent and model: steps, batches, latency, tokens, cost, 429s; quota use; queue depths."""
+    """Per agent and model: steps, batches, latency, tokens, cost, 429s; quota use.
+
+    A team's key or session sees its own numbers; operators (METRICS_TOKEN, or an
+    operator team) see the fleet's, with queue depths.
+    """
+    scope = metrics_scope()
     try:
         window_s = min(30 * 86400, max(60, int(request.args.get("window_s", 3600))))
     except ValueError:
         raise ApiError(400, "invalid_window", "window_s must be an integer number of seconds") from None
-    return jsonify(metrics.snapshot(db(), queues.depths(celery_app), window_s, gate_usage()))
+    depths = queues.depths(celery_app) if scope.fleet else None
+    return jsonify(metrics.snapshot(db(), depths, window_s, gate_usage(), scope))
 
 
 @bp.get("/workflows")

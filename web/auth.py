@@ -1,92 +1,161 @@
-"""Who is calling: a bearer API key (API clients) or a signed session cookie (the browser UI).
+"""Who is calling: a bearer API key (API clients) or a browser session bound to a key.
 
-Each key belongs to a team; a team sees only its own runs. The cookie is accepted
-for reads only, so a cross-site form cannot submit or cancel runs with it.
+Each key belongs to a team; a team sees only its own runs. Both are checked against
+PostgreSQL on every request (`taskapp.credentials`), so a revoked key or a signed-out
+session stops working on every web process at once. The session cookie holds only a
+random token, never a team id. A cookie-authenticated request that changes anything
+must carry the session's CSRF token (fail closed: missing or empty never matches).
 """
 
 from __future__ import annotations
 
 import functools
 import secrets
-import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
-from flask import g, request, session
+from flask import g, redirect, request, session, url_for
+from flask_wtf.csrf import CSRFError
 
-from taskapp import store
+from taskapp import credentials, metrics, store
+from taskapp.credentials import Caller
 from taskapp.models import Run
-from web.context import db
+from web.context import db, settings
 from web.errors import ApiError
+from web.security import csrf
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-KEY_CACHE_TTL_S = 30.0  # a revoked key stops working within this long
-_key_cache: dict[str, tuple[float, uuid.UUID]] = {}
+SESSION_TOKEN = "sid"
 
 
-def _team_for_key(api_key: str) -> uuid.UUID | None:
-    """Key -> team id, remembered briefly: the enqueue path then costs no lookup query."""
-    digest = store.hash_key(api_key)
-    hit = _key_cache.get(digest)
-    now = time.monotonic()
-    if hit and hit[0] > now:
-        return hit[1]
-    team = store.team_for_key(db(), api_key)
-    if team is None:
+def _bearer_caller() -> Caller | None:
+    header = request.headers.get("Authorization", "")
+    if not header:
         return None
-    if len(_key_cache) > 10_000:
-        _key_cache.clear()
-    _key_cache[digest] = (now + KEY_CACHE_TTL_S, team.id)
-    return team.id
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "use 'Authorization: Bearer <api key>'")
+    caller = credentials.caller_for_key(db(), key.strip())
+    if caller is None:
+        raise ApiError(401, "unauthorized", "unknown or revoked API key")
+    return caller
+
+
+def session_caller() -> Caller | None:
+    """The browser session's caller; an ended, expired or revoked session is forgotten."""
+    token = session.get(SESSION_TOKEN)
+    if not token:
+        return None
+    caller = credentials.caller_for_session(db(), token)
+    if caller is None:
+        session.clear()
+    return caller
+
+
+def current_caller() -> Caller | None:
+    """Bearer key first, else the session cookie (unsafe methods then need the CSRF token)."""
+    if "caller" in g:
+        return g.caller
+    caller = _bearer_caller()
+    if caller is None:
+        caller = session_caller()
+        if caller is not None and request.method not in SAFE_METHODS:
+            try:
+                csrf.protect()
+            except CSRFError as exc:
+                raise ApiError(403, "csrf_failed", f"{exc.description} (send the page's X-CSRF-Token)") from None
+    g.caller = caller
+    return caller
 
 
 def team_id_from_request() -> uuid.UUID | None:
-    header = request.headers.get("Authorization", "")
-    if header:
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise ApiError(401, "unauthorized", "use 'Authorization: Bearer <api key>'")
-        team_id = _team_for_key(key.strip())
-        if team_id is None:
-            raise ApiError(401, "unauthorized", "unknown or revoked API key")
-        return team_id
-    if "team_id" in session and (request.method in SAFE_METHODS or _csrf_ok()):
-        return uuid.UUID(session["team_id"])
-    return None
+    caller = current_caller()
+    return caller.team_id if caller else None
 
 
 def require_team(view: Callable[..., Any]) -> Callable[..., Any]:
+    """API views: 401 without a valid key or session."""
+
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        team_id = team_id_from_request()
-        if team_id is None:
+        caller = current_caller()
+        if caller is None:
             raise ApiError(401, "unauthorized", "an API key is required",
                            headers={"WWW-Authenticate": 'Bearer realm="taskapp"'})
-        g.team_id = team_id
+        g.team_id = caller.team_id
         return view(*args, **kwargs)
 
     return wrapper
 
 
-def login(api_key: str) -> bool:
-    team = store.team_for_key(db(), api_key.strip())
-    if team is None:
+def metrics_scope() -> metrics.Scope:
+    """Whose metrics the caller may read: METRICS_TOKEN or an operator team, the fleet; a team, its own.
+
+    Raises:
+        ApiError: 401 without credentials.
+    """
+    token = settings().metrics_token
+    sent = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    if token and sent and secrets.compare_digest(sent.encode(), token.encode()):
+        return metrics.FLEET
+    caller = current_caller()
+    if caller is None:
+        raise ApiError(401, "unauthorized", "metrics need credentials (METRICS_TOKEN or an API key)",
+                       headers={"WWW-Authenticate": 'Bearer realm="taskapp-metrics"'})
+    return metrics.Scope.of(caller.team_id, caller.is_operator)
+
+
+def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Pages: to the sign-in page without a live session."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        caller = session_caller()
+        if caller is None:
+            return redirect(url_for("pages.login"))
+        g.caller, g.team_id = caller, caller.team_id
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _start_session(api_key_id: uuid.UUID) -> None:
+    lifetime = timedelta(seconds=settings().session_lifetime_s)
+    token = credentials.open_session(db(), api_key_id, lifetime)
+    db().commit()
+    session.clear()  # a fresh session (and CSRF token) on every sign-in: no fixation
+    session.permanent = True
+    session[SESSION_TOKEN] = token
+
+
+def login_with_key(api_key: str) -> bool:
+    """Sign the browser in with a team API key; the session is bound to that key."""
+    caller = credentials.caller_for_key(db(), api_key.strip())
+    if caller is None:
         return False
-    session.clear()
-    session["team_id"] = str(team.id)
-    session["team_name"] = team.name
-    session["csrf"] = secrets.token_urlsafe(24)
+    _start_session(caller.api_key_id)
     return True
 
 
-def csrf_token() -> str:
-    return session.get("csrf", "")
+def login_with_link(token: str) -> bool:
+    """Spend a one-time login link; the session is bound to the key the link was made for."""
+    key_id = credentials.use_login_link(db(), token)
+    if key_id is None:
+        db().rollback()
+        return False
+    _start_session(key_id)
+    return True
 
 
-def _csrf_ok() -> bool:
-    sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
-    return bool(sent) and secrets.compare_digest(sent, session.get("csrf", ""))
+def logout() -> None:
+    """End the session everywhere, not only in this browser."""
+    token = session.get(SESSION_TOKEN)
+    if token:
+        credentials.end_session(db(), token)
+        db().commit()
+    session.clear()
 
 
 def team_run(run_id: str) -> Run:

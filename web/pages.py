@@ -1,32 +1,32 @@
-"""Server-rendered pages: sign in with an API key, submit a run, watch its steps."""
+"""Server-rendered pages: sign in (a team API key or a one-time link), submit a run, watch its steps.
+
+Every form post is CSRF-checked by Flask-WTF (web.security); `login_required` reads
+the session from PostgreSQL on each request (web.auth).
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from taskapp import intake, metrics, orchestrator, queues, store
 from taskapp.celery_app import app as celery_app
 from taskapp.workflows import WORKFLOWS, get_workflow
 from web import auth
+from web.auth import login_required
 from web.context import db, gate_usage
 from web.serializers import run_json
 
 bp = Blueprint("pages", __name__)
 
 
-def _team_id() -> uuid.UUID | None:
-    return uuid.UUID(session["team_id"]) if "team_id" in session else None
-
-
 @bp.get("/")
+@login_required
 def index():
-    """Runs list, or the sign-in page."""
-    team_id = _team_id()
-    if team_id is None:
-        return redirect(url_for("pages.login"))
+    """Runs list (the sign-in page without a session)."""
+    team_id = g.team_id
     runs, cursor = store.list_runs(db(), team_id, limit=50, cursor=request.args.get("cursor"))
     progress = store.step_progress(db(), [r.id for r in runs])
     return render_template("runs.html", runs=runs, progress=progress, cursor=cursor)
@@ -34,29 +34,37 @@ def index():
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """Sign in with a team API key (`?key=` lets `taskapp dev` print a one-click link)."""
-    key = request.form.get("api_key") or request.args.get("key")
-    if key:
-        if auth.login(key):
-            db().commit()
+    """Sign in with a team API key, posted in a form (a key never travels in a URL)."""
+    key = request.form.get("api_key", "")
+    if request.method == "POST":
+        if key and auth.login_with_key(key):
             return redirect(url_for("pages.index"))
         flash("Unknown or revoked API key.")
     return render_template("login.html")
 
 
+@bp.get("/login/<token>")
+def login_link(token: str):
+    """A one-time link from `make run` or `taskapp teams login-link`: spent on first use."""
+    if auth.login_with_link(token):
+        return redirect(url_for("pages.index"))
+    flash("That sign-in link was already used or has expired; ask for a new one "
+          "(`taskapp teams login-link TEAM`) or sign in with an API key.")
+    return render_template("login.html"), 410
+
+
 @bp.post("/logout")
 def logout():
-    """Forget the session."""
-    session.clear()
+    """End the session on every web process."""
+    auth.logout()
     return redirect(url_for("pages.login"))
 
 
 @bp.route("/runs/new", methods=["GET", "POST"])
+@login_required
 def new_run():
     """A form built from the workflow's input schema."""
-    team_id = _team_id()
-    if team_id is None:
-        return redirect(url_for("pages.login"))
+    team_id = g.team_id
     name = request.values.get("workflow", "research")
     if name not in WORKFLOWS:
         abort(404)
@@ -64,8 +72,6 @@ def new_run():
     schema = workflow.input_schema.model_json_schema()
     errors: list[str] = []
     if request.method == "POST":
-        if request.form.get("csrf_token") != auth.csrf_token():
-            abort(400, "invalid form token; reload the page")
         payload = _form_input(schema)
         try:
             run, _ = intake.submit_run(db(), team_id=team_id, workflow=name, input=payload,
@@ -76,35 +82,33 @@ def new_run():
         except intake.EnqueueFailed as exc:
             errors = [f"Could not enqueue the run right now ({exc}); try again in a few seconds."]
     return render_template("new_run.html", workflow=workflow, workflows=WORKFLOWS, schema=schema,
-                           errors=errors, values=request.form, csrf=auth.csrf_token())
+                           errors=errors, values=request.form)
 
 
 @bp.get("/dashboard")
+@login_required
 def dashboard():
-    """Operators' charts: latency and cost per agent, batch sizes, quota use over time."""
-    if _team_id() is None:
-        return redirect(url_for("pages.login"))
+    """The team's charts (the fleet's for operators): latency and cost per agent, batch sizes, quota use."""
+    scope = metrics.Scope.of(g.caller.team_id, g.caller.is_operator)
     since = datetime.now(UTC) - timedelta(hours=1)
-    agents = metrics.agent_stats(db(), since)
-    timeline = metrics.minute_series(metrics.usage_by_minute(db(), minutes=30), minutes=30)
+    agents = metrics.agent_stats(db(), since, scope)
+    timeline = metrics.minute_series(metrics.usage_by_minute(db(), minutes=30, scope=scope), minutes=30)
     def series(attr: str) -> list[tuple[str, float]]:
         return [(a.agent, getattr(a, attr)) for a in agents if getattr(a, attr) is not None]
 
     charts = {"p50": series("latency_p50_ms"), "p95": series("latency_p95_ms"), "cost": series("cost_usd"),
               "batch": series("mean_batch_size")}
     return render_template("dashboard.html", agents=agents, charts=charts, timeline=timeline,
-                           quota=metrics.quota_use(db()), gate=gate_usage(),
-                           runs=metrics.run_counts(db()), queues=queues.depths(celery_app))
+                           quota=metrics.quota_use(db(), scope), gate=gate_usage(), fleet=scope.fleet,
+                           runs=metrics.run_counts(db(), scope),
+                           queues=queues.depths(celery_app) if scope.fleet else None)
 
 
 @bp.post("/runs/<run_id>/cancel")
+@login_required
 def cancel(run_id: str):
     """The run page's cancel button (CSRF-checked)."""
-    team_id = _team_id()
-    if team_id is None:
-        return redirect(url_for("pages.login"))
-    if request.form.get("csrf_token") != auth.csrf_token():
-        abort(400, "invalid form token; reload the page")
+    team_id = g.team_id
     try:
         run = orchestrator.cancel_run(db(), uuid.UUID(run_id), team_id)
     except ValueError:
@@ -116,18 +120,17 @@ def cancel(run_id: str):
 
 
 @bp.get("/runs/<run_id>")
+@login_required
 def run_detail(run_id: str):
     """A run's steps and final output; refreshes itself until the run ends."""
-    team_id = _team_id()
-    if team_id is None:
-        return redirect(url_for("pages.login"))
+    team_id = g.team_id
     try:
         run = store.get_run(db(), team_id, uuid.UUID(run_id))
     except ValueError:
         run = None
     if run is None:
         abort(404)
-    return render_template("run.html", run=run_json(run, store.run_steps(db(), run.id)), csrf=auth.csrf_token())
+    return render_template("run.html", run=run_json(run, store.run_steps(db(), run.id)))
 
 
 def _form_input(schema: dict) -> dict:

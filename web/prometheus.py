@@ -1,24 +1,22 @@
 """`GET /metrics`: taskapp's numbers in Prometheus text format, for what Flower does not know.
 
-Never open: it takes `Authorization: Bearer $METRICS_TOKEN` when that is set,
-otherwise any team's API key.
+Never open. `Authorization: Bearer $METRICS_TOKEN` (or an operator team's key) scrapes
+the whole fleet, with queue depths; a team's key scrapes its own numbers only.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from taskapp import metrics, queues
 from taskapp.celery_app import app as celery_app
-from web.auth import team_id_from_request
-from web.context import db, settings
-from web.errors import ApiError
+from web.auth import metrics_scope
+from web.context import db
 
 bp = Blueprint("prometheus", __name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -27,8 +25,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class TaskappCollector:
     """Built per scrape from Postgres and the broker (nothing cached in a web process)."""
 
+    def __init__(self, scope: metrics.Scope) -> None:
+        self.scope = scope
+
     def collect(self) -> Iterator[Metric]:
-        session = db()
+        session, scope = db(), self.scope
         labels = ["agent", "model"]
         steps = CounterMetricFamily("taskapp_steps", "Steps finished", labels=[*labels, "status"])
         batches = CounterMetricFamily("taskapp_batches", "Batches flushed from the buffers, by why they were flushed",
@@ -41,7 +42,7 @@ class TaskappCollector:
         batch_size = GaugeMetricFamily("taskapp_batch_size_mean", "Mean steps per batch", labels=labels)
         buffer_wait = GaugeMetricFamily("taskapp_batch_wait_ms", "Time steps waited in a batch buffer",
                                         labels=[*labels, "quantile"])
-        for a in metrics.agent_stats(session, EPOCH):
+        for a in metrics.agent_stats(session, EPOCH, scope):
             key = [a.agent, a.model]
             steps.add_metric([*key, "succeeded"], a.steps - a.steps_failed)
             steps.add_metric([*key, "failed"], a.steps_failed)
@@ -61,14 +62,16 @@ class TaskappCollector:
                     buffer_wait.add_metric([*key, q], v)
         yield from (steps, batches, calls, limited, tokens, cost, latency, batch_size, buffer_wait)
         quota = GaugeMetricFamily("taskapp_quota_used", "Quota used per model", labels=["model", "dimension"])
-        for model, dims in metrics.quota_use(session).items():
+        for model, dims in metrics.quota_use(session, scope).items():
             for dim, value in dims.items():
                 quota.add_metric([model, dim], value)
         yield quota
         runs = GaugeMetricFamily("taskapp_runs", "Runs by status", labels=["status"])
-        for status, n in metrics.run_counts(session).items():
+        for status, n in metrics.run_counts(session, scope).items():
             runs.add_metric([status], n)
         yield runs
+        if not scope.fleet:
+            return
         depth = GaugeMetricFamily("taskapp_queue_depth", "Messages waiting per Celery queue", labels=["queue"])
         for name, n in queues.depths(celery_app).items():
             if n is not None:
@@ -79,18 +82,6 @@ class TaskappCollector:
 @bp.get("/metrics")
 def prometheus_metrics():
     """Prometheus exposition of taskapp's metrics (credentials required)."""
-    _authorize()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TaskappCollector())
+    registry.register(TaskappCollector(metrics_scope()))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")
-
-
-def _authorize() -> None:
-    token = settings().metrics_token
-    sent = request.headers.get("Authorization", "").partition(" ")[2].strip()
-    if token and sent and secrets.compare_digest(sent, token):
-        return
-    if not token and team_id_from_request() is not None:
-        return
-    raise ApiError(401, "unauthorized", "metrics need credentials (METRICS_TOKEN or an API key)",
-                   headers={"WWW-Authenticate": 'Bearer realm="taskapp-metrics"'})

@@ -1,0 +1,115 @@
+"""Who may act for a team: API keys, browser sessions bound to a key, one-time login links.
+
+Everything is checked against PostgreSQL on every request, never remembered in a
+web process, so revoking a key or signing out takes effect on every process at once.
+Only SHA-256 digests of keys and tokens are stored; the clear values are shown once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from taskapp.models import ApiKey, LoginLink, Team, WebSession
+from taskapp.store import KEY_PREFIX, KEY_SHOWN, hash_key
+
+
+class NoActiveKey(LookupError):
+    """The team has no API key that is not revoked, so nothing can be bound to one."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The team a request acts for, and the key it was authenticated with."""
+
+    team_id: uuid.UUID
+    team_name: str
+    is_operator: bool
+    api_key_id: uuid.UUID
+
+
+def _caller(team: Team, key: ApiKey) -> Caller:
+    return Caller(team.id, team.name, team.is_operator, key.id)
+
+
+def caller_for_key(session: Session, api_key: str) -> Caller | None:
+    """The caller an API key stands for, if the key exists and is not revoked."""
+    if not api_key or not api_key.startswith(KEY_PREFIX):
+        return None
+    row = session.execute(
+        select(Team, ApiKey).join(ApiKey).where(ApiKey.key_hash == hash_key(api_key), ApiKey.revoked_at.is_(None))
+    ).first()
+    return _caller(*row) if row else None
+
+
+def open_session(session: Session, api_key_id: uuid.UUID, lifetime: timedelta) -> str:
+    """A new browser session bound to this key; returns the token the cookie will carry."""
+    token = secrets.token_urlsafe(32)
+    session.add(WebSession(token_hash=hash_key(token), api_key_id=api_key_id,
+                           expires_at=datetime.now(UTC) + lifetime))
+    session.flush()
+    return token
+
+
+def caller_for_session(session: Session, token: str) -> Caller | None:
+    """The caller of a live session: not signed out, not expired, its key not revoked."""
+    row = session.execute(
+        select(Team, ApiKey).join(ApiKey, ApiKey.team_id == Team.id)
+        .join(WebSession, WebSession.api_key_id == ApiKey.id)
+        .where(WebSession.token_hash == hash_key(token), WebSession.ended_at.is_(None),
+               WebSession.expires_at > datetime.now(UTC), ApiKey.revoked_at.is_(None))
+    ).first()
+    return _caller(*row) if row else None
+
+
+def end_session(session: Session, token: str) -> None:
+    """Sign out: the session stops working on every web process."""
+    session.execute(update(WebSession).where(WebSession.token_hash == hash_key(token),
+                                             WebSession.ended_at.is_(None)).values(ended_at=datetime.now(UTC)))
+
+
+def make_login_link(session: Session, team: Team, lifetime: timedelta) -> str:
+    """A one-time sign-in token bound to the team's newest active key.
+
+    Raises:
+        NoActiveKey: the team has no key to bind the session to.
+    """
+    key_id = session.scalar(select(ApiKey.id).where(ApiKey.team_id == team.id, ApiKey.revoked_at.is_(None))
+                            .order_by(ApiKey.created_at.desc()).limit(1))
+    if key_id is None:
+        raise NoActiveKey(f"team {team.name!r} has no active API key")
+    token = secrets.token_urlsafe(32)
+    session.add(LoginLink(token_hash=hash_key(token), api_key_id=key_id, expires_at=datetime.now(UTC) + lifetime))
+    session.flush()
+    return token
+
+
+def use_login_link(session: Session, token: str) -> uuid.UUID | None:
+    """Spend a login link (at most once, before it expires); the key id it was bound to."""
+    key_id = session.scalar(
+        update(LoginLink)
+        .where(LoginLink.token_hash == hash_key(token), LoginLink.used_at.is_(None),
+               LoginLink.expires_at > datetime.now(UTC))
+        .values(used_at=datetime.now(UTC)).returning(LoginLink.api_key_id))
+    if key_id is None:
+        return None
+    active = session.scalar(select(ApiKey.id).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)))
+    return active
+
+
+def revoke_key(session: Session, team: Team, prefix: str) -> int:
+    """Revoke the team's key with this prefix (as `teams keys` lists it); how many were revoked."""
+    result = session.execute(
+        update(ApiKey).where(ApiKey.team_id == team.id, ApiKey.prefix == prefix[:KEY_SHOWN],
+                             ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC)))
+    return result.rowcount or 0
+
+
+def list_keys(session: Session, team: Team) -> list[ApiKey]:
+    """The team's keys, newest first (prefixes only: the keys themselves are never stored)."""
+    return list(session.scalars(select(ApiKey).where(ApiKey.team_id == team.id).order_by(ApiKey.created_at.desc())))

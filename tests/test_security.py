@@ -1,0 +1,282 @@
+"""What an attacker, a careless deploy or a noisy client can do to the web process, and cannot.
+
+Each test drives the real Flask app (or a real gunicorn / CLI process) against the real
+PostgreSQL and Redis of the test stack.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from taskapp.settings import SettingsError
+from tests.conftest import auth, make_team
+from tests.helpers import form_token, taskapp_cli, ui_login
+
+RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
+
+
+def _app(settings, **changes):
+    from web import create_app
+
+    app = create_app(settings.model_copy(update=changes))
+    app.config.update(TESTING=True)
+    return app
+
+
+# --- 1. Sessions that cannot be forged ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", [None, "", "short-but-not-32-bytes"])
+def test_the_web_app_refuses_to_start_without_a_secret_key_of_32_bytes(settings, secret):
+    """No default secret: an unset or short SECRET_KEY stops create_app with a message naming it."""
+    with pytest.raises(SettingsError, match="SECRET_KEY"):
+        _app(settings, secret_key=secret)
+
+
+@pytest.mark.slow
+def test_gunicorn_exits_at_start_and_names_secret_key_when_it_is_unset(stack):
+    """The Procfile's `web` line without SECRET_KEY: the process refuses to start and says why."""
+    proc = stack.spawn("web-no-secret", [
+        sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "web:create_app()"], SECRET_KEY=None)
+    try:
+        assert proc.wait(30) != 0
+    finally:
+        stack.stop(proc)
+    log = (stack.log_dir / "web-no-secret.log").read_text()
+    assert "SECRET_KEY" in log and "32 bytes" in log
+
+
+def _forged_cookie(app, payload: dict) -> str:
+    """A session cookie signed with the app's own SECRET_KEY: the worst case, a leaked secret."""
+    return app.session_interface.get_signing_serializer(app).dumps(payload)
+
+
+def test_a_cookie_signed_with_the_secret_key_but_naming_no_live_session_reads_and_writes_nothing(settings):
+    """Even with the signing key, a cookie naming a team (or a made-up session token) is no session."""
+    app = _app(settings)
+    team_id, key = make_team(settings)
+    assert app.test_client().post("/api/runs", headers=auth(key), json=RUN).status_code == 202
+    for payload in ({"team_id": str(team_id), "csrf": "x", "csrf_token": "x"},
+                    {"sid": "made-up-token", "csrf_token": "x"}):
+        client = app.test_client()
+        client.set_cookie("session", _forged_cookie(app, payload))
+        assert client.get("/api/runs").status_code == 401
+        assert client.get("/").headers["Location"].endswith("/login")
+        assert client.post("/api/runs", json=RUN, headers={"X-CSRF-Token": "x"}).status_code == 401
+        # An empty token never matches either (the old form check compared "" with "").
+        page = client.post("/runs/new", data={"workflow": "summarize", "text": "forged", "csrf_token": ""})
+        assert page.status_code in (302, 400) and "/runs/" not in page.headers.get("Location", "")
+    runs = app.test_client().get("/api/runs", headers=auth(key)).json["runs"]
+    assert len(runs) == 1  # nothing was submitted with the forged cookies
+
+
+def test_form_posts_without_their_token_are_refused_even_for_a_signed_in_session(client, team):
+    """CSRF fails closed: a missing, empty or wrong token never matches."""
+    _, key = team
+    assert ui_login(client, key).status_code == 302
+    for token in (None, "", "wrong"):
+        data = {"workflow": "summarize", "text": "no token"} | ({} if token is None else {"csrf_token": token})
+        assert client.post("/runs/new", data=data).status_code == 400
+    assert client.post("/logout").status_code == 400
+    assert client.get("/").status_code == 200  # still signed in: the refused sign-out did nothing
+
+
+def test_signing_out_ends_the_session_on_every_web_process_at_once(settings, team):
+    """Two web processes (two apps) share a browser's cookie; signing out on one ends it on both."""
+    _, key = team
+    one, two = _app(settings).test_client(), _app(settings).test_client()
+    ui_login(one, key)
+    two.set_cookie("session", one.get_cookie("session").value)
+    assert two.get("/api/runs").status_code == 200
+    token = form_token(one.get("/").data)
+    assert one.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert two.get("/api/runs").status_code == 401
+    assert two.get("/").headers["Location"].endswith("/login")
+
+
+def test_revoking_a_key_stops_it_and_its_browser_sessions_at_once(settings, stack):
+    """`taskapp teams revoke-key`: the bearer key and the sessions made from it stop on the next request."""
+    name = f"revoke-{uuid.uuid4().hex[:8]}"
+    made = taskapp_cli(stack, "teams", "create", name)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    app = _app(settings)
+    api, browser = app.test_client(), app.test_client()
+    assert api.get("/api/runs", headers=auth(key)).status_code == 200  # (once cached for 30 s)
+    ui_login(browser, key)
+    assert browser.get("/api/runs").status_code == 200
+
+    listed = taskapp_cli(stack, "teams", "keys", name)
+    assert listed.returncode == 0 and key[:10] in listed.stdout and "active" in listed.stdout
+    revoked = taskapp_cli(stack, "teams", "revoke-key", name, key[:10])
+    assert revoked.returncode == 0, revoked.stderr
+
+    answer = api.get("/api/runs", headers=auth(key))
+    assert answer.status_code == 401 and answer.json["error"]["code"] == "unauthorized"
+    assert browser.get("/api/runs").status_code == 401
+    assert browser.get("/").headers["Location"].endswith("/login")
+    again = taskapp_cli(stack, "teams", "revoke-key", name, key[:10])
+    assert again.returncode != 0 and "no active key" in again.stderr
+
+
+def test_the_session_cookie_is_secure_httponly_and_samesite_lax(settings, team):
+    """Secure outside dev (SESSION_COOKIE_SECURE), always HttpOnly and SameSite=Lax."""
+    _, key = team
+    for secure in (True, False):
+        client = _app(settings, session_cookie_secure=secure).test_client()
+        cookie = ui_login(client, key).headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert ("Secure" in cookie) is secure
+
+
+def test_a_login_link_signs_in_once_and_not_after_it_expires(settings, stack, client):
+    """`taskapp teams login-link` prints a one-time link; a key in the URL signs nobody in."""
+    from taskapp import credentials, store
+    from taskapp.db import session_factory
+
+    name = f"link-{uuid.uuid4().hex[:8]}"
+    key = taskapp_cli(stack, "teams", "create", name).stdout.strip()
+    printed = taskapp_cli(stack, "teams", "login-link", name, TASKAPP_API_URL="https://taskapp.example")
+    assert printed.returncode == 0, printed.stderr
+    url = printed.stdout.strip()
+    assert url.startswith("https://taskapp.example/login/") and key not in url
+    path = url.removeprefix("https://taskapp.example")
+
+    first = client.get(path)
+    assert first.status_code == 302 and first.headers["Location"].endswith("/")
+    assert client.get("/api/runs").status_code == 200
+    other = _app(settings).test_client()
+    assert other.get(path).status_code == 410  # spent
+    assert other.get("/api/runs").status_code == 401
+
+    with session_factory(settings).begin() as session:
+        expired = credentials.make_login_link(session, store.team_by_name(session, name), timedelta(seconds=-1))
+    assert other.get(f"/login/{expired}").status_code == 410
+    assert other.get(f"/login?key={key}").status_code == 200  # the old key-in-URL sign-in is gone
+    assert other.get("/api/runs").status_code == 401
+
+
+def test_every_answer_carries_security_headers_and_no_page_has_inline_script(client, team):
+    """A content security policy without inline script, nosniff and no framing, on pages, API and errors."""
+    _, key = team
+    ui_login(client, key)
+    run_id = client.post("/api/runs", headers=auth(key), json=RUN).json["id"]
+    pages = ["/", "/runs/new", f"/runs/{run_id}", "/dashboard"]
+    for path in [*pages, "/login", "/api/runs", "/healthz", "/static/app.css", "/no-such-page"]:
+        resp = client.get(path)
+        csp = resp.headers.get("Content-Security-Policy", "")
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp, path
+        assert "frame-ancestors 'none'" in csp and resp.headers.get("X-Frame-Options") == "DENY", path
+        assert resp.headers.get("X-Content-Type-Options") == "nosniff", path
+    for path in pages:
+        html = client.get(path).data.decode()
+        inline = [tag for tag in re.findall(r"<script\b[^>]*>", html)
+                  if "src=" not in tag and 'type="application/json"' not in tag]
+        assert not inline, (path, inline)
+        assert not re.search(r"\son[a-z]+=", html), path  # no inline event handlers either
+
+
+# --- 2. Each team sees its own numbers ---------------------------------------------------------
+
+
+@pytest.fixture()
+def two_teams_with_a_shared_call(settings):
+    """Two teams whose steps shared one Gemini call: 2 steps of A, 5 of B, on a model of this test's own."""
+    from taskapp import store
+    from taskapp.db import session_factory
+    from taskapp.models import Batch, LlmCall, Step
+
+    model = f"gemini-test-{uuid.uuid4().hex[:6]}"
+    (a, key_a), (b, key_b) = make_team(settings), make_team(settings)
+    batch_id, call_id, now = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
+    with session_factory(settings).begin() as session:
+        session.add(Batch(id=batch_id, agent="summarizer", model=model, size=7, reason="window", finished_at=now))
+        session.add(LlmCall(id=call_id, batch_id=batch_id, agent="summarizer", model=model, step_count=7,
+                            status="ok", tokens_in=700, tokens_out=70, latency_ms=120, cost_usd=Decimal("0.07")))
+        for team_id, n in ((a, 2), (b, 5)):
+            run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"},
+                                      options={})
+            run.status = "succeeded"
+            for seq in range(n):
+                session.add(Step(id=uuid.uuid4(), run_id=run.id, seq=seq, agent="summarizer", model=model,
+                                 status="succeeded", input={}, batch_id=batch_id, llm_call_id=call_id,
+                                 tokens_in=100, tokens_out=10, cost_usd=Decimal("0.01"), started_at=now,
+                                 finished_at=now))
+    return model, key_a, key_b
+
+
+def _row(agents: list[dict], model: str) -> dict:
+    (row,) = [a for a in agents if a["model"] == model]
+    return row
+
+
+def test_a_team_reads_only_its_own_metrics_and_operators_read_the_fleet(settings, two_teams_with_a_shared_call):
+    """/api/metrics: a team's key sees its steps, tokens and cost, no queue depths; METRICS_TOKEN and
+    an operator team see the whole fleet."""
+    from taskapp import store
+    from taskapp.db import session_factory
+
+    model, key_a, key_b = two_teams_with_a_shared_call
+    client = _app(settings, metrics_token="ops-" + "t" * 40).test_client()
+    mine = client.get("/api/metrics", headers=auth(key_a)).json
+    assert mine["scope"] == "team" and "queues" not in mine
+    row = _row(mine["agents"], model)
+    assert (row["steps"], row["tokens_in"], row["cost_usd"], row["batches"], row["mean_batch_size"]) == \
+        (2, 200, 0.02, 1, 2.0)
+    assert mine["runs"] == {"succeeded": 1}
+    theirs = _row(client.get("/api/metrics", headers=auth(key_b)).json["agents"], model)
+    assert (theirs["steps"], theirs["cost_usd"]) == (5, 0.05)
+
+    fleet = client.get("/api/metrics", headers=auth("ops-" + "t" * 40)).json
+    assert fleet["scope"] == "fleet" and "orchestration" in fleet["queues"]
+    row = _row(fleet["agents"], model)
+    assert (row["steps"], row["tokens_in"], row["cost_usd"], row["mean_batch_size"]) == (7, 700, 0.07, 7.0)
+
+    with session_factory(settings).begin() as session:
+        team = store.team_for_key(session, key_b)
+        team.is_operator = True
+    assert client.get("/api/metrics", headers=auth(key_b)).json["scope"] == "fleet"
+    assert client.get("/api/metrics").status_code == 401
+
+
+def test_prometheus_and_the_dashboard_are_scoped_to_the_team_too(settings, two_teams_with_a_shared_call):
+    """/metrics with a team's key and /dashboard show the team's numbers only; queues for operators."""
+    model, key_a, _ = two_teams_with_a_shared_call
+    token = "ops-" + "p" * 40
+    client = _app(settings, metrics_token=token).test_client()
+    text = client.get("/metrics", headers=auth(key_a)).data.decode()
+    assert f'taskapp_steps_total{{agent="summarizer",model="{model}",status="succeeded"}} 2.0' in text
+    assert "taskapp_queue_depth" not in text
+    fleet = client.get("/metrics", headers=auth(token)).data.decode()
+    assert f'taskapp_steps_total{{agent="summarizer",model="{model}",status="succeeded"}} 7.0' in fleet
+    assert 'taskapp_queue_depth{queue="orchestration"}' in fleet
+    assert client.get("/metrics").status_code == 401
+
+    ui_login(client, key_a)
+    page = client.get("/dashboard").data.decode()
+    assert model in page and "waiting in orchestration" not in page
+    (cells,) = re.findall(rf"<td>summarizer</td><td>{model}</td><td>(\d+)</td>", page)
+    assert cells == "2"
+
+
+# --- 6. A per-team rate limit across web processes ----------------------------------------------
+
+
+def test_the_api_rate_limit_is_per_team_and_holds_across_web_processes(settings):
+    """API_RATE_LIMIT counts in Redis: two web processes share a team's budget; another team has its own."""
+    (_, key_a), (_, key_b) = make_team(settings), make_team(settings)
+    one, two = (_app(settings, api_rate_limit="3/minute").test_client() for _ in range(2))
+    assert [one.get("/api/runs", headers=auth(key_a)).status_code for _ in range(2)] == [200, 200]
+    assert two.get("/api/runs", headers=auth(key_a)).status_code == 200
+    limited = two.get("/api/runs", headers=auth(key_a))
+    assert limited.status_code == 429 and limited.json["error"]["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 61  # the rest of the minute, rounded up
+    assert one.post("/api/runs", headers=auth(key_a), json=RUN).status_code == 429
+    assert one.get("/api/runs", headers=auth(key_b)).status_code == 200  # its own budget
+    assert one.get("/healthz").status_code == 200  # health checks are never limited

@@ -1,0 +1,81 @@
+"""The web process's defences, each from a well-kept library.
+
+- Talisman: security headers on every response (a content security policy with no
+  inline script, `X-Content-Type-Options`, `frame-ancestors`), and `Secure` cookies.
+- Flask-WTF's CSRFProtect: every form post carries a token; a missing or empty token
+  never matches. The JSON API is exempt for bearer keys (a cross-site page cannot set
+  that header) and checked for cookie sessions by `web.auth`.
+- Flask-Limiter: a request rate per team (per client address before sign-in), kept in
+  Redis so it holds across web processes; 429 with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flask import Blueprint, Flask, request
+from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
+from flask_talisman import Talisman
+from flask_wtf.csrf import CSRFProtect
+
+from taskapp.settings import Settings
+from web.errors import error_response
+
+csrf = CSRFProtect()
+
+CONTENT_SECURITY_POLICY = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self' data:",
+    "connect-src": "'self'",
+    "object-src": "'none'",
+    "base-uri": "'none'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+
+
+def rate_limit_key() -> str:
+    """The team a request acts for, else its address (bad credentials get their 401 from the view)."""
+    from web.auth import current_caller  # auth needs `csrf` from here
+    from web.errors import ApiError
+
+    try:
+        caller = current_caller()
+    except ApiError:
+        caller = None
+    return f"team:{caller.team_id}" if caller is not None else f"addr:{request.remote_addr}"
+
+
+def init_security(app: Flask, settings: Settings, limited: list[Blueprint]) -> None:
+    """Headers and CSRF for every page; the rate limit on the `limited` blueprints (the API)."""
+    app.config.update(
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session it belongs to
+        WTF_CSRF_SSL_STRICT=settings.session_cookie_secure,
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_STORAGE_OPTIONS={"socket_timeout": 1, "socket_connect_timeout": 1},
+    )
+    Talisman(app, force_https=False, strict_transport_security=settings.session_cookie_secure,
+             session_cookie_secure=settings.session_cookie_secure, session_cookie_http_only=True,
+             frame_options="DENY", content_security_policy=CONTENT_SECURITY_POLICY,
+             referrer_policy="same-origin")
+    csrf.init_app(app)
+    # headers_enabled would stamp a Retry-After on every answer (and lengthen our own 503s'); the
+    # 429 below says when to come back instead.
+    limiter = Limiter(key_func=rate_limit_key, headers_enabled=False, swallow_errors=True,
+                      strategy="fixed-window", key_prefix="taskapp:ratelimit")
+    for blueprint in limited:
+        csrf.exempt(blueprint)  # bearer keys need no token; cookie sessions are checked in web.auth
+        limiter.shared_limit(settings.api_rate_limit, scope="api")(blueprint)  # one budget for all of it
+    limiter.init_app(app)
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(exc: RateLimitExceeded):  # noqa: ANN202 (a Flask response)
+        current = limiter.current_limit
+        retry_after = max(1, math.ceil(current.reset_at - time.time())) if current else 1
+        return error_response(429, "rate_limited", f"too many requests (limit {exc.description}); "
+                              "try again after Retry-After seconds", {"limit": exc.description},
+                              {"Retry-After": str(retry_after)})
