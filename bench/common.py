@@ -16,6 +16,11 @@ from taskapp.localstack import LocalStack
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# One team drives each benchmark far past a team's default API_RATE_LIMIT; the limit's own
+# Redis round trip stays on the path, measured like any other cost of a request.
+WEB_ENV = {"API_RATE_LIMIT": "100000/second"}
+
+
 @contextmanager
 def bench_stack(sim_latency_ms: int = 0) -> Iterator[LocalStack]:
     """Services from TASKAPP_TEST_DATABASE_URL / TASKAPP_TEST_REDIS_URL when set, else embedded."""

@@ -20,7 +20,7 @@ import redis
 from sqlalchemy import func, select
 
 from bench import cpu, loadgen
-from bench.common import bench_stack, pct, table
+from bench.common import WEB_ENV, bench_stack, pct, table
 
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "4"))
 
@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=2)
     args = parser.parse_args()
     with bench_stack() as stack:
-        url, _ = stack.start_web(workers=args.web_workers)
+        url, _ = stack.start_web(workers=args.web_workers, **WEB_ENV)
         key = _new_team("bench-enqueue")
         enqueue_latency(url, key, 10, 200)  # warm-up: connections, imports, caches
         one = enqueue_latency(url, key, 1, 300)

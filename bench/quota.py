@@ -22,7 +22,7 @@ import httpx
 import redis
 from sqlalchemy import func, select
 
-from bench.common import bench_stack, pct, table
+from bench.common import WEB_ENV, bench_stack, pct, table
 
 MODEL = "gemini-2.5-flash-lite"
 
@@ -117,7 +117,7 @@ def main() -> None:
     timeout_s = 60 * (args.demand + 1.5)
     rows = []
     with bench_stack() as stack:
-        url, _ = stack.start_web()
+        url, _ = stack.start_web(**WEB_ENV)
         for nodes in (int(n) for n in args.nodes.split(",")):
             for result in (celery_rate_limit(stack, nodes, args.rpm, requests, timeout_s),
                            taskapp_gate(stack, url, nodes, args.rpm, requests, timeout_s)):

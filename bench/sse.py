@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import bench_stack, pct, table
+from bench.common import WEB_ENV, bench_stack, pct, table
 
 
 def rss_mb(pid: int) -> float:
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     args = parser.parse_args()
     with bench_stack() as stack:
-        url, web = stack.start_web(workers=1)
+        url, web = stack.start_web(workers=1, **WEB_ENV)
         from taskapp import store
         from taskapp.db import session_factory
 
