@@ -9,6 +9,8 @@ import logging
 import re
 import uuid
 
+import pytest
+
 from tests.conftest import auth
 
 RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
@@ -35,6 +37,53 @@ def sign_in(client, key: str) -> str:
 
 
 # -- item 3: input that answered 500 -------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999", "-1e999"])
+def test_non_finite_numbers_are_a_400(client, team, number):
+    """Python's JSON parser accepts these; PostgreSQL's jsonb does not: the parser refuses them."""
+    _, key = team
+    for field in ("run_timeout_s", "max_steps"):
+        limits = f'{{"{field}": {number}}}'
+        body = '{"workflow": "summarize", "input": {"text": "x"}, "options": {"limits": ' + limits + "}}"
+        error = assert_error(client.post("/api/runs", headers=auth(key), data=body,
+                                         content_type="application/json"), 400, "invalid_json")
+        assert "finite" in error["message"]
+    assert runs_of(client, key) == []
+
+
+@pytest.mark.parametrize("depth", [40, 3_000, 100_000])
+def test_deeply_nested_json_is_a_400(client, team, depth):
+    _, key = team
+    body = '{"workflow": "summarize", "input": {"text": "x", "extra": ' + "[" * depth + "]" * depth + "}}"
+    error = assert_error(client.post("/api/runs", headers=auth(key), data=body,
+                                     content_type="application/json"), 400, "invalid_json")
+    assert "nested" in error["message"]
+    shallow = '{"workflow": "summarize", "input": {"text": "x", "extra": [[[1]]]}}'
+    assert client.post("/api/runs", headers=auth(key), data=shallow,
+                       content_type="application/json").status_code == 202
+
+
+def test_a_body_over_the_limit_is_a_413_in_the_error_shape(settings, team):
+    from web import create_app
+
+    _, key = team
+    client = create_app(settings.model_copy(update={"max_content_length": 4096})).test_client()
+    big = {"workflow": "summarize", "input": {"text": "x" * 5000}}
+    error = assert_error(client.post("/api/runs", headers=auth(key), json=big), 413, "request_entity_too_large")
+    assert "4096 bytes" in error["message"]
+    assert client.post("/api/runs", headers=auth(key), json=RUN).status_code == 202
+    csrf = sign_in(client, key)  # the form too: a 4xx page, not a 500
+    resp = client.post("/runs/new", data={"workflow": "summarize", "text": "x" * 5000, "csrf_token": csrf})
+    assert resp.status_code == 413
+    assert len(runs_of(client, key)) == 1
+
+
+def test_the_body_limit_is_a_setting():
+    from taskapp.settings import load_settings
+
+    assert load_settings({}).max_content_length == 1_048_576
+    assert load_settings({"MAX_CONTENT_LENGTH": "65536"}).max_content_length == 65536
 
 
 def test_a_failed_statements_log_line_holds_no_parameters(app, client, team):

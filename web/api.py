@@ -23,7 +23,7 @@ MAX_PAGE = 100
 @require_team
 def create_run():
     """Validate, store and enqueue a run; 202 at once (never waits on a worker or an LLM)."""
-    body = request.get_json(silent=True)
+    body = request.get_json()  # strict JSON (web.json_body): a bad body is a 400 that says why
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     try:
