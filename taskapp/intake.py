@@ -44,15 +44,55 @@ class EnqueueFailed(RuntimeError):
 
 
 def validate_input(workflow: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The workflow's input, cleaned by its schema; InvalidRun names each field at fault."""
     try:
         wf = get_workflow(workflow)
     except UnknownWorkflow:
         raise InvalidRun(f"unknown workflow {workflow!r}") from None
     try:
-        return wf.input_schema.model_validate(payload).model_dump(mode="json")
+        clean = wf.input_schema.model_validate(payload).model_dump(mode="json")
     except ValidationError as exc:
         details = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
         raise InvalidRun(f"input does not match workflow {workflow!r}", details) from None
+    unstorable = unstorable_strings(clean)
+    if unstorable:
+        raise InvalidRun(f"input does not match workflow {workflow!r}",
+                         [{"field": field, "message": UNSTORABLE} for field in unstorable])
+    return clean
+
+
+UNSTORABLE = "contains a character that cannot be stored (NUL, or an unpaired surrogate)"
+
+
+def unstorable_strings(value: Any, path: str = "") -> list[str]:
+    """Where a string (or key) PostgreSQL refuses sits in a JSON value: NUL has no place in
+    jsonb or text, and a lone surrogate is not UTF-8. Refused here, not with a 500 on insert."""
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if not _storable(item):
+                found.append(where)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{where}.{key}" if where else str(key)
+                if not _storable(str(key)):
+                    found.append(child_path)
+                stack.append((child, child_path))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}.{i}" if where else str(i)) for i, child in enumerate(item))
+    return sorted(found)
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def submit_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: dict[str, Any],

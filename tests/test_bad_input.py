@@ -39,6 +39,19 @@ def sign_in(client, key: str) -> str:
 # -- item 3: input that answered 500 -------------------------------------------------------
 
 
+@pytest.mark.parametrize("run_input, field", [
+    ({"workflow": "summarize", "input": {"text": "before\u0000after"}}, "text"),
+    ({"workflow": "research", "input": {"question": "What is \u0000 here?"}}, "question"),
+    ({"workflow": "research", "input": {"question": "What is \ud800 here?"}}, "question"),  # a lone surrogate
+])
+def test_a_string_postgres_cannot_store_is_a_422_naming_the_field(client, team, run_input, field):
+    """NUL (and an unpaired surrogate) in a run's input: PostgreSQL refuses them in jsonb, so the API does first."""
+    _, key = team
+    error = assert_error(client.post("/api/runs", headers=auth(key), json=run_input), 422, "invalid_input")
+    assert error["details"][0]["field"] == field
+    assert runs_of(client, key) == []
+
+
 @pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999", "-1e999"])
 def test_non_finite_numbers_are_a_400(client, team, number):
     """Python's JSON parser accepts these; PostgreSQL's jsonb does not: the parser refuses them."""
@@ -113,3 +126,49 @@ def test_a_failed_statements_log_line_holds_no_parameters(app, client, team):
     logged = [line for line in lines if line["logger"] == "web.errors"]
     assert logged and "division by zero" in logged[0]["exc"]
     assert secret not in out.getvalue()
+
+
+@pytest.mark.parametrize("run_input, field", [
+    ({"workflow": "research", "input": {"question": "   \n\t  "}}, "question"),
+    ({"workflow": "summarize", "input": {"text": " \n "}}, "text"),
+])
+def test_blank_text_is_a_422(client, team, run_input, field):
+    """A whitespace-only question started a full research run (it costs money on real Gemini)."""
+    _, key = team
+    error = assert_error(client.post("/api/runs", headers=auth(key), json=run_input), 422, "invalid_input")
+    assert error["details"] == [{"field": field, "message": "must not be blank"}]
+    assert runs_of(client, key) == []
+
+
+def test_text_is_stored_without_surrounding_whitespace(client, team):
+    _, key = team
+    resp = client.post("/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {"text": "  hi \n"}})
+    assert client.get(resp.json["links"]["self"], headers=auth(key)).json["input"] == {"text": "hi"}
+
+
+def test_summarize_refuses_more_text_than_the_summarizer_reads(client, team):
+    """90,000 characters were accepted and 12,017 sent: now over the limit is a 422 that says it."""
+    from taskapp.workflows import SUMMARIZE_MAX_CHARS
+
+    _, key = team
+    too_long = {"workflow": "summarize", "input": {"text": "y" * (SUMMARIZE_MAX_CHARS + 1)}}
+    error = assert_error(client.post("/api/runs", headers=auth(key), json=too_long), 422, "invalid_input")
+    assert error["details"][0]["field"] == "text" and str(SUMMARIZE_MAX_CHARS) in error["details"][0]["message"]
+    assert client.post("/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {
+        "text": "y" * SUMMARIZE_MAX_CHARS}}).status_code == 202
+    schema = {w["name"]: w for w in client.get("/api/workflows", headers=auth(key)).json["workflows"]}
+    assert schema["summarize"]["input_schema"]["properties"]["text"]["maxLength"] == SUMMARIZE_MAX_CHARS
+
+
+def test_the_summarizer_reads_all_the_text_it_accepts():
+    """The limit is what the summarizer reads: accepted text goes whole to its step, whatever
+    CONTEXT_TOKEN_BUDGET says (that budget trims context handed between agents)."""
+    from taskapp.context import TRIM_MARK
+    from taskapp.workflows import SUMMARIZE_MAX_CHARS, Limits, decide, get_workflow
+
+    longest = "z" * SUMMARIZE_MAX_CHARS
+    (step,) = decide(get_workflow("summarize"), {"text": longest}, [], Limits(context_token_budget=100)).new_steps
+    assert step.input == {"text": longest}
+    # Only a run stored before the limit existed can be longer: cut to what is read, and marked.
+    (step,) = decide(get_workflow("summarize"), {"text": longest + "zz"}, [], Limits()).new_steps
+    assert len(step.input["text"]) == SUMMARIZE_MAX_CHARS and step.input["text"].endswith(TRIM_MARK)
