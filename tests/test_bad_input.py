@@ -52,6 +52,15 @@ def test_a_string_postgres_cannot_store_is_a_422_naming_the_field(client, team, 
     assert runs_of(client, key) == []
 
 
+def test_a_nul_in_the_ui_form_is_shown_on_the_form(client, team):
+    _, key = team
+    csrf = sign_in(client, key)
+    resp = client.post("/runs/new", data={"workflow": "research", "question": "What is\x00 Celery?",
+                                          "csrf_token": csrf})
+    assert resp.status_code == 422 and b"Question:" in resp.data and b"cannot be stored" in resp.data
+    assert runs_of(client, key) == []
+
+
 @pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999", "-1e999"])
 def test_non_finite_numbers_are_a_400(client, team, number):
     """Python's JSON parser accepts these; PostgreSQL's jsonb does not: the parser refuses them."""
@@ -75,6 +84,26 @@ def test_deeply_nested_json_is_a_400(client, team, depth):
     shallow = '{"workflow": "summarize", "input": {"text": "x", "extra": [[[1]]]}}'
     assert client.post("/api/runs", headers=auth(key), data=shallow,
                        content_type="application/json").status_code == 202
+
+
+def test_a_garbage_cursor_on_the_ui_is_a_400_page(client, team):
+    _, key = team
+    sign_in(client, key)
+    assert client.get("/?cursor=garbage").status_code == 400
+    assert client.get("/").status_code == 200
+
+
+def _queued_run(settings, team_id) -> uuid.UUID:
+    """Stored, never published, dated ahead (the workers' sweeper leaves it alone)."""
+    from datetime import UTC, datetime, timedelta
+
+    from taskapp import store
+    from taskapp.db import session_factory
+
+    with session_factory(settings).begin() as session:
+        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
+        run.created_at = datetime.now(UTC) + timedelta(hours=1)
+    return run.id
 
 
 def test_a_body_over_the_limit_is_a_413_in_the_error_shape(settings, team):
@@ -172,3 +201,47 @@ def test_the_summarizer_reads_all_the_text_it_accepts():
     # Only a run stored before the limit existed can be longer: cut to what is read, and marked.
     (step,) = decide(get_workflow("summarize"), {"text": longest + "zz"}, [], Limits()).new_steps
     assert len(step.input["text"]) == SUMMARIZE_MAX_CHARS and step.input["text"].endswith(TRIM_MARK)
+
+
+def test_the_ui_form_is_validated_like_the_api(client, team):
+    """priority=bogus was stored from the form (the API refused it)."""
+    _, key = team
+    csrf = sign_in(client, key)
+    resp = client.post("/runs/new", data={"workflow": "summarize", "text": "Some text.", "priority": "bogus",
+                                          "csrf_token": csrf})
+    assert resp.status_code == 422 and b"Priority:" in resp.data
+    resp = client.post("/runs/new", data={"workflow": "research", "question": "   ", "csrf_token": csrf})
+    assert resp.status_code == 422 and b"Question: must not be blank" in resp.data
+    assert runs_of(client, key) == []
+    ok = client.post("/runs/new", data={"workflow": "summarize", "text": "Some text.", "priority": "interactive",
+                                        "csrf_token": csrf})
+    assert ok.status_code == 302
+    (run,) = runs_of(client, key)
+    assert client.get(run["links"]["self"], headers=auth(key)).json["options"]["priority"] == "interactive"
+
+
+def test_the_ui_form_meets_the_same_backpressure_as_the_api(settings, team, monkeypatch):
+    from taskapp import intake, orchestrator
+    from taskapp.db import session_factory
+    from web import create_app
+
+    team_id, key = team
+    waiting = _queued_run(settings, team_id)
+    monkeypatch.setattr(intake, "_waiting", intake.WaitingWork())  # a first count of its own, taken now
+    client = create_app(settings.model_copy(update={"max_waiting_work": 1})).test_client()
+    try:
+        csrf = sign_in(client, key)
+        resp = client.post("/runs/new", data={"workflow": "summarize", "text": "Some text.", "csrf_token": csrf})
+        assert resp.status_code == 429 and b"try again" in resp.data
+        assert [r["id"] for r in runs_of(client, key)] == [str(waiting)]
+    finally:
+        with session_factory(settings).begin() as session:
+            orchestrator.cancel_run(session, waiting)
+
+
+def test_an_idempotency_key_must_be_printable_ascii(client, team):
+    _, key = team
+    for bad in ("a\x00b", "tab\there", "é" * 3, "x" * 201):
+        assert_error(client.post("/api/runs", headers={**auth(key), "Idempotency-Key": bad}, json=RUN), 400,
+                     "invalid_idempotency_key")
+    assert runs_of(client, key) == []
