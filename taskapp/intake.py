@@ -6,6 +6,8 @@ as the row is committed and the message is handed to the broker.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -37,6 +39,15 @@ class Overloaded(RuntimeError):
     def __init__(self, waiting: int, limit: int, retry_after_s: int = 5) -> None:
         super().__init__(f"{waiting} runs and steps are waiting (limit {limit}); try again in {retry_after_s}s")
         self.retry_after_s = retry_after_s
+
+
+class IdempotencyConflict(ValueError):
+    """The Idempotency-Key already made a run from a different request: reused for something else."""
+
+    def __init__(self, run_id: uuid.UUID) -> None:
+        super().__init__(f"this Idempotency-Key was already used for a different request (run {run_id}); "
+                         "send a new key for a new run")
+        self.run_id = run_id
 
 
 class EnqueueFailed(RuntimeError):
@@ -100,23 +111,38 @@ def submit_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: di
                max_waiting: int = 0) -> tuple[Run, bool]:
     """Store (commit) and enqueue a run; the same idempotency key returns the run it made first.
 
+    That key with a different request (another fingerprint) is an IdempotencyConflict,
+    however many duplicates race: the loser of the insert compares with the winner's run.
+
     Backpressure: with `max_waiting`, a new run is refused (Overloaded) while that many
     runs and steps already wait to start (a replay of a stored run is always answered).
 
     Uses the caller's session, so a request holds one pooled connection, not two.
     """
     clean = validate_input(workflow, input)
+    fingerprint = request_fingerprint(workflow, clean, options) if idempotency_key else None
     if max_waiting:
         waiting = _waiting_work(session)  # counted in the background: no query per request
         if waiting >= max_waiting and not (idempotency_key and store.run_by_key(session, team_id, idempotency_key)):
             raise Overloaded(waiting, max_waiting)
     run, created = store.create_run(session, team_id=team_id, workflow=workflow, input=clean,
-                                    options=options, idempotency_key=idempotency_key)
+                                    options=options, idempotency_key=idempotency_key, request_hash=fingerprint)
+    if not created and run.request_hash is not None and run.request_hash != fingerprint:
+        raise IdempotencyConflict(run.id)  # nothing was written: the caller's session rolls back
     session.commit()
     if created or run.status == "queued":
         # A replay of a run still queued re-sends its start: starting is idempotent.
         publish_start(run.id)
     return run, created
+
+
+def request_fingerprint(workflow: str, input: dict[str, Any], options: dict[str, Any]) -> str:
+    """What makes two submissions the same request: the validated workflow, input and options
+    as canonical JSON (key order, spacing, surrounding whitespace and spelt-out defaults do
+    not count), hashed. Stored with an idempotency key to tell a retry from a reuse."""
+    canonical = json.dumps({"workflow": workflow, "input": input, "options": options},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class WaitingWork:

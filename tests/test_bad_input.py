@@ -239,6 +239,47 @@ def test_the_ui_form_meets_the_same_backpressure_as_the_api(settings, team, monk
             orchestrator.cancel_run(session, waiting)
 
 
+def test_the_same_idempotency_key_with_another_body_is_a_409(client, team):
+    """It silently returned the first run; now a key reused for something else is a conflict."""
+    _, key = team
+    h = {**auth(key), "Idempotency-Key": f"order-{uuid.uuid4()}"}
+    first = client.post("/api/runs", headers=h, json=RUN)
+    assert first.status_code == 202
+    error = assert_error(client.post("/api/runs", headers=h, json={**RUN, "input": {"text": "Other text."}}),
+                         409, "idempotency_conflict")
+    assert error["details"] == {"run_id": first.json["id"]}
+    assert_error(client.post("/api/runs", headers=h, json={**RUN, "options": {"priority": "interactive"}}),
+                 409, "idempotency_conflict")
+    # The same request, spelt differently (key order, spacing, defaults written out): the same run.
+    same = ('{"options": {"limits": {}, "priority": "batch"},  "input": {"text": "Some text to summarise.  "},'
+            ' "workflow": "summarize"}')
+    replay = client.post("/api/runs", headers=h, data=same, content_type="application/json")
+    assert replay.status_code == 202 and replay.json["id"] == first.json["id"] and not replay.json["created"]
+    assert len(runs_of(client, key)) == 1
+
+
+def test_concurrent_duplicates_with_different_bodies_make_one_run(app, team):
+    """Ten simultaneous POSTs with one key and two bodies: one run; its body gets it, the other a 409."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, key = team
+    h = {**auth(key), "Idempotency-Key": f"dup-{uuid.uuid4()}"}
+    bodies = [{"workflow": "summarize", "input": {"text": f"body {i % 2}"}} for i in range(10)]
+
+    def post(body):
+        resp = app.test_client().post("/api/runs", headers=h, json=body)
+        return body["input"]["text"], resp.status_code, resp.json
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(post, bodies))
+    made = [a for _, status, a in answers if status == 202]
+    assert len({a["id"] for a in made}) == 1 and sum(1 for a in made if a["created"]) == 1
+    winner = next(text for text, status, a in answers if status == 202 and a["created"])
+    for text, status, answer in answers:
+        assert status == (202 if text == winner else 409), (text, status, answer)
+    assert len(app.test_client().get("/api/runs", headers=auth(key)).json["runs"]) == 1
+
+
 def test_an_idempotency_key_must_be_printable_ascii(client, team):
     _, key = team
     for bad in ("a\x00b", "tab\there", "é" * 3, "x" * 201):

@@ -40,6 +40,8 @@ def submit(team_id: uuid.UUID, body: Any, idempotency_key: str | None = None) ->
         raise ApiError(429, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
     except intake.InvalidRun as exc:
         raise ApiError(422, "invalid_input", str(exc), exc.details) from None
+    except intake.IdempotencyConflict as exc:
+        raise ApiError(409, "idempotency_conflict", str(exc), {"run_id": str(exc.run_id)}) from None
     except intake.EnqueueFailed as exc:
         raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "5"}) from None
 
