@@ -7,11 +7,12 @@ import io
 import json
 import logging
 import re
+import threading
 import uuid
 
 import pytest
 
-from tests.conftest import auth
+from tests.conftest import auth, make_team
 
 RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
 
@@ -37,7 +38,6 @@ def sign_in(client, key: str) -> str:
 
 
 # -- item 3: input that answered 500 -------------------------------------------------------
-
 
 @pytest.mark.parametrize("run_input, field", [
     ({"workflow": "summarize", "input": {"text": "before\u0000after"}}, "text"),
@@ -106,6 +106,17 @@ def _queued_run(settings, team_id) -> uuid.UUID:
     return run.id
 
 
+@pytest.mark.parametrize("value", [str(2**63), "99999999999999999999999", "-1", "1_000", "\u0661\u0662", " 7 "])
+def test_a_last_event_id_that_is_not_an_event_id_is_a_400(client, team, settings, value):
+    """Beyond a bigint it answered 200, then the stream died ("bigint out of range")."""
+    team_id, key = team
+    run_id = _queued_run(settings, team_id)
+    url = f"/api/runs/{run_id}/events"
+    assert_error(client.get(url, headers={**auth(key), "Last-Event-ID": value}), 400, "invalid_last_event_id")
+    assert_error(client.get(url, headers=auth(key), query_string={"last_event_id": value}), 400,
+                 "invalid_last_event_id")
+
+
 def test_a_body_over_the_limit_is_a_413_in_the_error_shape(settings, team):
     from web import create_app
 
@@ -156,6 +167,8 @@ def test_a_failed_statements_log_line_holds_no_parameters(app, client, team):
     assert logged and "division by zero" in logged[0]["exc"]
     assert secret not in out.getvalue()
 
+
+# -- item 4: input that was accepted and should not be -------------------------------------
 
 @pytest.mark.parametrize("run_input, field", [
     ({"workflow": "research", "input": {"question": "   \n\t  "}}, "question"),
@@ -286,3 +299,71 @@ def test_an_idempotency_key_must_be_printable_ascii(client, team):
         assert_error(client.post("/api/runs", headers={**auth(key), "Idempotency-Key": bad}, json=RUN), 400,
                      "invalid_idempotency_key")
     assert runs_of(client, key) == []
+
+
+def _final_event_id(settings, run_id) -> int:
+    from sqlalchemy import func, select
+
+    from taskapp.db import session_factory
+    from taskapp.models import Event
+
+    with session_factory(settings)() as session:
+        return session.scalar(select(func.max(Event.id)).where(Event.run_id == run_id))
+
+
+def test_reconnecting_after_a_finished_runs_final_event_ends_at_once(client, settings, team):
+    """It waited forever on keep-alives; now a 204, which tells an EventSource not to reconnect."""
+    from taskapp import orchestrator
+    from taskapp.db import session_factory
+
+    team_id, key = team
+    run_id = _queued_run(settings, team_id)
+    with session_factory(settings).begin() as session:
+        orchestrator.cancel_run(session, run_id)
+    final = _final_event_id(settings, run_id)
+    url = f"/api/runs/{run_id}/events"
+    for resume in ({"headers": {**auth(key), "Last-Event-ID": str(final)}},
+                   {"headers": auth(key), "query_string": {"last_event_id": final + 1000}}):
+        resp = client.get(url, **resume)
+        assert resp.status_code == 204 and resp.data == b""
+    before = client.get(url, headers={**auth(key), "Last-Event-ID": str(final - 1)})  # one event still to send
+    assert before.status_code == 200 and b"event:run.cancelled" in b"".join(before.response)
+
+
+def test_a_stream_resumed_past_the_end_of_a_live_run_ends_with_the_run(settings, team):
+    """A Last-Event-ID beyond a live run's events: when the run ends (its final event has a
+    smaller id than the client's), the stream ends too instead of sending keep-alives forever."""
+    from taskapp import orchestrator
+    from taskapp.db import session_factory
+    from web import create_app
+
+    team_id, key = team
+    run_id = _queued_run(settings, team_id)
+    ahead = _final_event_id(settings, run_id) + 1_000_000
+    body = bytearray()
+    client = create_app(settings).test_client()
+
+    def consume() -> None:
+        resp = client.get(f"/api/runs/{run_id}/events", headers={**auth(key), "Last-Event-ID": str(ahead)},
+                          buffered=False)
+        for chunk in resp.response:
+            body.extend(chunk)
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    reader.join(1.0)
+    assert reader.is_alive()  # the run is live: the stream waits for it
+    with session_factory(settings).begin() as session:
+        orchestrator.cancel_run(session, run_id)
+    reader.join(10)
+    assert not reader.is_alive(), "the stream outlived its run"
+    assert b"event:" not in body
+
+
+def test_streams_of_other_teams_stay_hidden(client, settings):
+    """Unchanged: another team's stream is a 404 whatever Last-Event-ID says."""
+    team_a, key_a = make_team(settings)
+    _, key_b = make_team(settings)
+    run_id = _queued_run(settings, team_a)
+    assert_error(client.get(f"/api/runs/{run_id}/events", headers={**auth(key_b), "Last-Event-ID": "1"}), 404,
+                 "not_found")
