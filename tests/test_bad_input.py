@@ -367,3 +367,45 @@ def test_streams_of_other_teams_stay_hidden(client, settings):
     run_id = _queued_run(settings, team_a)
     assert_error(client.get(f"/api/runs/{run_id}/events", headers={**auth(key_b), "Last-Event-ID": "1"}), 404,
                  "not_found")
+
+
+def _raw_http(url: str, head: bytes) -> tuple[int, bytes]:
+    """Send a request's head as bytes (http clients refuse to send bad ones); its status and headers."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status_line, _, headers = answer.partition(b"\r\n\r\n")[0].partition(b"\r\n")
+    return int(status_line.split()[1]), headers.lower()
+
+
+@pytest.mark.slow
+def test_gunicorn_limits_are_the_documented_ones_and_answer_a_readable_status(stack):
+    """What gunicorn refuses before the app: a plain status and Connection: close, never a dropped
+    connection; up to the stated limits (8,190-byte request and header lines) the app answers."""
+    url, web = stack.start_web()
+    try:
+        def get(target: bytes, *headers: bytes) -> tuple[int, bytes]:
+            lines = [b"GET " + target + b" HTTP/1.1", b"Host: x", *headers]
+            return _raw_http(url, b"".join(line + b"\r\n" for line in lines) + b"\r\n")
+
+        assert get(b"/healthz")[0] == 200
+        assert get(b"/healthz?pad=" + b"p" * 6000)[0] == 200  # past gunicorn's default of 4,094 bytes
+        status, headers = get(b"/healthz?pad=" + b"p" * 8200)
+        assert status == 414 and b"connection: close" in headers
+        assert get(b"/healthz", b"X-Pad: " + b"p" * 8000)[0] == 200
+        assert get(b"/healthz", b"X-Pad: " + b"p" * 8200)[0] == 431
+        assert get(b"/healthz", *(b"X-H%d: 1" % i for i in range(99)))[0] == 200  # with Host: 100
+        assert get(b"/healthz", *(b"X-H%d: 1" % i for i in range(100)))[0] == 431
+        assert get(b"/api/runs", b"Idempotency-Key: a\x00b")[0] == 400
+        assert get(b"/api/runs", b"X-Thing: a\x01b")[0] == 400
+    finally:
+        stack.stop(web)
