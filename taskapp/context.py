@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 TRIM_MARK = " …[trimmed]"
+CHARS_PER_TOKEN = 4  # the calibration Gemini's tokenizer gives English prose
 
 
 def estimate_tokens(text: str) -> int:
-    """About four characters a token: the calibration Gemini's tokenizer gives English prose."""
-    return max(1, math.ceil(len(text) / 4))
+    """About four characters a token."""
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
 
 
 def trim_to_budget(parts: list[str], budget_tokens: int) -> list[str]:
@@ -20,7 +21,7 @@ def trim_to_budget(parts: list[str], budget_tokens: int) -> list[str]:
     """
     if not parts:
         return []
-    budget_chars = max(budget_tokens, len(parts)) * 4
+    budget_chars = max(budget_tokens, len(parts)) * CHARS_PER_TOKEN
     lengths = [len(p) for p in parts]
     if sum(lengths) <= budget_chars:
         return list(parts)

@@ -28,6 +28,9 @@ def get_engine(settings: Settings | None = None, pool_size: int | None = None) -
             max_overflow=size // 2,
             pool_pre_ping=settings.db_pre_ping,
             pool_recycle=1800,
+            # A failed statement's error (logged with the traceback of a 500) names the
+            # statement, never its parameters: they carry team ids and run inputs.
+            hide_parameters=True,
         )
         _engines[key] = engine
     return engine

@@ -6,6 +6,8 @@ as the row is committed and the message is handed to the broker.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -39,20 +41,69 @@ class Overloaded(RuntimeError):
         self.retry_after_s = retry_after_s
 
 
+class IdempotencyConflict(ValueError):
+    """The Idempotency-Key already made a run from a different request: reused for something else."""
+
+    def __init__(self, run_id: uuid.UUID) -> None:
+        super().__init__(f"this Idempotency-Key was already used for a different request (run {run_id}); "
+                         "send a new key for a new run")
+        self.run_id = run_id
+
+
 class EnqueueFailed(RuntimeError):
     """The run is stored but the broker did not take its message (safe to retry with the same key)."""
 
 
 def validate_input(workflow: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The workflow's input, cleaned by its schema; InvalidRun names each field at fault."""
     try:
         wf = get_workflow(workflow)
     except UnknownWorkflow:
         raise InvalidRun(f"unknown workflow {workflow!r}") from None
     try:
-        return wf.input_schema.model_validate(payload).model_dump(mode="json")
+        clean = wf.input_schema.model_validate(payload).model_dump(mode="json")
     except ValidationError as exc:
         details = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
         raise InvalidRun(f"input does not match workflow {workflow!r}", details) from None
+    unstorable = unstorable_strings(clean)
+    if unstorable:
+        raise InvalidRun(f"input does not match workflow {workflow!r}",
+                         [{"field": field, "message": UNSTORABLE} for field in unstorable])
+    return clean
+
+
+UNSTORABLE = "contains a character that cannot be stored (NUL, or an unpaired surrogate)"
+
+
+def unstorable_strings(value: Any, path: str = "") -> list[str]:
+    """Where a string (or key) PostgreSQL refuses sits in a JSON value: NUL has no place in
+    jsonb or text, and a lone surrogate is not UTF-8. Refused here, not with a 500 on insert."""
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if not _storable(item):
+                found.append(where)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{where}.{key}" if where else str(key)
+                if not _storable(str(key)):
+                    found.append(child_path)
+                stack.append((child, child_path))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}.{i}" if where else str(i)) for i, child in enumerate(item))
+    return sorted(found)
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def submit_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: dict[str, Any],
@@ -60,23 +111,38 @@ def submit_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: di
                max_waiting: int = 0) -> tuple[Run, bool]:
     """Store (commit) and enqueue a run; the same idempotency key returns the run it made first.
 
+    That key with a different request (another fingerprint) is an IdempotencyConflict,
+    however many duplicates race: the loser of the insert compares with the winner's run.
+
     Backpressure: with `max_waiting`, a new run is refused (Overloaded) while that many
     runs and steps already wait to start (a replay of a stored run is always answered).
 
     Uses the caller's session, so a request holds one pooled connection, not two.
     """
     clean = validate_input(workflow, input)
+    fingerprint = request_fingerprint(workflow, clean, options) if idempotency_key else None
     if max_waiting:
         waiting = _waiting_work(session)  # counted in the background: no query per request
         if waiting >= max_waiting and not (idempotency_key and store.run_by_key(session, team_id, idempotency_key)):
             raise Overloaded(waiting, max_waiting)
     run, created = store.create_run(session, team_id=team_id, workflow=workflow, input=clean,
-                                    options=options, idempotency_key=idempotency_key)
+                                    options=options, idempotency_key=idempotency_key, request_hash=fingerprint)
+    if not created and run.request_hash is not None and run.request_hash != fingerprint:
+        raise IdempotencyConflict(run.id)  # nothing was written: the caller's session rolls back
     session.commit()
     if created or run.status == "queued":
         # A replay of a run still queued re-sends its start: starting is idempotent.
         publish_start(run.id)
     return run, created
+
+
+def request_fingerprint(workflow: str, input: dict[str, Any], options: dict[str, Any]) -> str:
+    """What makes two submissions the same request: the validated workflow, input and options
+    as canonical JSON (key order, spacing, surrounding whitespace and spelt-out defaults do
+    not count), hashed. Stored with an idempotency key to tell a retry from a reuse."""
+    canonical = json.dumps({"workflow": workflow, "input": input, "options": options},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class WaitingWork:

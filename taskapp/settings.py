@@ -92,6 +92,8 @@ class Settings(BaseModel):
     flower_port: int = Field(default=5555, ge=1, le=65535)
     metrics_token: str | None = None
     sse_keepalive_s: float = Field(default=15.0, gt=0)
+    # The largest request body the web accepts (413 beyond): a run request is a few kB.
+    max_content_length: int = Field(default=1_048_576, ge=1024)
     port: int = Field(default=5000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
@@ -246,6 +248,7 @@ _ENV = {
     "FLOWER_PORT": "flower_port",
     "METRICS_TOKEN": "metrics_token",
     "SSE_KEEPALIVE_S": "sse_keepalive_s",
+    "MAX_CONTENT_LENGTH": "max_content_length",
     "PORT": "port",
     "WEB_CONCURRENCY": "web_concurrency",
     "WORKER_CONCURRENCY": "worker_concurrency",

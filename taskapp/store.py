@@ -54,11 +54,12 @@ def team_by_name(session: Session, name: str) -> Team | None:
 
 
 def create_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: dict[str, Any],
-               options: dict[str, Any], idempotency_key: str | None = None) -> tuple[Run, bool]:
+               options: dict[str, Any], idempotency_key: str | None = None,
+               request_hash: str | None = None) -> tuple[Run, bool]:
     """Insert a queued run and its first event; with a known idempotency key, return that run."""
     run_id = uuid.uuid4()
     insert = pg_insert(Run).values(id=run_id, team_id=team_id, workflow=workflow, input=input, options=options,
-                                   status="queued", idempotency_key=idempotency_key)
+                                   status="queued", idempotency_key=idempotency_key, request_hash=request_hash)
     if idempotency_key:
         # Concurrent duplicates race on the unique key; the loser reads the winner's run.
         insert = insert.on_conflict_do_nothing(constraint="uq_runs_team_idempotency_key")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
-from taskapp.context import trim_to_budget
+from taskapp.context import CHARS_PER_TOKEN, trim_to_budget
 
 PENDING = frozenset({"queued", "batched", "running"})
 
@@ -97,8 +98,24 @@ def decide(
     return decision
 
 
-class ResearchInput(BaseModel):
-    question: str = Field(min_length=3, max_length=4000, description="What should the team research?")
+def _not_blank(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise PydanticCustomError("blank", "must not be blank")
+    return value
+
+
+# Text a run must have: whitespace alone would still start (and bill) a whole run.
+NonBlank = Annotated[str, BeforeValidator(_not_blank)]
+
+
+class RunInput(BaseModel):
+    """A workflow's input: text is kept without surrounding whitespace, and lengths count without it."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+
+class ResearchInput(RunInput):
+    question: NonBlank = Field(min_length=3, max_length=4000, description="What should the team research?")
     max_revisions: int = Field(default=2, ge=0, le=10, description="How often the reviewer may send the draft back")
 
 
@@ -156,8 +173,13 @@ class ResearchWorkflow:
         return {"question": question, "findings": trim_to_budget(texts, limits.context_token_budget)}
 
 
-class SummarizeInput(BaseModel):
-    text: str = Field(min_length=1, max_length=100_000, description="The text to summarise")
+# All the summarizer reads (3,000 tokens): longer text is refused, never cut short unseen.
+SUMMARIZE_MAX_CHARS = 12_000
+
+
+class SummarizeInput(RunInput):
+    text: NonBlank = Field(min_length=1, max_length=SUMMARIZE_MAX_CHARS,
+                           description=f"The text to summarise (at most {SUMMARIZE_MAX_CHARS:,} characters)")
 
 
 @dataclass(frozen=True)
@@ -171,7 +193,9 @@ class SummarizeWorkflow:
 
     def next(self, run_input: dict[str, Any], steps: Sequence[StepState], limits: Limits) -> Decision:
         if not steps:
-            (text,) = trim_to_budget([run_input["text"]], limits.context_token_budget)
+            # The whole text: its length was checked on the way in. (Only a run stored before
+            # that check could be longer; it is trimmed, with the mark, to what is read.)
+            (text,) = trim_to_budget([run_input["text"]], SUMMARIZE_MAX_CHARS // CHARS_PER_TOKEN)
             return Decision(new_steps=(NewStep("summarizer", {"text": text}),))
         return Decision(output=dict(steps[-1].output or {}))
 

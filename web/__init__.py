@@ -8,6 +8,7 @@ from taskapp.db import get_engine, session_factory
 from taskapp.logs import configure_logging
 from taskapp.settings import Settings, get_settings
 from web.errors import register_error_handlers
+from web.json_body import JSONRequest, StrictJSONProvider
 from web.security import init_security
 
 
@@ -19,6 +20,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     """
     settings = settings or get_settings()
     app = Flask(__name__)
+    app.json = StrictJSONProvider(app)
+    app.request_class = JSONRequest
     app.config.update(
         SECRET_KEY=settings.require_secret_key(),
         TASKAPP_SETTINGS=settings,
@@ -29,6 +32,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
         SSE_REDIS_URL=settings.redis_url or "",
         SSE_KEEPALIVE_S=settings.sse_keepalive_s,
+        # One limit for every body, JSON or form (413 in the error shape beyond it).
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        MAX_FORM_MEMORY_SIZE=settings.max_content_length,
     )
     # gevent serves many requests per process: a larger pool, so greenlets queue for a
     # connection instead of opening and closing overflow connections all the time.

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import ValidationError
 
-from taskapp import intake, metrics, orchestrator, queues, store
+from taskapp import metrics, orchestrator, queues, store
 from taskapp.agents import get_agent
 from taskapp.celery_app import app as celery_app
 from taskapp.workflows import WORKFLOWS
+from web import submission
 from web.auth import metrics_scope, require_team, team_run
-from web.context import db, gate_usage, settings
+from web.context import db, gate_usage
 from web.errors import ApiError
-from web.schemas import RunCreate
 from web.serializers import run_json, run_summary_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -23,26 +22,7 @@ MAX_PAGE = 100
 @require_team
 def create_run():
     """Validate, store and enqueue a run; 202 at once (never waits on a worker or an LLM)."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "request body must be a JSON object")
-    try:
-        spec = RunCreate.model_validate(body)
-    except ValidationError as exc:
-        raise ApiError(422, "invalid_request", "request body is invalid", _pydantic_details(exc)) from None
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (1 <= len(key) <= 200):
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters")
-    try:
-        run, created = intake.submit_run(db(), team_id=g.team_id, workflow=spec.workflow,
-                                         input=spec.input, options=spec.options.model_dump(exclude_none=True),
-                                         idempotency_key=key, max_waiting=settings().max_waiting_work)
-    except intake.Overloaded as exc:
-        raise ApiError(429, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
-    except intake.InvalidRun as exc:
-        raise ApiError(422, "invalid_input", str(exc), exc.details) from None
-    except intake.EnqueueFailed as exc:
-        raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "5"}) from None
+    run, created = submission.submit(g.team_id, request.get_json(), request.headers.get("Idempotency-Key"))
     response = jsonify(run_summary_json(run) | {"created": created})
     response.status_code = 202
     response.headers["Location"] = response.json["links"]["self"]
@@ -114,7 +94,3 @@ def list_workflows():
                     for a in wf.agents]}
         for wf in WORKFLOWS.values()
     ]})
-
-
-def _pydantic_details(exc: ValidationError) -> list[dict[str, str]]:
-    return [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]

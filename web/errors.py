@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from taskapp.transient import TRANSIENT_ERRORS, dependency_of
 
@@ -44,6 +44,14 @@ def register_error_handlers(app: Flask) -> None:
             return exc
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge):
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        message = f"the request body is larger than the limit of {limit} bytes"
+        if not _wants_json():
+            return message, 413
+        return error_response(413, "request_entity_too_large", message, {"limit_bytes": limit})
 
     def _dependency_down(exc: Exception):
         # A restart of PostgreSQL or Redis: tell the client when to come back, not "500".

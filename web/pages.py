@@ -11,12 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
-from taskapp import intake, metrics, orchestrator, queues, store
+from taskapp import metrics, orchestrator, queues, store
 from taskapp.celery_app import app as celery_app
 from taskapp.workflows import WORKFLOWS, get_workflow
-from web import auth
+from web import auth, submission
 from web.auth import login_required
 from web.context import db, gate_usage
+from web.errors import ApiError
 from web.serializers import run_json
 
 bp = Blueprint("pages", __name__)
@@ -27,7 +28,10 @@ bp = Blueprint("pages", __name__)
 def index():
     """Runs list (the sign-in page without a session)."""
     team_id = g.team_id
-    runs, cursor = store.list_runs(db(), team_id, limit=50, cursor=request.args.get("cursor"))
+    try:
+        runs, cursor = store.list_runs(db(), team_id, limit=50, cursor=request.args.get("cursor"))
+    except ValueError:
+        abort(400, "That page link is not valid (its cursor was not made here); go back to the runs list.")
     progress = store.step_progress(db(), [r.id for r in runs])
     return render_template("runs.html", runs=runs, progress=progress, cursor=cursor)
 
@@ -71,18 +75,17 @@ def new_run():
     workflow = get_workflow(name)
     schema = workflow.input_schema.model_json_schema()
     errors: list[str] = []
+    status = 200
     if request.method == "POST":
-        payload = _form_input(schema)
+        body = {"workflow": name, "input": _form_input(schema),
+                "options": {"priority": request.form.get("priority", "batch")}}
         try:
-            run, _ = intake.submit_run(db(), team_id=team_id, workflow=name, input=payload,
-                                       options={"priority": request.form.get("priority", "batch")})
+            run, _ = submission.submit(team_id, body)  # the API's own path: same checks, same limits
             return redirect(url_for("pages.run_detail", run_id=run.id))
-        except intake.InvalidRun as exc:
-            errors = [f"{d['field']}: {d['message']}" for d in (exc.details or [])] or [str(exc)]
-        except intake.EnqueueFailed as exc:
-            errors = [f"Could not enqueue the run right now ({exc}); try again in a few seconds."]
+        except ApiError as exc:
+            errors, status = _form_errors(exc, schema), exc.status
     return render_template("new_run.html", workflow=workflow, workflows=WORKFLOWS, schema=schema,
-                           errors=errors, values=request.form)
+                           errors=errors, values=request.form), status
 
 
 @bp.get("/dashboard")
@@ -131,6 +134,17 @@ def run_detail(run_id: str):
     if run is None:
         abort(404)
     return render_template("run.html", run=run_json(run, store.run_steps(db(), run.id)))
+
+
+def _form_errors(exc: ApiError, schema: dict) -> list[str]:
+    """A refusal as lines a person reads: each field by its label on the form."""
+    if exc.status == 503:
+        return [f"Could not enqueue the run right now ({exc.message}); try again in a few seconds."]
+    if not isinstance(exc.details, list):
+        return [exc.message]
+    labels = {field: spec.get("title", field) for field, spec in schema.get("properties", {}).items()}
+    labels["options.priority"] = "Priority"
+    return [f"{labels.get(d['field'], d['field'])}: {d['message']}" for d in exc.details] or [exc.message]
 
 
 def _form_input(schema: dict) -> dict:

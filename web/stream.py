@@ -18,12 +18,13 @@ from collections.abc import Iterator
 import redis
 from flask import current_app, g, request, stream_with_context
 from flask_sse import Message, ServerSentEventsBlueprint
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, or_, select
 
 from taskapp.events import channel_for
-from taskapp.models import Event
+from taskapp.models import FINAL_RUN_STATUSES, Event
 from taskapp.redis_client import get_redis
 from web.auth import require_team, team_run
+from web.context import db as request_session
 from web.context import engine
 from web.errors import ApiError
 
@@ -34,6 +35,7 @@ SAFETY_POLL_S = 30.0  # even with Redis up, re-read the table this often (a publ
 FALLBACK_POLL_S = 1.0  # without Redis, tail the table this often
 REDIS_RETRY_S = 5.0
 BATCH = 500
+MAX_EVENT_ID = 2**63 - 1  # events.id is a bigint
 
 
 class RunEventsBlueprint(ServerSentEventsBlueprint):
@@ -62,9 +64,11 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
                     must_read = True
                 if must_read or now - last_read >= SAFETY_POLL_S:
                     with bound.connect() as conn:  # Core, not a Session: once per wake-up per stream
-                        rows = conn.execute(query.where(Event.id > last_id)).all()
+                        rows = conn.execute(query.where(_after(last_id))).all()
                     last_read = time.monotonic()
                     for event_id, type_, data in rows:
+                        if event_id <= last_id:
+                            return  # the run's final event, already behind the client
                         last_id = event_id
                         yield Message(data, type=type_, id=event_id)
                         if type_ in FINAL_EVENTS:
@@ -124,11 +128,10 @@ bp = RunEventsBlueprint("stream", __name__)
 def run_events(run_id: str):
     """`text/event-stream` of a run's events; honours `Last-Event-ID` (header or query)."""
     run = team_run(run_id)
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
-    try:
-        last_id = int(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an event id (an integer)") from None
+    last_id = _last_event_id(request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0")
+    if run.status in FINAL_RUN_STATUSES and _ended_by(run.id, last_id):
+        # The client has seen the end: 204 is how SSE says "do not reconnect".
+        return current_app.response_class(status=204)
     db = g.pop("db", None)
     if db is not None:
         db.close()  # an idle stream must not hold a pooled connection
@@ -143,3 +146,24 @@ def run_events(run_id: str):
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def _after(last_id: int) -> ColumnElement[bool]:
+    """Events after `last_id`, and the run's final event wherever it is: one at or before
+    `last_id` means the run ended before the client's position, so the stream ends."""
+    return or_(Event.id > last_id, Event.type.in_(FINAL_EVENTS))
+
+
+def _last_event_id(raw: str) -> int:
+    """An event id as a client sends it back: ASCII digits within a bigint (ids are bigints)."""
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or int(raw) > MAX_EVENT_ID:
+        raise ApiError(400, "invalid_last_event_id",
+                       f"Last-Event-ID must be an event id: an integer from 0 to {MAX_EVENT_ID}")
+    return int(raw)
+
+
+def _ended_by(run_id: uuid.UUID, last_id: int) -> bool:
+    """Whether the run's final event is at or before `last_id` (nothing is left to send)."""
+    final = request_session().scalar(select(func.min(Event.id)).where(Event.run_id == run_id,
+                                                                      Event.type.in_(FINAL_EVENTS)))
+    return final is not None and final <= last_id
