@@ -47,7 +47,7 @@ class ModelMinute:
 
 def agent_stats(session: Session, since: datetime) -> list[AgentStats]:
     """Steps, batches, latency percentiles, tokens, cost and 429s per agent and model."""
-    ok = LlmCall.status != "error"
+    ok = LlmCall.status.in_(("ok", "partial"))  # answered: a failed or lost call's latency says nothing
     calls = {
         (r.agent, r.model): r
         for r in session.execute(
