@@ -54,6 +54,11 @@ def after_quota_error(gate: QuotaGate | None, model: str, exc: LlmError) -> floa
 Carried = list[tuple[LlmCall, list[str]]]  # each call with the step ids it carried
 
 
+def batch_input_tokens(agent: Agent, steps: list[Step]) -> int:
+    """A batch call's input tokens before it is made: what the quota gate reserves for it."""
+    return estimate_tokens(system_instruction(agent) + build_prompt([(str(s.id), s.input) for s in steps]))
+
+
 @dataclass
 class Deferred:
     """Steps whose repair had to wait for quota."""

@@ -11,13 +11,23 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, bindparam, case, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from taskapp import events
 from taskapp.batcher import Taken
 from taskapp.batching import wait_stats
-from taskapp.models import Batch, LlmCall, Step, of_running_run
+from taskapp.models import PENDING_STEP_STATUSES, Batch, LlmCall, Step, of_running_run
 
 
 def open_batch(session: Session, batch_id: uuid.UUID, agent: str, model: str, taken: list[Taken],
@@ -58,6 +68,19 @@ def close_batches(session: Session, batch_ids: list[uuid.UUID]) -> list[uuid.UUI
     return list(session.scalars(_CLOSE_AND_LIST_RUNS, {"ids": batch_ids, "now": datetime.now(UTC)}))
 
 
+def close_abandoned_batches(session: Session, batch_ids: set[uuid.UUID]) -> None:
+    """Close the batches the sweeper took every pending step back from (their message was
+    lost, or their worker died); their totals count what they did, a lost call included.
+
+    Otherwise such a batch would count as work on its way (taskapp.outlook) until
+    `BATCH_STRANDED_S`, and later stages would wait out their window meanwhile. A late
+    delivery of one finds nothing to do, and its aggregator totals it again.
+    """
+    if batch_ids:
+        session.execute(_CLOSE_ABANDONED, {"ids": list(batch_ids), "now": datetime.now(UTC)},
+                        execution_options={"synchronize_session": False})
+
+
 def _steps_with(status: str) -> ScalarSelect[int]:
     return select(func.count()).where(Step.batch_id == Batch.id, Step.status == status).scalar_subquery()
 
@@ -70,15 +93,22 @@ def _sum(column: InstrumentedAttribute[Any]) -> ColumnElement[Any]:
     return func.coalesce(func.sum(column), 0)
 
 
+# What a batch did, from what was committed and billed.
+_TOTALS = {
+    "succeeded": _steps_with("succeeded"), "failed": _steps_with("failed"),
+    "calls": _of_calls(func.count()), "latency_ms": _of_calls(_sum(LlmCall.latency_ms)),
+    "tokens_in": _of_calls(_sum(LlmCall.tokens_in)), "tokens_out": _of_calls(_sum(LlmCall.tokens_out)),
+    "cost_usd": _of_calls(_sum(LlmCall.cost_usd)),
+}
 # Built once, the aggregator runs it for every chord: the totals (an UPDATE in a WITH is
 # carried out whether or not the query reads it), then the runs the batches touched.
 _CLOSE = update(Batch).where(Batch.id.in_(bindparam("ids", expanding=True))).values(
-    finished_at=bindparam("now"), succeeded=_steps_with("succeeded"), failed=_steps_with("failed"),
-    calls=_of_calls(func.count()), latency_ms=_of_calls(_sum(LlmCall.latency_ms)),
-    tokens_in=_of_calls(_sum(LlmCall.tokens_in)), tokens_out=_of_calls(_sum(LlmCall.tokens_out)),
-    cost_usd=_of_calls(_sum(LlmCall.cost_usd)),
-)
+    finished_at=bindparam("now"), **_TOTALS)
 _CLOSE_AND_LIST_RUNS = (
     select(Step.run_id).add_cte(_CLOSE.cte("closed")).where(Step.batch_id.in_(bindparam("ids", expanding=True)))
     .distinct().order_by(Step.run_id)
 )
+_CLOSE_ABANDONED = update(Batch).where(
+    Batch.id.in_(bindparam("ids", expanding=True)),
+    ~exists().where(Step.batch_id == Batch.id, Step.status.in_(tuple(PENDING_STEP_STATUSES))),
+).values(finished_at=func.coalesce(Batch.finished_at, bindparam("now")), **_TOTALS)

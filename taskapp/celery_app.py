@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
 
 from celery import Celery, bootsteps
-from celery.signals import setup_logging, worker_init, worker_process_init
+from celery.signals import setup_logging, worker_init, worker_process_init, worker_shutting_down
 
 from taskapp.children import die_with_parent
 from taskapp.db import dispose_engines
 from taskapp.logs import configure_logging
+from taskapp.pool_signals import finish_task_on_foreign_sigterm
 from taskapp.settings import child_environment, get_settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,12 @@ def _fresh_connections_after_fork(**_: object) -> None:
     dispose_engines()
 
 
+@worker_process_init.connect
+def _keep_task_through_group_sigterm(**_: object) -> None:
+    """A SIGTERM to the whole process group (Heroku, `kill -TERM -<pgid>`) is a warm shutdown."""
+    finish_task_on_foreign_sigterm(os.getppid())
+
+
 class EmbeddedFlusher(bootsteps.StartStopStep):
     """Runs `python -m taskapp.flusher` beside this worker node, restarting it if it exits.
 
@@ -62,16 +70,23 @@ class EmbeddedFlusher(bootsteps.StartStopStep):
     def start(self, parent: object) -> None:
         if not get_settings().batch_flusher_embedded:
             return
+        # From the node's first shutdown signal on, a flusher that exits stays down: a
+        # SIGTERM to the process group stops it while this node still finishes its tasks.
+        worker_shutting_down.connect(self._on_shutting_down, weak=False)
         threading.Thread(target=self._supervise, name="flusher-supervisor", daemon=True).start()
+
+    def _on_shutting_down(self, **_: object) -> None:
+        self.stopping.set()
 
     def _supervise(self) -> None:
         while not self.stopping.is_set():
             self.proc = subprocess.Popen([sys.executable, "-m", "taskapp.flusher"], env=child_environment(),
                                          preexec_fn=die_with_parent)
             code = self.proc.wait()
-            if not self.stopping.is_set():
-                (log.warning if code == 0 else log.error)("flusher exited with %s; restarting it in 1 s", code)
-                self.stopping.wait(1)
+            # Wait before deciding: a group SIGTERM may reach the flusher before this node.
+            if self.stopping.wait(1):
+                break
+            (log.warning if code == 0 else log.error)("flusher exited with %s; restarted it", code)
 
     def stop(self, parent: object) -> None:
         self.stopping.set()

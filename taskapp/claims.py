@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from taskapp import events
 from taskapp.llm.gemini import LlmError
+from taskapp.lost_calls import record_lost_calls
 from taskapp.models import Step, of_running_run
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,12 @@ def claimable(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]) 
 
 def claim(session: Session, batch_id: uuid.UUID, steps: list[Step], lease_s: float,
           max_attempts: int | None) -> list[Step]:
-    """Claim steps that `claimable` locked in this transaction (nothing to check again)."""
+    """Claim steps that `claimable` locked in this transaction (nothing to check again).
+
+    Steps still `running` were a dead worker's claim: its call is recorded as lost.
+    """
     now = datetime.now(UTC)
+    record_lost_calls(session, steps)
     if max_attempts is not None:
         poisoned = [s for s in steps if s.attempts >= max_attempts]
         if poisoned:

@@ -24,25 +24,28 @@ from sqlalchemy import (
     column,
     func,
     insert,
+    select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from taskapp import events
 from taskapp.accounting import Usage, cost_usd, split_usage
 from taskapp.agents import Agent, get_agent
-from taskapp.batch_calls import BatchCaller, Carried, QuotaWait, after_quota_error
+from taskapp.batch_calls import (
+    BatchCaller,
+    Carried,
+    QuotaWait,
+    after_quota_error,
+    batch_input_tokens,
+)
 from taskapp.claims import claim, claimable, event_order, release_steps
 from taskapp.leases import LeaseKeeper
-from taskapp.llm.batch_prompt import (
-    Answer,
-    build_prompt,
-    system_instruction,
-)
+from taskapp.llm.batch_prompt import Answer
 from taskapp.llm.gemini import GeminiClient, LlmError
+from taskapp.lost_calls import take_back_lost_call
 from taskapp.models import PENDING_STEP_STATUSES, LlmCall, Step, of_running_run
-from taskapp.quota import estimate_tokens
 from taskapp.quota_gate import Grant, QuotaGate
 from taskapp.transient import retry_database
 
@@ -56,6 +59,8 @@ _ANSWERS = func.jsonb_to_recordset(bindparam("answers", type_=JSONB)).table_valu
     column("error", Text), column("llm_call_id", Uuid), column("tokens_in", Integer), column("tokens_out", Integer),
     column("cost_usd", Numeric), name="answers",
 ).render_derived(with_types=True)
+# A step as the commit found it (a subquery in RETURNING reads the statement's snapshot).
+_PRIOR = aliased(Step, name="prior")
 # A batch's answers, each committed only if its claim still holds (built once: every batch runs it).
 _COMMIT = (
     update(Step)
@@ -66,7 +71,7 @@ _COMMIT = (
             finished_at=bindparam("now"), lease_until=None, batch_id=bindparam("commit_batch_id"),
             llm_call_id=_ANSWERS.c.llm_call_id, tokens_in=_ANSWERS.c.tokens_in, tokens_out=_ANSWERS.c.tokens_out,
             cost_usd=_ANSWERS.c.cost_usd)
-    .returning(Step.id)
+    .returning(Step.id, select(_PRIOR.batch_id).where(_PRIOR.id == Step.id).scalar_subquery())
 )
 
 
@@ -177,7 +182,7 @@ def _acquire(gate: QuotaGate | None, agent: Agent, steps: list[Step], ticket: st
     """Ask the quota gate for the batch's call; raises LlmError when it can never fit."""
     if gate is None:
         return None
-    grant = gate.acquire(steps[0].model, ticket, _estimate(agent, steps))
+    grant = gate.acquire(steps[0].model, ticket, batch_input_tokens(agent, steps))
     if grant.impossible:
         raise LlmError("client", f"a batch of {len(steps)} step(s) needs more input tokens than the model's "
                                  f"TPM quota allows; lower BATCH_MAX_SIZE for {agent.name}")
@@ -195,10 +200,6 @@ def _note_quota_wait(session: Session, steps: list[Step], grant: Grant, stranded
                       model=step.model, batch_id=step.batch_id, reason=grant.reason,
                       wait_s=round(delay_s, 3), ahead=grant.ahead)
     return QuotaWait(delay_s, grant.reason)
-
-
-def _estimate(agent: Agent, steps: list[Step]) -> int:
-    return estimate_tokens(system_instruction(agent) + build_prompt([(str(s.id), s.input) for s in steps]))
 
 
 def _record_failed_call(session: Session, agent: Agent, model: str, batch_id: uuid.UUID, size: int,
@@ -239,10 +240,14 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
     if rows:
         # One statement for the whole batch. The rows travel as one JSON parameter, so the
         # statement is the same (and compiled once) for any size.
-        done = session.scalars(_COMMIT, {"answers": rows, "ids": list(planned), "now": now,
+        done = session.execute(_COMMIT, {"answers": rows, "ids": list(planned), "now": now,
                                          "commit_batch_id": outcome.batch_id},
                                execution_options={"synchronize_session": False}).all()
-        committed = [planned[i] for i in done]
+        committed = [planned[i] for i, _ in done]
+        if len(done) < len(planned) or any(before != outcome.batch_id for _, before in done):
+            # Some steps were re-offered meanwhile (this claim's lease ran out): the sweeper
+            # may have recorded this call as lost, and it is recorded here after all.
+            take_back_lost_call(session, outcome.batch_id, steps)
     for step, answer, usage, error in sorted(committed, key=lambda c: event_order(c[0])):
         outcome.run_ids.add(str(step.run_id))
         outcome.items[str(step.id)] = "succeeded" if answer.ok else "failed"

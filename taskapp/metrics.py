@@ -76,7 +76,7 @@ class ModelMinute:
 
 def agent_stats(session: Session, since: datetime, scope: Scope = FLEET) -> list[AgentStats]:
     """Steps, batches, latency percentiles, tokens, cost and 429s per agent and model."""
-    ok = LlmCall.status != "error"
+    ok = LlmCall.status.in_(("ok", "partial"))  # answered: a failed or lost call's latency says nothing
     call_filter = [LlmCall.created_at >= since]
     batch_filter = [Batch.flushed_at >= since]
     step_filter = [Step.queued_at >= since]

@@ -8,7 +8,9 @@ seconds one node (a Redis lease elects it) looks at Postgres, the source of trut
 - steps `batched` whose message never started, or `running` under an expired
   lease (their worker died and the broker has not redelivered): offered again,
   and a late delivery of the old batch finds nothing to do (claims check batch_id);
-  not in the first lease period after PostgreSQL started (holders could not renew);
+  not in the first lease period after PostgreSQL started (holders could not renew).
+  A dead claim's call is recorded as lost, and a batch left with nothing pending is
+  closed, so it no longer counts as work on its way for the idle flush;
 - runs with nothing pending that nothing advanced (a chord body that never ran),
   runs still `queued` (a lost start message) and runs past their timeout.
 
@@ -26,7 +28,9 @@ from sqlalchemy import Float, cast, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from taskapp import events
+from taskapp.batches import close_abandoned_batches
 from taskapp.dispatcher import Dispatcher
+from taskapp.lost_calls import record_lost_calls
 from taskapp.models import PENDING_STEP_STATUSES, Run, Step
 from taskapp.orchestrator import Ready
 
@@ -105,17 +109,24 @@ def _missing_from_buffers(dispatcher: Dispatcher, session: Session, now: datetim
 
 
 def _requeue(session: Session, condition, now: datetime, why: str) -> list[Ready]:  # noqa: ANN001
+    """Take steps back from batches past their lease; the calls of claims taken over are
+    recorded as lost, and batches left with nothing pending are closed (nothing of theirs
+    is on its way any more, so the idle flush stops waiting for them)."""
+    # Read as they were (batch, claim) and locked; steps a claim holds right now are skipped.
     rows = session.scalars(
-        update(Step)
-        .where(condition, Step.lease_until < now, _live(Step.run_id),
-               Step.id.in_(select(Step.id).where(condition, Step.lease_until < now).limit(BATCH_LIMIT)))
-        .values(status="queued", batch_id=None, lease_until=None)
-        .returning(Step),
-        execution_options={"synchronize_session": False},
+        select(Step).where(condition, Step.lease_until < now, _live(Step.run_id))
+        .order_by(Step.id).limit(BATCH_LIMIT).with_for_update(key_share=True, skip_locked=True, of=Step)
     ).all()
+    if not rows:
+        return []
+    record_lost_calls(session, list(rows))
+    session.execute(update(Step).where(Step.id.in_([s.id for s in rows]))
+                    .values(status="queued", batch_id=None, lease_until=None),
+                    execution_options={"synchronize_session": False})
     for step in sorted(rows, key=lambda s: (str(s.run_id), s.seq)):
         events.record(session, step.run_id, "step.queued", step_id=step.id, seq=step.seq, agent=step.agent,
                       model=step.model, reason=why)
+    close_abandoned_batches(session, {s.batch_id for s in rows if s.batch_id is not None})
     return [_ready(s) for s in rows]
 
 

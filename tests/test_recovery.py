@@ -268,6 +268,9 @@ def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings,
     db_session.expire_all()
     step = db_session.get(Step, sid)
     try:
+        # The sweeper took the claim for a dead one and recorded its call as lost; the answer
+        # arrived after all, so the holder records the call itself and takes that back.
+        assert db_session.scalars(select(LlmCall).where(LlmCall.batch_id == first)).all() == []
         if called_again:  # the second batch's call is under way: it owns the step now
             assert outcome.succeeded == 0 and step.status == "running" and step.batch_id == second
         else:
@@ -275,6 +278,87 @@ def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings,
             assert step.output == {"summary": "paid for"}
             with factory.begin() as session:
                 assert claim_steps(session, second, [sid], lease_s=60) == []  # nothing left to call
+    finally:
+        with factory.begin() as session:
+            orchestrator.cancel_run(session, run_id)
+
+
+# -- batches whose steps were taken back ----------------------------------------------
+
+@pytest.mark.parametrize("where", ["batched", "running"])
+def test_a_batch_the_sweeper_takes_back_is_closed_and_its_lost_call_recorded(team, settings, db_session, where,
+                                                                            no_background_sweep):
+    """A batch whose message was lost (batched) or whose worker died mid-call (running): once the
+    sweeper re-offers its steps, nothing of it is on its way any more. It is closed at once (an
+    unfinished batch counts as work on its way for the idle flush, for BATCH_STRANDED_S), and the
+    call in flight is recorded as what it was: sent, so billed, its answer lost."""
+    from taskapp import orchestrator, sweeper
+    from taskapp.batcher import Taken
+    from taskapp.batches import open_batch
+    from taskapp.db import session_factory
+    from taskapp.dispatcher import get_dispatcher
+    from taskapp.models import Batch
+
+    factory = session_factory(settings)
+    run_id, ready = _started_run(settings, team, f"taken back ({where})")
+    sid, lost = uuid.UUID(ready.step_id), uuid.uuid4()
+    with factory.begin() as session:
+        # Flushed just now: well inside BATCH_STRANDED_S, so "in flight" for the idle flush.
+        open_batch(session, lost, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window",
+                   stranded_s=0 if where == "batched" else 60)
+        if where == "running":
+            assert claim_steps(session, lost, [sid], lease_s=0.01)  # its worker dies mid-call
+    time.sleep(0.05)
+    try:
+        sweeper.sweep(get_dispatcher())
+        db_session.expire_all()
+        step, batch = db_session.get(Step, sid), db_session.get(Batch, lost)
+        assert step.status == "queued" and step.batch_id is None  # re-offered
+        assert batch.finished_at is not None and batch.succeeded == batch.failed == 0
+        calls = db_session.scalars(select(LlmCall).where(LlmCall.batch_id == lost)).all()
+        if where == "running":
+            (call,) = calls
+            assert (call.status, call.step_count, call.tokens_out) == ("lost", 1, 0)
+            assert call.tokens_in > 0 and call.cost_usd > 0 and "lost" in call.error
+            assert call.created_at == step.started_at  # when it was sent, for the per-minute quota views
+            assert (batch.calls, batch.tokens_in, batch.cost_usd) == (1, call.tokens_in, call.cost_usd)
+        else:  # never claimed: nothing was sent
+            assert calls == [] and batch.calls == 0
+    finally:
+        with factory.begin() as session:
+            orchestrator.cancel_run(session, run_id)
+
+
+def test_a_redelivery_that_takes_over_a_dead_claim_records_its_call_lost_once(team, settings, db_session):
+    """The broker redelivers a batch whose worker died mid-call (reject_on_worker_lost) after the
+    claim's lease ran out: the redelivery claims the steps again, and the first call is recorded
+    as lost; it stays recorded when the second call's answer commits (both were sent)."""
+    from taskapp import orchestrator
+    from taskapp.batcher import Taken
+    from taskapp.batches import open_batch
+    from taskapp.db import session_factory
+    from taskapp.executor import BatchOutcome, _commit_answers
+    from taskapp.llm.batch_prompt import Answer
+
+    factory = session_factory(settings)
+    run_id, ready = _started_run(settings, team, "delivered again after a crash")
+    sid, batch_id = uuid.UUID(ready.step_id), uuid.uuid4()
+    with factory.begin() as session:
+        open_batch(session, batch_id, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window", 60)
+        assert claim_steps(session, batch_id, [sid], lease_s=0.01)
+    time.sleep(0.05)
+    try:
+        with factory.begin() as session:
+            (again,) = claim_steps(session, batch_id, [sid], lease_s=60)
+        assert again.attempts == 2
+        with factory.begin() as session:  # a third look finds the claim alive: nothing more is lost
+            assert claim_steps(session, batch_id, [sid], lease_s=60) == []
+        outcome = BatchOutcome(batch_id=batch_id)
+        with factory.begin() as session:
+            _commit_answers(session, [again], {ready.step_id: Answer(output={"summary": "second"})}, [], outcome)
+        assert outcome.succeeded == 1
+        calls = db_session.scalars(select(LlmCall).where(LlmCall.batch_id == batch_id)).all()
+        assert [(c.status, c.step_count) for c in calls] == [("lost", 1)]
     finally:
         with factory.begin() as session:
             orchestrator.cancel_run(session, run_id)
