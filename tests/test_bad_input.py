@@ -92,6 +92,22 @@ def test_a_garbage_cursor_on_the_ui_is_a_400_page(client, team):
     assert client.get("/").status_code == 200
 
 
+_QUEUED: list[uuid.UUID] = []
+
+
+@pytest.fixture(autouse=True)
+def _cancel_queued_runs(settings):
+    """The runs `_queued_run` left waiting end with their test: later tests need a quiet fleet."""
+    yield
+    from taskapp import orchestrator
+    from taskapp.db import session_factory
+
+    with session_factory(settings).begin() as session:
+        for run_id in _QUEUED:
+            orchestrator.cancel_run(session, run_id)
+    _QUEUED.clear()
+
+
 def _queued_run(settings, team_id) -> uuid.UUID:
     """Stored, never published, dated ahead (the workers' sweeper leaves it alone)."""
     from datetime import UTC, datetime, timedelta
@@ -102,6 +118,7 @@ def _queued_run(settings, team_id) -> uuid.UUID:
     with session_factory(settings).begin() as session:
         run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
         run.created_at = datetime.now(UTC) + timedelta(hours=1)
+    _QUEUED.append(run.id)
     return run.id
 
 
