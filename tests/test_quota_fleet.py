@@ -39,8 +39,9 @@ def fleet(tmp_path_factory):
 
         migrate.upgrade(load_settings(s.env()))
         # The web process reads the same quota configuration as the workers (for /api/metrics).
+        # One team polls its runs for minutes: far past a team's default API rate limit.
         url, web = s.start_web(GEMINI_QUOTAS=f'{{"{MODEL}": {{"rpm": {RPM}, "rpd": 2}}}}',
-                               QUOTA_DAY_SECONDS=str(DAY_S))
+                               QUOTA_DAY_SECONDS=str(DAY_S), API_RATE_LIMIT="100/second")
         yield s, url
         s.stop(web)
 
