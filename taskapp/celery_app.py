@@ -86,7 +86,7 @@ class EmbeddedFlusher(bootsteps.StartStopStep):
             # Wait before deciding: a group SIGTERM may reach the flusher before this node.
             if self.stopping.wait(1):
                 break
-            (log.warning if code == 0 else log.error)("flusher exited with %s; restarted it", code)
+            (log.warning if code == 0 else log.error)("flusher exited with %s; restarting it", code)
 
     def stop(self, parent: object) -> None:
         self.stopping.set()

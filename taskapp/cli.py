@@ -169,12 +169,8 @@ def teams_login_link(name: str) -> None:
                                                 timedelta(seconds=settings.login_link_ttl_s))
         except credentials.NoActiveKey as exc:
             raise click.ClickException(f"{exc}; make one with `taskapp teams key {name}`") from None
-    click.echo(login_url(settings, token))
+    click.echo(credentials.login_url(settings.api_url, token))
 
-
-def login_url(settings: Any, token: str) -> str:
-    """Where a login link points: the UI of TASKAPP_API_URL."""
-    return f"{settings.api_url.rstrip('/')}/login/{token}"
 
 
 @main.command()

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from taskapp.models import ApiKey, LoginLink, Team, WebSession
@@ -31,10 +31,11 @@ class Caller:
     team_name: str
     is_operator: bool
     api_key_id: uuid.UUID
+    session_id: uuid.UUID | None = None  # the browser session, when it came with one
 
 
-def _caller(team: Team, key: ApiKey) -> Caller:
-    return Caller(team.id, team.name, team.is_operator, key.id)
+def _caller(team: Team, key: ApiKey, web_session: WebSession | None = None) -> Caller:
+    return Caller(team.id, team.name, team.is_operator, key.id, web_session.id if web_session else None)
 
 
 def caller_for_key(session: Session, api_key: str) -> Caller | None:
@@ -59,12 +60,23 @@ def open_session(session: Session, api_key_id: uuid.UUID, lifetime: timedelta) -
 def caller_for_session(session: Session, token: str) -> Caller | None:
     """The caller of a live session: not signed out, not expired, its key not revoked."""
     row = session.execute(
-        select(Team, ApiKey).join(ApiKey, ApiKey.team_id == Team.id)
+        select(Team, ApiKey, WebSession).join(ApiKey, ApiKey.team_id == Team.id)
         .join(WebSession, WebSession.api_key_id == ApiKey.id)
         .where(WebSession.token_hash == hash_key(token), WebSession.ended_at.is_(None),
                WebSession.expires_at > datetime.now(UTC), ApiKey.revoked_at.is_(None))
     ).first()
     return _caller(*row) if row else None
+
+
+def still_valid(conn: Connection | Session, caller: Caller) -> bool:
+    """Whether the caller's key (and browser session) still stand: for work that outlives a
+    request, such as an event stream, to stop when either is revoked or ended."""
+    query = select(ApiKey.id).where(ApiKey.id == caller.api_key_id, ApiKey.revoked_at.is_(None))
+    if caller.session_id is not None:
+        query = query.join(WebSession, WebSession.api_key_id == ApiKey.id).where(
+            WebSession.id == caller.session_id, WebSession.ended_at.is_(None),
+            WebSession.expires_at > datetime.now(UTC))
+    return conn.execute(query).first() is not None
 
 
 def end_session(session: Session, token: str) -> None:
@@ -87,6 +99,11 @@ def make_login_link(session: Session, team: Team, lifetime: timedelta) -> str:
     session.add(LoginLink(token_hash=hash_key(token), api_key_id=key_id, expires_at=datetime.now(UTC) + lifetime))
     session.flush()
     return token
+
+
+def login_url(base_url: str, token: str) -> str:
+    """Where a login link points: the token rides in the fragment, which no server or log sees."""
+    return f"{base_url.rstrip('/')}/login#link={token}"
 
 
 def use_login_link(session: Session, token: str) -> uuid.UUID | None:

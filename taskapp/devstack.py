@@ -91,7 +91,7 @@ def login_link(settings: Settings) -> str:
     with session_factory(settings).begin() as session:
         team = store.team_by_name(session, "demo")
         token = credentials.make_login_link(session, team, timedelta(seconds=settings.login_link_ttl_s))
-    return f"http://127.0.0.1:{settings.port}/login/{token}"
+    return credentials.login_url(f"http://127.0.0.1:{settings.port}", token)
 
 
 def _remembered(path: Path, make) -> str:

@@ -24,11 +24,10 @@ from sqlalchemy import (
     column,
     func,
     insert,
-    select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from taskapp import events
 from taskapp.accounting import Usage, cost_usd, split_usage
@@ -59,8 +58,6 @@ _ANSWERS = func.jsonb_to_recordset(bindparam("answers", type_=JSONB)).table_valu
     column("error", Text), column("llm_call_id", Uuid), column("tokens_in", Integer), column("tokens_out", Integer),
     column("cost_usd", Numeric), name="answers",
 ).render_derived(with_types=True)
-# A step as the commit found it (a subquery in RETURNING reads the statement's snapshot).
-_PRIOR = aliased(Step, name="prior")
 # A batch's answers, each committed only if its claim still holds (built once: every batch runs it).
 _COMMIT = (
     update(Step)
@@ -71,7 +68,7 @@ _COMMIT = (
             finished_at=bindparam("now"), lease_until=None, batch_id=bindparam("commit_batch_id"),
             llm_call_id=_ANSWERS.c.llm_call_id, tokens_in=_ANSWERS.c.tokens_in, tokens_out=_ANSWERS.c.tokens_out,
             cost_usd=_ANSWERS.c.cost_usd)
-    .returning(Step.id, select(_PRIOR.batch_id).where(_PRIOR.id == Step.id).scalar_subquery())
+    .returning(Step.id)
 )
 
 
@@ -243,11 +240,12 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
         done = session.execute(_COMMIT, {"answers": rows, "ids": list(planned), "now": now,
                                          "commit_batch_id": outcome.batch_id},
                                execution_options={"synchronize_session": False}).all()
-        committed = [planned[i] for i, _ in done]
-        if len(done) < len(planned) or any(before != outcome.batch_id for _, before in done):
-            # Some steps were re-offered meanwhile (this claim's lease ran out): the sweeper
-            # may have recorded this call as lost, and it is recorded here after all.
-            take_back_lost_call(session, outcome.batch_id, steps)
+        committed = [planned[i] for (i,) in done]
+        # If the sweeper took these steps back meanwhile (this claim's lease ran out), it recorded
+        # this call as lost; it is recorded here after all. Always asked (one delete by primary key):
+        # a take-back that committed while this statement waited for its row locks is invisible
+        # to the statement's snapshot, so the rows returned cannot tell.
+        take_back_lost_call(session, outcome.batch_id, steps)
     for step, answer, usage, error in sorted(committed, key=lambda c: event_order(c[0])):
         outcome.run_ids.add(str(step.run_id))
         outcome.items[str(step.id)] = "succeeded" if answer.ok else "failed"

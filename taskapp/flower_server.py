@@ -23,9 +23,17 @@ class AuthenticatedMetrics(Metrics):
 
 
 def protect_metrics() -> None:
-    """Point Flower's `/metrics` route at the authenticated handler (before Flower builds its app)."""
-    urls.handlers[:] = [(h[0], AuthenticatedMetrics, *h[2:]) if isinstance(h, tuple) and h[1] is Metrics else h
-                        for h in urls.handlers]
+    """Point Flower's `/metrics` route at the authenticated handler (before Flower builds its app).
+
+    Raises:
+        RuntimeError: this Flower lays out its routes differently: refuse to serve them open.
+    """
+    routes = [(h[0], AuthenticatedMetrics, *h[2:]) if isinstance(h, tuple) and h[1] is Metrics else h
+              for h in urls.handlers]
+    if routes == urls.handlers:
+        raise RuntimeError("Flower's /metrics route was not found, so it cannot be protected; "
+                           "check the flower version pinned in pyproject.toml")
+    urls.handlers[:] = routes
 
 
 def serve(options: list[str]) -> int:

@@ -37,8 +37,9 @@ class Overloaded(RuntimeError):
     """More work is waiting than the fleet should queue: the client should come back later."""
 
     def __init__(self, waiting: int, limit: int, retry_after_s: int = 5) -> None:
-        super().__init__(f"{waiting} runs and steps are waiting (limit {limit}); try again in {retry_after_s}s")
-        self.retry_after_s = retry_after_s
+        # The fleet's backlog is operators' business: the caller hears only when to come back.
+        super().__init__(f"taskapp is busy (too much work waiting to start); try again in {retry_after_s}s")
+        self.waiting, self.limit, self.retry_after_s = waiting, limit, retry_after_s
 
 
 class IdempotencyConflict(ValueError):
@@ -54,6 +55,11 @@ class EnqueueFailed(RuntimeError):
     """The run is stored but the broker did not take its message (safe to retry with the same key)."""
 
 
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """A validation error as the API's `details`: each field at fault (dotted path) and why."""
+    return [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
+
+
 def validate_input(workflow: str, payload: dict[str, Any]) -> dict[str, Any]:
     """The workflow's input, cleaned by its schema; InvalidRun names each field at fault."""
     try:
@@ -63,8 +69,7 @@ def validate_input(workflow: str, payload: dict[str, Any]) -> dict[str, Any]:
     try:
         clean = wf.input_schema.model_validate(payload).model_dump(mode="json")
     except ValidationError as exc:
-        details = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
-        raise InvalidRun(f"input does not match workflow {workflow!r}", details) from None
+        raise InvalidRun(f"input does not match workflow {workflow!r}", field_errors(exc)) from None
     unstorable = unstorable_strings(clean)
     if unstorable:
         raise InvalidRun(f"input does not match workflow {workflow!r}",
@@ -124,6 +129,8 @@ def submit_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: di
     if max_waiting:
         waiting = _waiting_work(session)  # counted in the background: no query per request
         if waiting >= max_waiting and not (idempotency_key and store.run_by_key(session, team_id, idempotency_key)):
+            log.warning("backpressure: %d runs and steps waiting (MAX_WAITING_WORK %d); refusing a run",
+                        waiting, max_waiting, extra={"team_id": str(team_id)})
             raise Overloaded(waiting, max_waiting)
     run, created = store.create_run(session, team_id=team_id, workflow=workflow, input=clean,
                                     options=options, idempotency_key=idempotency_key, request_hash=fingerprint)

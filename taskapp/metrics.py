@@ -229,16 +229,29 @@ def quota_waits(session: Session, since: datetime, scope: Scope = FLEET) -> dict
     return dict(session.execute(query.group_by(model)).all())
 
 
+FLEET_ONLY_GATE_FIELDS = frozenset({"waiting"})  # how many steps wait: the fleet's backlog
+
+
+def gate_view(usage: dict[str, dict[str, Any]], scope: Scope) -> dict[str, dict[str, Any]]:
+    """The quota gate as this caller may see it: each dimension's used / limit and the model's state
+    (paused, circuit) for everyone; how many steps wait fleet-wide only for operators."""
+    if scope.fleet:
+        return usage
+    return {model: {k: v for k, v in dims.items() if k not in FLEET_ONLY_GATE_FIELDS} for model, dims in usage.items()}
+
+
 def snapshot(session: Session, queue_depths: dict[str, int | None] | None, window_s: int,
              gate_usage: dict[str, dict[str, Any]] | None = None, scope: Scope = FLEET) -> dict[str, Any]:
     """Everything `GET /api/metrics` reports: a team's own numbers, or the fleet's for operators.
 
     The gate's use of each model's quota (used / limit) is fleet-wide by nature and shown to
-    all; queue depths only to operators.
+    all (`gate_view`); queue depths and the fleet's waiting steps only to operators. A team's
+    `waits` counts its own steps told to wait.
     """
     since = datetime.now(UTC) - timedelta(seconds=window_s)
     waits = quota_waits(session, since, scope)
-    quota = {model: {**usage, "waits": waits.get(model, 0)} for model, usage in (gate_usage or {}).items()}
+    quota = {model: {**usage, "waits": waits.get(model, 0)}
+             for model, usage in gate_view(gate_usage or {}, scope).items()}
     out: dict[str, Any] = {
         "scope": "fleet" if scope.fleet else "team",
         "window_s": window_s,

@@ -123,7 +123,7 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(20), default="queued")
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     # With a key: the fingerprint of the request that made the run (intake.request_fingerprint),
-    # so the key sent again with another body is a conflict, not this run. None before 0005.
+    # so the key sent again with another body is a conflict, not this run. None before migration 0006.
     request_hash: Mapped[str | None] = mapped_column(String(64))
     output: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)

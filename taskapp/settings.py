@@ -88,6 +88,10 @@ class Settings(BaseModel):
     login_link_ttl_s: int = Field(default=900, ge=10)
     # Per team (or per client address before sign-in), across every web process (kept in Redis).
     api_rate_limit: str = "600/minute"
+    # Per client address, on the sign-in posts (key or link): each guess costs a database read.
+    sign_in_rate_limit: str = "20/minute"
+    # Proxies in front of the web process that set X-Forwarded-For/-Proto/-Host (Heroku's router: 1).
+    proxy_hops: int = Field(default=0, ge=0, le=5)
     flower_basic_auth: str | None = None
     flower_port: int = Field(default=5555, ge=1, le=65535)
     metrics_token: str | None = None
@@ -141,7 +145,7 @@ class Settings(BaseModel):
                         raise ValueError(f"quota for {model!r}: {name} must be a positive integer or null")
         return value
 
-    @field_validator("api_rate_limit")
+    @field_validator("api_rate_limit", "sign_in_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse_many
@@ -150,6 +154,13 @@ class Settings(BaseModel):
             parse_many(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a rate limit such as '600/minute' or '20/second;600/minute'") from None
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_KEY_BYTES} bytes: it grants the whole fleet's metrics")
         return value
 
     @field_validator("redis_url", "broker_url", "result_backend_url")
@@ -244,6 +255,8 @@ _ENV = {
     "SESSION_LIFETIME_S": "session_lifetime_s",
     "LOGIN_LINK_TTL_S": "login_link_ttl_s",
     "API_RATE_LIMIT": "api_rate_limit",
+    "SIGN_IN_RATE_LIMIT": "sign_in_rate_limit",
+    "PROXY_HOPS": "proxy_hops",
     "FLOWER_BASIC_AUTH": "flower_basic_auth",
     "FLOWER_PORT": "flower_port",
     "METRICS_TOKEN": "metrics_token",

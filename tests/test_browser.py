@@ -41,16 +41,27 @@ def page():
         browser.close()
 
 
-def test_submit_in_the_ui_and_watch_the_run_finish_live(page, web_url, team, stack):
-    """The timeline grows step by step while the run works, then shows the final answer."""
+def test_submit_in_the_ui_and_watch_the_run_finish_live(page, web_url, team, stack, settings):
+    """Signed in by a one-time link, the timeline grows step by step while the run works, then
+    shows the final answer."""
+    from datetime import timedelta
+
     import httpx
 
-    _, key = team
+    from taskapp import credentials
+    from taskapp.db import session_factory
+    from taskapp.models import Team
+
+    team_id, _ = team
+    with session_factory(settings).begin() as session:  # what `taskapp teams login-link` prints
+        link = credentials.login_url(web_url, credentials.make_login_link(
+            session, session.get(Team, team_id), timedelta(minutes=5)))
     httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 250})  # slow enough to watch
     try:
-        page.goto(f"{web_url}/login")
-        page.fill("#api_key", key)
-        page.click("button[type=submit]")
+        page.goto(link)
+        assert "#" not in page.url  # the token left the address bar
+        page.click("#link-form button[type=submit]")
+        page.wait_for_selector("header .team")
         page.goto(f"{web_url}/runs/new?workflow=research")
         page.fill("#f-question", "How do tides work?")
         page.click("#new-run button[type=submit]")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -108,7 +109,7 @@ def test_revoking_a_key_stops_it_and_its_browser_sessions_at_once(settings, stac
     key = made.stdout.strip()
     app = _app(settings)
     api, browser = app.test_client(), app.test_client()
-    assert api.get("/api/runs", headers=auth(key)).status_code == 200  # (once cached for 30 s)
+    assert api.get("/api/runs", headers=auth(key)).status_code == 200  # (this used to be cached for 30 s)
     ui_login(browser, key)
     assert browser.get("/api/runs").status_code == 200
 
@@ -135,8 +136,15 @@ def test_the_session_cookie_is_secure_httponly_and_samesite_lax(settings, team):
         assert ("Secure" in cookie) is secure
 
 
+def _spend_link(client, token: str):
+    page = client.get("/login").data
+    assert b'id="link-form"' in page and b"login.js" in page
+    return client.post("/login/link", data={"link": token, "csrf_token": form_token(page)})
+
+
 def test_a_login_link_signs_in_once_and_not_after_it_expires(settings, stack, client):
-    """`taskapp teams login-link` prints a one-time link; a key in the URL signs nobody in."""
+    """`taskapp teams login-link` prints a one-time link whose token never reaches a server in a URL;
+    it is spent by a CSRF-checked post, once; a key in the URL signs nobody in."""
     from taskapp import credentials, store
     from taskapp.db import session_factory
 
@@ -145,19 +153,20 @@ def test_a_login_link_signs_in_once_and_not_after_it_expires(settings, stack, cl
     printed = taskapp_cli(stack, "teams", "login-link", name, TASKAPP_API_URL="https://taskapp.example")
     assert printed.returncode == 0, printed.stderr
     url = printed.stdout.strip()
-    assert url.startswith("https://taskapp.example/login/") and key not in url
-    path = url.removeprefix("https://taskapp.example")
+    assert url.startswith("https://taskapp.example/login#link=") and key not in url
+    token = url.partition("#link=")[2]
 
-    first = client.get(path)
+    assert client.post("/login/link", data={"link": token}).status_code == 400  # no CSRF token: nothing spent
+    first = _spend_link(client, token)
     assert first.status_code == 302 and first.headers["Location"].endswith("/")
     assert client.get("/api/runs").status_code == 200
     other = _app(settings).test_client()
-    assert other.get(path).status_code == 410  # spent
+    assert _spend_link(other, token).status_code == 410  # spent
     assert other.get("/api/runs").status_code == 401
 
     with session_factory(settings).begin() as session:
         expired = credentials.make_login_link(session, store.team_by_name(session, name), timedelta(seconds=-1))
-    assert other.get(f"/login/{expired}").status_code == 410
+    assert _spend_link(other, expired).status_code == 410
     assert other.get(f"/login?key={key}").status_code == 200  # the old key-in-URL sign-in is gone
     assert other.get("/api/runs").status_code == 401
 
@@ -226,6 +235,8 @@ def test_a_team_reads_only_its_own_metrics_and_operators_read_the_fleet(settings
     client = _app(settings, metrics_token="ops-" + "t" * 40).test_client()
     mine = client.get("/api/metrics", headers=auth(key_a)).json
     assert mine["scope"] == "team" and "queues" not in mine
+    for model_gate in mine["quota"].values():  # used / limit and the model's state; not the fleet's backlog
+        assert "waiting" not in model_gate and {"used", "limit"} <= set(model_gate["rpm"])
     row = _row(mine["agents"], model)
     assert (row["steps"], row["tokens_in"], row["cost_usd"], row["batches"], row["mean_batch_size"]) == \
         (2, 200, 0.02, 1, 2.0)
@@ -235,6 +246,7 @@ def test_a_team_reads_only_its_own_metrics_and_operators_read_the_fleet(settings
 
     fleet = client.get("/api/metrics", headers=auth("ops-" + "t" * 40)).json
     assert fleet["scope"] == "fleet" and "orchestration" in fleet["queues"]
+    assert all("waiting" in model_gate for model_gate in fleet["quota"].values())
     row = _row(fleet["agents"], model)
     assert (row["steps"], row["tokens_in"], row["cost_usd"], row["mean_batch_size"]) == (7, 700, 0.07, 7.0)
 
@@ -260,7 +272,7 @@ def test_prometheus_and_the_dashboard_are_scoped_to_the_team_too(settings, two_t
 
     ui_login(client, key_a)
     page = client.get("/dashboard").data.decode()
-    assert model in page and "waiting in orchestration" not in page
+    assert model in page and "waiting in orchestration" not in page and "<th>Waiting</th>" not in page
     (cells,) = re.findall(rf"<td>summarizer</td><td>{model}</td><td>(\d+)</td>", page)
     assert cells == "2"
 
@@ -280,3 +292,66 @@ def test_the_api_rate_limit_is_per_team_and_holds_across_web_processes(settings)
     assert one.post("/api/runs", headers=auth(key_a), json=RUN).status_code == 429
     assert one.get("/api/runs", headers=auth(key_b)).status_code == 200  # its own budget
     assert one.get("/healthz").status_code == 200  # health checks are never limited
+
+
+def test_an_open_event_stream_ends_when_its_key_is_revoked_or_its_session_signs_out(settings, monkeypatch):
+    """A stream outlives the request that checked its caller: it re-checks, and ends."""
+    from taskapp import credentials, store
+    from taskapp.db import session_factory
+    from taskapp.models import Team
+    from web import stream
+
+    monkeypatch.setattr(stream, "AUTH_RECHECK_S", 0.2)
+    app = _app(settings, sse_keepalive_s=0.2)
+    team_id, key = make_team(settings)
+    with session_factory(settings).begin() as session:  # a run that never moves: its stream stays open
+        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
+        run.status = "running"
+
+    def ended_after(client, revoke, **kwargs) -> bool:
+        response = client.get(f"/api/runs/{run.id}/events", buffered=False, **kwargs)
+        assert response.status_code == 200
+        chunks = iter(response.response)
+        next(chunks)  # the stream is open
+        revoke()
+        deadline = time.monotonic() + 10
+        for _ in chunks:
+            if time.monotonic() > deadline:
+                return False
+        return True
+
+    def revoke_key():
+        with session_factory(settings).begin() as session:
+            assert credentials.revoke_key(session, session.get(Team, team_id), key[:10]) == 1
+
+    browser = app.test_client()
+    with session_factory(settings).begin() as session:
+        second_key = store.issue_api_key(session, session.get(Team, team_id))
+    ui_login(browser, second_key)
+    token = form_token(browser.get("/").data)
+    assert ended_after(browser, lambda: browser.post("/logout", data={"csrf_token": token}))
+    assert ended_after(app.test_client(), revoke_key, headers=auth(key))
+    with session_factory(settings).begin() as session:
+        session.get(type(run), run.id).status = "cancelled"
+
+
+def test_sign_in_posts_are_limited_per_client_address_behind_the_proxy(settings):
+    """Guessing keys costs a database read each: SIGN_IN_RATE_LIMIT per address (with PROXY_HOPS=1,
+    the address the proxy saw); the operators' METRICS_TOKEN spends a budget of its own."""
+    app = _app(settings, sign_in_rate_limit="3/minute", proxy_hops=1, api_rate_limit="2/minute",
+               metrics_token="ops-" + "r" * 40)
+    client = app.test_client()
+    address = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    token = form_token(client.get("/login").data)
+
+    def guess(addr: str) -> int:
+        return client.post("/login", data={"api_key": "tk_guess", "csrf_token": token},
+                           headers={"X-Forwarded-For": addr}).status_code
+
+    assert [guess(address) for _ in range(4)] == [200, 200, 200, 429]
+    assert guess("203.0.113.7") == 200  # another address has its own budget
+    # Bad keys spend their address's API budget, not the operators'.
+    bad = {"Authorization": "Bearer tk_bad", "X-Forwarded-For": address}
+    assert [client.get("/api/runs", headers=bad).status_code for _ in range(3)] == [401, 401, 429]
+    ops = {"Authorization": "Bearer ops-" + "r" * 40, "X-Forwarded-For": address}
+    assert client.get("/api/metrics", headers=ops).status_code == 200

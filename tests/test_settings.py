@@ -108,3 +108,14 @@ def test_celery_config_keeps_at_least_once_delivery(settings):
     queues = {q.name for q in conf.task_queues}
     assert queues == {ORCHESTRATION_QUEUE} | {llm_queue(m) for m in models_in_use()}
     assert len(queues) > 2  # orchestration, and one queue per model in use
+
+
+def test_a_short_metrics_token_is_refused_naming_it():
+    """METRICS_TOKEN grants the fleet's numbers: at least 32 bytes, like SECRET_KEY."""
+    import pytest
+
+    from taskapp.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="METRICS_TOKEN"):
+        load_settings({"METRICS_TOKEN": "short"})
+    assert load_settings({"METRICS_TOKEN": "m" * 32}).metrics_token == "m" * 32

@@ -24,7 +24,7 @@ from taskapp.credentials import Caller
 from taskapp.models import Run
 from web.context import db, settings
 from web.errors import ApiError
-from web.security import csrf
+from web.security import address_key, csrf
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SESSION_TOKEN = "sid"
@@ -70,9 +70,25 @@ def current_caller() -> Caller | None:
     return caller
 
 
-def team_id_from_request() -> uuid.UUID | None:
-    caller = current_caller()
-    return caller.team_id if caller else None
+def rate_limit_key() -> str:
+    """Whose budget a request spends: its team's, the operators' (METRICS_TOKEN), else its address's.
+
+    Bad credentials spend the address's budget and get their 401 from the view.
+    """
+    if _sent_metrics_token():
+        return "operators"
+    try:
+        caller = current_caller()
+    except ApiError:
+        caller = None
+    return f"team:{caller.team_id}" if caller is not None else address_key()
+
+
+def _sent_metrics_token() -> bool:
+    token = settings().metrics_token
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    return bool(token) and scheme.lower() == "bearer" and secrets.compare_digest(sent.strip().encode(),
+                                                                                token.encode())
 
 
 def require_team(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -96,9 +112,7 @@ def metrics_scope() -> metrics.Scope:
     Raises:
         ApiError: 401 without credentials.
     """
-    token = settings().metrics_token
-    sent = request.headers.get("Authorization", "").partition(" ")[2].strip()
-    if token and sent and secrets.compare_digest(sent.encode(), token.encode()):
+    if _sent_metrics_token():
         return metrics.FLEET
     caller = current_caller()
     if caller is None:
@@ -123,6 +137,9 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
 def _start_session(api_key_id: uuid.UUID) -> None:
     lifetime = timedelta(seconds=settings().session_lifetime_s)
+    previous = session.get(SESSION_TOKEN)
+    if previous:  # a shared browser signing in again: the old session ends, not only its cookie
+        credentials.end_session(db(), previous)
     token = credentials.open_session(db(), api_key_id, lifetime)
     db().commit()
     session.clear()  # a fresh session (and CSRF token) on every sign-in: no fixation

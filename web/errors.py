@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from flask import Flask, jsonify, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from taskapp.transient import TRANSIENT_ERRORS, dependency_of
@@ -68,7 +70,16 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        if isinstance(exc, DBAPIError):
+            # PostgreSQL's DETAIL can quote a row's values: log its primary message, the SQLSTATE and
+            # where it was raised, never the statement's parameters or the detail.
+            diag = getattr(exc.orig, "diag", None)
+            where = "".join(traceback.format_tb(exc.__traceback__)[-3:])
+            log.error("unhandled database error on %s %s: %s: %s (SQLSTATE %s)\n%s", request.method,
+                      request.path, type(exc.orig).__name__, getattr(diag, "message_primary", None),
+                      getattr(exc.orig, "sqlstate", None), where)
+        else:
+            log.exception("unhandled error on %s %s", request.method, request.path)
         if _wants_json():
             return error_response(500, "internal_error", "internal error; it has been logged")
         return "Internal error; it has been logged.", 500

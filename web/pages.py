@@ -47,10 +47,16 @@ def login():
     return render_template("login.html")
 
 
-@bp.get("/login/<token>")
-def login_link(token: str):
-    """A one-time link from `make run` or `taskapp teams login-link`: spent on first use."""
-    if auth.login_with_link(token):
+@bp.post("/login/link")
+def login_link():
+    """Spend a one-time link from `make run` or `taskapp teams login-link`.
+
+    The link is `/login#link=TOKEN`: a fragment never reaches a server (so no access
+    log holds it), and nothing is spent until the person presses the button that
+    static/login.js reveals; a link preview or a cross-site navigation spends nothing.
+    """
+    token = request.form.get("link", "")
+    if token and auth.login_with_link(token):
         return redirect(url_for("pages.index"))
     flash("That sign-in link was already used or has expired; ask for a new one "
           "(`taskapp teams login-link TEAM`) or sign in with an API key.")
@@ -102,7 +108,7 @@ def dashboard():
     charts = {"p50": series("latency_p50_ms"), "p95": series("latency_p95_ms"), "cost": series("cost_usd"),
               "batch": series("mean_batch_size")}
     return render_template("dashboard.html", agents=agents, charts=charts, timeline=timeline,
-                           quota=metrics.quota_use(db(), scope), gate=gate_usage(), fleet=scope.fleet,
+                           quota=metrics.quota_use(db(), scope), gate=metrics.gate_view(gate_usage(), scope), fleet=scope.fleet,
                            runs=metrics.run_counts(db(), scope),
                            queues=queues.depths(celery_app) if scope.fleet else None)
 

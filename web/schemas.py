@@ -8,13 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class RunLimits(BaseModel):
-    """Per-run kill switches; they can only lower the server's limits."""
+    """Per-run kill switches; they can only lower the server's limits (the bounds keep numbers sane)."""
 
     model_config = ConfigDict(extra="forbid")
-    max_steps: int | None = Field(default=None, ge=1)
-    token_budget: int | None = Field(default=None, ge=1)
-    max_handoff_depth: int | None = Field(default=None, ge=0)
-    run_timeout_s: float | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, ge=1, le=100_000)
+    token_budget: int | None = Field(default=None, ge=1, le=10**12)
+    max_handoff_depth: int | None = Field(default=None, ge=0, le=1_000)
+    run_timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400)
 
 
 class RunOptionsIn(BaseModel):

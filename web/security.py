@@ -5,20 +5,22 @@
 - Flask-WTF's CSRFProtect: every form post carries a token; a missing or empty token
   never matches. The JSON API is exempt for bearer keys (a cross-site page cannot set
   that header) and checked for cookie sessions by `web.auth`.
-- Flask-Limiter: a request rate per team (per client address before sign-in), kept in
-  Redis so it holds across web processes; 429 with `Retry-After`.
+- Flask-Limiter: a request rate per team (per client address before sign-in, and on the
+  sign-in posts), kept in Redis so it holds across web processes; 429 with `Retry-After`.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from flask import Blueprint, Flask, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from taskapp.settings import Settings
 from web.errors import error_response
@@ -38,20 +40,18 @@ CONTENT_SECURITY_POLICY = {
 }
 
 
-def rate_limit_key() -> str:
-    """The team a request acts for, else its address (bad credentials get their 401 from the view)."""
-    from web.auth import current_caller  # auth needs `csrf` from here
-    from web.errors import ApiError
-
-    try:
-        caller = current_caller()
-    except ApiError:
-        caller = None
-    return f"team:{caller.team_id}" if caller is not None else f"addr:{request.remote_addr}"
+def address_key() -> str:
+    """The client's address (behind PROXY_HOPS proxies, the one they saw)."""
+    return f"addr:{request.remote_addr}"
 
 
-def init_security(app: Flask, settings: Settings, limited: list[Blueprint]) -> None:
-    """Headers and CSRF for every page; the rate limit on the `limited` blueprints (the API)."""
+def init_security(app: Flask, settings: Settings, limited: list[Blueprint], caller_key: Callable[[], str],
+                  sign_in_views: list[str]) -> None:
+    """Headers and CSRF for every page; the per-caller rate limit (`caller_key`) on the `limited`
+    blueprints (the API), and a per-address one on the sign-in posts (`sign_in_views`)."""
+    if settings.proxy_hops:  # the address and scheme the proxies in front saw, for limits and cookies
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.config.update(
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session it belongs to
         WTF_CSRF_SSL_STRICT=settings.session_cookie_secure,
@@ -65,11 +65,15 @@ def init_security(app: Flask, settings: Settings, limited: list[Blueprint]) -> N
     csrf.init_app(app)
     # headers_enabled would stamp a Retry-After on every answer (and lengthen our own 503s'); the
     # 429 below says when to come back instead.
-    limiter = Limiter(key_func=rate_limit_key, headers_enabled=False, swallow_errors=True,
-                      strategy="fixed-window", key_prefix="taskapp:ratelimit")
+    # Redis down: each process counts on its own meanwhile (never a 500, never unlimited).
+    limiter = Limiter(key_func=caller_key, headers_enabled=False, swallow_errors=True,
+                      in_memory_fallback_enabled=True, strategy="fixed-window", key_prefix="taskapp:ratelimit")
     for blueprint in limited:
         csrf.exempt(blueprint)  # bearer keys need no token; cookie sessions are checked in web.auth
         limiter.shared_limit(settings.api_rate_limit, scope="api")(blueprint)  # one budget for all of it
+    for endpoint in sign_in_views:  # guessing keys or links costs a database read each: slow it down
+        app.view_functions[endpoint] = limiter.limit(settings.sign_in_rate_limit, key_func=address_key,
+                                                     methods=["POST"])(app.view_functions[endpoint])
     limiter.init_app(app)
 
     @app.errorhandler(RateLimitExceeded)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 from flask import current_app, g, request, stream_with_context
 from flask_sse import Message, ServerSentEventsBlueprint
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, Connection, func, or_, select
 
+from taskapp import credentials
 from taskapp.events import channel_for
 from taskapp.models import FINAL_RUN_STATUSES, Event
 from taskapp.redis_client import get_redis
@@ -31,6 +32,7 @@ from web.errors import ApiError
 log = logging.getLogger(__name__)
 FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
 # A keep-alive comment every SSE_KEEPALIVE_S (15 s) keeps proxies from cutting idle streams.
+AUTH_RECHECK_S = 10.0  # an open stream re-checks its key and session this often
 SAFETY_POLL_S = 30.0  # even with Redis up, re-read the table this often (a publish that was lost)
 FALLBACK_POLL_S = 1.0  # without Redis, tail the table this often
 REDIS_RETRY_S = 5.0
@@ -45,8 +47,13 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
     def redis(self) -> redis.Redis:
         return get_redis(current_app.config["SSE_REDIS_URL"])
 
-    def run_messages(self, run_id: uuid.UUID, last_id: int) -> Iterator[Message | str]:
-        """Messages after `last_id` until the run's final event; str items are keep-alive comments."""
+    def run_messages(self, run_id: uuid.UUID, last_id: int,
+                     allowed: Callable[[Connection], bool] = lambda _: True) -> Iterator[Message | str]:
+        """Messages after `last_id` until the run's final event; str items are keep-alive comments.
+
+        `allowed` is asked every AUTH_RECHECK_S: a stream whose key is revoked, or whose
+        browser session signed out, ends then (it outlives the request that checked them).
+        """
         bound = engine()
         keepalive_s = current_app.config["SSE_KEEPALIVE_S"]
         query = (select(Event.id, Event.type, Event.data).where(Event.run_id == run_id)
@@ -54,10 +61,16 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
         pubsub = None
         retry_redis_at = 0.0
         last_write = last_read = 0.0
+        checked = time.monotonic()
         must_read = True
         try:
             while True:
                 now = time.monotonic()
+                if now - checked >= AUTH_RECHECK_S:
+                    with bound.connect() as conn:
+                        if not allowed(conn):
+                            return
+                    checked = now
                 if pubsub is None and now >= retry_redis_at:
                     pubsub = self._subscribe(run_id)  # before reading, so nothing slips between
                     retry_redis_at = now + REDIS_RETRY_S
@@ -128,6 +141,7 @@ bp = RunEventsBlueprint("stream", __name__)
 def run_events(run_id: str):
     """`text/event-stream` of a run's events; honours `Last-Event-ID` (header or query)."""
     run = team_run(run_id)
+    caller = g.caller
     last_id = _last_event_id(request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0")
     if run.status in FINAL_RUN_STATUSES and _ended_by(run.id, last_id):
         # The client has seen the end: 204 is how SSE says "do not reconnect".
@@ -139,7 +153,7 @@ def run_events(run_id: str):
     @stream_with_context
     def generate() -> Iterator[str]:
         yield "retry: 2000\n\n"
-        for message in bp.run_messages(run.id, last_id):
+        for message in bp.run_messages(run.id, last_id, lambda conn: credentials.still_valid(conn, caller)):
             yield message if isinstance(message, str) else str(message)
 
     response = current_app.response_class(generate(), mimetype="text/event-stream")

@@ -28,7 +28,7 @@ def submit(team_id: uuid.UUID, body: Any, idempotency_key: str | None = None) ->
     try:
         spec = RunCreate.model_validate(body)
     except ValidationError as exc:
-        raise ApiError(422, "invalid_request", "request body is invalid", pydantic_details(exc)) from None
+        raise ApiError(422, "invalid_request", "request body is invalid", intake.field_errors(exc)) from None
     if idempotency_key is not None and not valid_idempotency_key(idempotency_key):
         raise ApiError(400, "invalid_idempotency_key",
                        f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
@@ -50,6 +50,3 @@ def valid_idempotency_key(key: str) -> bool:
     """Printable ASCII: a key is stored and compared as text (a NUL cannot be stored)."""
     return 1 <= len(key) <= MAX_IDEMPOTENCY_KEY and key.isascii() and key.isprintable()
 
-
-def pydantic_details(exc: ValidationError) -> list[dict[str, str]]:
-    return [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
