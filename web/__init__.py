@@ -30,13 +30,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskapp_sessions"] = session_factory(settings, settings.web_db_pool_size) if has_db else None
     configure_logging(settings)
 
-    from web import api, health, pages, prometheus, stream
+    from web import api, apidocs, health, pages, prometheus, stream
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(stream.bp)
     app.register_blueprint(prometheus.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(apidocs.bp)
     register_error_handlers(app)
 
     @app.teardown_appcontext

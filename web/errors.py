@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from taskapp.transient import TRANSIENT_ERRORS, dependency_of
+from web.responses import ErrorBody, ErrorInfo, reply
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,7 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str, details: Any = None,
                    headers: dict[str, str] | None = None):
-    response = jsonify({"error": {"code": code, "message": message, "details": details}})
-    response.status_code = status
+    response = reply(ErrorBody(error=ErrorInfo(code=code, message=message, details=details)), status)
     response.headers.update(headers or {})
     return response
 

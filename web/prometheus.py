@@ -19,6 +19,7 @@ from taskapp.celery_app import app as celery_app
 from web.auth import team_id_from_request
 from web.context import db, settings
 from web.errors import ApiError
+from web.openapi import answers, documented
 
 bp = Blueprint("prometheus", __name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -77,6 +78,7 @@ class TaskappCollector:
 
 
 @bp.get("/metrics")
+@documented(tags=["metrics"], resp=answers(200, media_type="text/plain", errors=(401,)))
 def prometheus_metrics():
     """Prometheus exposition of taskapp's metrics (credentials required)."""
     _authorize()
