@@ -1,7 +1,8 @@
-"""The OpenAPI document (Flask test client, real PostgreSQL and Redis).
+"""The OpenAPI document and its docs page (Flask test client, real PostgreSQL and Redis).
 
 The document is valid OpenAPI 3.1 and has every operation of the API; what the server
-answers (runs in several states, errors) conforms to it.
+answers (runs in several states, errors) conforms to it; the docs page loads Swagger UI
+from this server, with no inline script. The live fuzz is in test_api_fuzz.py.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from html.parser import HTMLParser
 
 import pytest
 import schemathesis
@@ -123,3 +125,42 @@ def test_a_query_string_is_read_through_its_model(client, team):
     assert client.get("/api/metrics?window_s=abc", headers=h).json["error"]["code"] == "invalid_window"
     too_long = client.post("/api/runs", headers={**h, "Idempotency-Key": "k" * 201}, json=RUN)
     assert too_long.status_code == 400 and too_long.json["error"]["code"] == "invalid_idempotency_key"
+
+
+class _Assets(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.inline_scripts = 0
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "script":
+            self._in_script = "src" not in found
+        for name in ("src", "href"):
+            if found.get(name):
+                self.urls.append(found[name])
+        if any(name.startswith("on") for name in found) or "style" in found:
+            self.inline_scripts += 1  # an inline handler or style attribute breaks a strict CSP too
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.inline_scripts += 1
+
+
+def test_the_docs_page_loads_swagger_ui_from_this_server_with_no_inline_script(client):
+    """Works offline and under `script-src 'self'`: every asset is ours, no script is inline."""
+    page = client.get("/api/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    parsed = _Assets()
+    parsed.feed(page.get_data(as_text=True))
+    assert parsed.inline_scripts == 0
+    assert len(parsed.urls) == 4 and all(url.startswith("/") and not url.startswith("//") for url in parsed.urls)
+    for url in parsed.urls:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.data) > 100, url
+    assert client.get("/api/docs/swagger-initializer.js").status_code == 404  # only what the page loads
