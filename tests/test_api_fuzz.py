@@ -23,6 +23,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 OPERATIONS = 10  # every operation of the document: the run below must test all of them
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
-MAX_EXAMPLES = 40  # random requests per operation, after the examples and boundary values
+MAX_EXAMPLES = 100  # random requests per operation, after the examples and boundary values (~1 min in all)
 REQUEST_TIMEOUT_S = 3  # an event stream is read this long at most (a stream may never end)
 RUN_TIMEOUT_S = 300
 AWKWARD_STRINGS = ["a\x00b", "\x00", " ", "\t\n", "é€𝄞", "%00", "\\", '"', "9223372036854775808"]
@@ -42,8 +43,15 @@ AWKWARD_INTEGERS = [0, -1, 2**31, 2**63 - 1, 2**63, -(2**63) - 1, 2**64]
 AWKWARD_NUMBERS = [0.0, -0.0, 1e308, -1e308, 5e-324]
 
 
+@dataclass(frozen=True)
+class LiveApi:
+    url: str
+    key: str = field(repr=False)  # kept out of pytest's failure report
+    run_ids: list[str] = field(default_factory=list)
+
+
 @pytest.fixture(scope="module")
-def live_api(stack, settings) -> Iterator[dict]:
+def live_api(stack, settings) -> Iterator[LiveApi]:
     """gunicorn as the Procfile runs it, a team, and two runs of that team, both cancelled."""
     url, proc = stack.start_web()
     _, key = make_team(settings)
@@ -54,7 +62,7 @@ def live_api(stack, settings) -> Iterator[dict]:
         assert made.status_code == 202, made.text
         run_ids.append(made.json()["id"])
         assert httpx.post(f"{url}/api/runs/{run_ids[-1]}/cancel", headers=auth(key), timeout=10).status_code == 202
-    yield {"url": url, "key": key, "run_ids": run_ids}
+    yield LiveApi(url, key, run_ids)
     stack.stop(proc)
 
 
@@ -63,10 +71,10 @@ def _toml(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _config(live_api: dict) -> str:
+def _config(live_api: LiveApi) -> str:
     """schemathesis.toml for the run."""
     return "\n".join([
-        f"headers = {{ Authorization = {_toml(auth(live_api['key'])['Authorization'])} }}",
+        f"headers = {{ Authorization = {_toml(auth(live_api.key)['Authorization'])} }}",
         "cache = { enabled = false }",  # nothing kept between runs, nor written into the work tree
         "[generation]",
         "deterministic = true",  # the same requests on every run: a failure in CI reproduces locally
@@ -82,7 +90,7 @@ def _config(live_api: dict) -> str:
         "[dictionaries.awkward-numbers]",
         f"values = {_toml(AWKWARD_NUMBERS)}",
         "[dictionaries.runs]",
-        f"values = {_toml(live_api['run_ids'])}",
+        f"values = {_toml(live_api.run_ids)}",
         "[parameters]",
         '"path.run_id" = { dictionary = "runs", probability = 0.5 }',
         # Inside a run's input the type-wide binding above is not applied: bind the workflows' text fields.
@@ -105,7 +113,7 @@ def test_every_operation_answers_as_the_document_says(live_api, tmp_path):
     config.write_text(_config(live_api))
     report = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color", "run",
-           f"{live_api['url']}/api/openapi.json", "--checks", CHECKS, "--phases", "examples,coverage,fuzzing",
+           f"{live_api.url}/api/openapi.json", "--checks", CHECKS, "--phases", "examples,coverage,fuzzing",
            "--max-examples", str(MAX_EXAMPLES), "--no-shrink", "--request-timeout", str(REQUEST_TIMEOUT_S),
            "--workers", "1", "--report", "json", "--report-json-path", str(report)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=tmp_path,
