@@ -22,7 +22,6 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-backgroun
          "--disable-component-update", "--disable-sync"]
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-OPERATIONS = 10
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +48,13 @@ def test_swagger_ui_shows_every_operation_under_a_strict_csp(web_url):
             route.fulfill(response=response, headers={**response.headers, "content-security-policy": CSP})
 
         page.route("**/*", with_csp)
+        operations = sum(len(ops) for ops in page.request.get(f"{web_url}/api/openapi.json").json()["paths"].values())
         page.goto(f"{web_url}/api/docs")
         page.wait_for_selector(".opblock", timeout=15_000)
         shown = page.locator(".opblock").count()
         title = page.locator(".info .title").inner_text()
         page.screenshot(path=str(ARTIFACTS / "api-docs.png"), full_page=True)
         browser.close()
-    assert shown == OPERATIONS and title.startswith("taskapp API")
+    assert shown == operations >= 10 and title.startswith("taskapp API")
     assert not problems, problems  # a CSP violation is reported on the console
     assert origins == {web_url.split("/", 3)[2]}  # nothing from a CDN or a validator service

@@ -33,7 +33,6 @@ from tests.conftest import ARTIFACTS, auth, make_team
 
 pytestmark = pytest.mark.slow
 
-OPERATIONS = 10  # every operation of the document: the run below must test all of them
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 MAX_EXAMPLES = 100  # random requests per operation, after the examples and boundary values (~1 min in all)
 REQUEST_TIMEOUT_S = 3  # an event stream is read this long at most (a stream may never end)
@@ -123,4 +122,4 @@ def test_every_operation_answers_as_the_document_says(live_api, tmp_path):
     (ARTIFACTS / "schemathesis.txt").write_text(output)
     assert done.returncode == 0, output
     operations = json.loads(report.read_text())["operations"]
-    assert operations["tested"] == operations["total"] == OPERATIONS, operations
+    assert operations["tested"] == operations["total"] >= 10, operations  # every operation of the document

@@ -43,7 +43,7 @@ def test_the_document_is_openapi_3_1_with_every_operation_of_the_api(app, docume
               for rule in app.url_map.iter_rules() if rule.endpoint.split(".")[0] in API_BLUEPRINTS
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(method, path) for path, ops in document["paths"].items() for method in ops}
-    assert documented == routes and len(routes) == 10
+    assert documented == routes and len(routes) >= 10
     create = document["paths"]["/api/runs"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RunCreate"}
     assert [p["name"] for p in create["parameters"]] == ["Idempotency-Key"]
