@@ -99,5 +99,5 @@ def documented(*, resp: Answers, public: bool = False, **declared: Any) -> Calla
 
 
 def document() -> dict[str, Any]:
-    """The OpenAPI document (needs an app context: it is read from the app's routes)."""
+    """The OpenAPI document, written once per process from the app's routes (needs an app context)."""
     return spec.spec

@@ -75,6 +75,7 @@ class MetricsQuery(BaseModel):
         default=3600, description=f"seconds to look back, 60 to {MAX_WINDOW_S} (values outside are clamped)")
 
 
+# The event stream reads Last-Event-ID itself (header, else query) and documents it with these two.
 class RunEventsQuery(BaseModel):
     last_event_id: int | SkipJsonSchema[None] = Field(
         default=None, json_schema_extra=_optional, description="resume after this event id (as the header)")
