@@ -43,13 +43,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskapp_sessions"] = session_factory(settings, settings.web_db_pool_size) if has_db else None
     configure_logging(settings)
 
-    from web import api, auth, health, pages, prometheus, stream
+    from web import api, apidocs, auth, health, pages, prometheus, stream
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(stream.bp)
     app.register_blueprint(prometheus.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(apidocs.bp)
     init_security(app, settings, limited=[api.bp, stream.bp, prometheus.bp], caller_key=auth.rate_limit_key,
                   sign_in_views=["pages.login", "pages.login_link"])
     register_error_handlers(app)

@@ -1,10 +1,14 @@
-"""The JSON API (DESIGN.md §3)."""
+"""The JSON API; each view declares its contract for the OpenAPI document (web/openapi.py)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, request
+from collections.abc import Mapping
+from typing import TypeVar
 
-from taskapp import metrics, orchestrator, queues, store
+from flask import Blueprint, g, request
+from pydantic import BaseModel, ValidationError
+
+from taskapp import intake, metrics, orchestrator, queues, store
 from taskapp.agents import get_agent
 from taskapp.celery_app import app as celery_app
 from taskapp.workflows import WORKFLOWS
@@ -12,52 +16,64 @@ from web import submission
 from web.auth import metrics_scope, require_team, team_run
 from web.context import db, gate_usage
 from web.errors import ApiError
-from web.serializers import run_json, run_summary_json
+from web.openapi import answers, documented
+from web.responses import (
+    AgentInfo,
+    MetricsSnapshot,
+    RunCreated,
+    RunDetail,
+    RunPage,
+    RunSummary,
+    WorkflowInfo,
+    WorkflowList,
+    reply,
+)
+from web.schemas import MetricsQuery, RunCreate, RunCreateHeaders, RunListQuery
+from web.serializers import run_detail, run_summary
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-MAX_PAGE = 100
+M = TypeVar("M", bound=BaseModel)
 
 
 @bp.post("/runs")
+@documented(json=RunCreate, headers=RunCreateHeaders, tags=["runs"],
+            resp=answers(202, RunCreated, errors=(400, 401, 403, 409, 413, 422, 429)))
 @require_team
 def create_run():
     """Validate, store and enqueue a run; 202 at once (never waits on a worker or an LLM)."""
     run, created = submission.submit(g.team_id, request.get_json(), request.headers.get("Idempotency-Key"))
-    response = jsonify(run_summary_json(run) | {"created": created})
-    response.status_code = 202
-    response.headers["Location"] = response.json["links"]["self"]
+    body = RunCreated(**dict(run_summary(run)), created=created)
+    response = reply(body, 202)
+    response.headers["Location"] = body.links.self
     return response
 
 
 @bp.get("/runs")
+@documented(query=RunListQuery, tags=["runs"], resp=answers(200, RunPage, errors=(400, 401, 429)))
 @require_team
 def list_runs():
     """The team's runs, newest first; `?status=` filters, `?cursor=` pages."""
-    status = request.args.get("status")
-    if status and status not in ("queued", "running", "succeeded", "failed", "cancelled"):
-        raise ApiError(400, "invalid_status", f"unknown status {status!r}")
+    query = _parse(RunListQuery, request.args, "invalid_{field}")
     try:
-        limit = min(MAX_PAGE, max(1, int(request.args.get("limit", 20))))
-    except ValueError:
-        raise ApiError(400, "invalid_limit", "limit must be an integer") from None
-    try:
-        runs, cursor = store.list_runs(db(), g.team_id, status=status, limit=limit,
-                                       cursor=request.args.get("cursor"))
+        runs, cursor = store.list_runs(db(), g.team_id, status=query.status, limit=query.limit,
+                                       cursor=query.cursor)
     except ValueError as exc:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
     progress = store.step_progress(db(), [r.id for r in runs])
-    return jsonify({"runs": [run_summary_json(r, progress.get(r.id)) for r in runs], "next_cursor": cursor})
+    return reply(RunPage(runs=[run_summary(r, progress.get(r.id)) for r in runs], next_cursor=cursor))
 
 
 @bp.get("/runs/<run_id>")
+@documented(tags=["runs"], resp=answers(200, RunDetail, errors=(401, 404, 429)))
 @require_team
 def get_run(run_id: str):
     """A run with its steps, outputs, and token and cost totals."""
     run = team_run(run_id)
-    return jsonify(run_json(run, store.run_steps(db(), run.id)))
+    return reply(run_detail(run, store.run_steps(db(), run.id)))
 
 
 @bp.post("/runs/<run_id>/cancel")
+@documented(tags=["runs"], resp=answers(202, RunSummary, errors=(401, 403, 404, 429)))
 @require_team
 def cancel_run(run_id: str):
     """Cancel: steps not yet called are never called."""
@@ -65,10 +81,11 @@ def cancel_run(run_id: str):
     session = db()
     run = orchestrator.cancel_run(session, run.id, g.team_id)
     session.commit()
-    return jsonify(run_summary_json(run)), 202
+    return reply(run_summary(run), 202)
 
 
 @bp.get("/metrics")
+@documented(query=MetricsQuery, tags=["metrics"], resp=answers(200, MetricsSnapshot, errors=(400, 401, 429)))
 def get_metrics():
     """Per agent and model: steps, batches, latency, tokens, cost, 429s; quota use.
 
@@ -76,21 +93,32 @@ def get_metrics():
     operator team) see the fleet's, with queue depths.
     """
     scope = metrics_scope()
-    try:
-        window_s = min(30 * 86400, max(60, int(request.args.get("window_s", 3600))))
-    except ValueError:
-        raise ApiError(400, "invalid_window", "window_s must be an integer number of seconds") from None
+    window_s = _parse(MetricsQuery, request.args, "invalid_window").window_s
     depths = queues.depths(celery_app) if scope.fleet else None
-    return jsonify(metrics.snapshot(db(), depths, window_s, gate_usage(), scope))
+    snapshot = metrics.snapshot(db(), depths, window_s, gate_usage(), scope)
+    return reply(MetricsSnapshot.model_validate(snapshot), omit_unset=True)
 
 
 @bp.get("/workflows")
+@documented(tags=["workflows"], resp=answers(200, WorkflowList, errors=(401, 429)))
 @require_team
 def list_workflows():
     """The workflows that can be run, with their agents and input schemas."""
-    return jsonify({"workflows": [
-        {"name": wf.name, "description": wf.description, "input_schema": wf.input_schema.model_json_schema(),
-         "agents": [{"name": a, "model": get_agent(a).model, "description": get_agent(a).description}
-                    for a in wf.agents]}
+    return reply(WorkflowList(workflows=[
+        WorkflowInfo(name=wf.name, description=wf.description, input_schema=wf.input_schema.model_json_schema(),
+                     agents=[AgentInfo(name=a, model=get_agent(a).model, description=get_agent(a).description)
+                             for a in wf.agents])
         for wf in WORKFLOWS.values()
-    ]})
+    ]))
+
+
+def _parse(model: type[M], values: Mapping[str, str], code: str) -> M:
+    """A query string or headers read through their model; a 400 names the first field at fault."""
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        details = intake.field_errors(exc)
+        field = str(exc.errors()[0]["loc"][0]).lower().replace("-", "_")
+        raise ApiError(400, code.format(field=field), details[0]["field"] + ": " + details[0]["message"],
+                       details) from None
+

@@ -6,11 +6,12 @@ import logging
 import traceback
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, request
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from taskapp.transient import TRANSIENT_ERRORS, dependency_of
+from web.responses import ErrorBody, ErrorInfo, reply
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,7 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str, details: Any = None,
                    headers: dict[str, str] | None = None):
-    response = jsonify({"error": {"code": code, "message": message, "details": details}})
-    response.status_code = status
+    response = reply(ErrorBody(error=ErrorInfo(code=code, message=message, details=details)), status)
     response.headers.update(headers or {})
     return response
 

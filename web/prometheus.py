@@ -17,6 +17,7 @@ from taskapp import metrics, queues
 from taskapp.celery_app import app as celery_app
 from web.auth import metrics_scope
 from web.context import db
+from web.openapi import answers, documented
 
 bp = Blueprint("prometheus", __name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -80,6 +81,7 @@ class TaskappCollector:
 
 
 @bp.get("/metrics")
+@documented(tags=["metrics"], resp=answers(200, media_type="text/plain", errors=(401, 429)))
 def prometheus_metrics():
     """Prometheus exposition of taskapp's metrics (credentials required)."""
     registry = CollectorRegistry(auto_describe=False)

@@ -28,6 +28,8 @@ from web.auth import require_team, team_run
 from web.context import db as request_session
 from web.context import engine
 from web.errors import ApiError
+from web.openapi import answers, documented
+from web.schemas import RunEventsHeaders, RunEventsQuery
 
 log = logging.getLogger(__name__)
 FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
@@ -137,6 +139,9 @@ bp = RunEventsBlueprint("stream", __name__)
 
 
 @bp.get("/api/runs/<run_id>/events")
+@documented(query=RunEventsQuery, headers=RunEventsHeaders, tags=["runs"],
+            resp=answers(200, media_type="text/event-stream", errors=(400, 401, 404, 429),
+                         also={204: None}))
 @require_team
 def run_events(run_id: str):
     """`text/event-stream` of a run's events; honours `Last-Event-ID` (header or query)."""
