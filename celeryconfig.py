@@ -2,12 +2,12 @@
 
 Delivery is at-least-once: a task is acknowledged after it ran (acks_late), and put
 back if its worker process dies (reject_on_worker_lost). Tasks are idempotent (see
-taskapp.executor), so a redelivery never bills a committed step twice.
+taskapp.pipeline.executor), so a redelivery never bills a committed step twice.
 """
 
 from kombu import Exchange, Queue
 
-from taskapp.queues import ORCHESTRATION_QUEUE, all_queues
+from taskapp.keys import ORCHESTRATION_QUEUE, all_queues
 from taskapp.settings import get_settings
 
 _settings = get_settings()

@@ -7,7 +7,7 @@ run that ends is replaced at once. Two worker nodes, the simulator answering eve
 call after `--latency-ms`. Measured over the steady part (after a warm-up, before
 the drain), from Postgres (batches, steps) and from the simulator's own request log:
 Gemini calls per step, steps per second, and the wait each step spent in its buffer.
-Runs are submitted in-process through `taskapp.intake` (the API's own code path
+Runs are submitted in-process through `taskapp.pipeline.intake` (the API's own code path
 minus HTTP), so the web server's CPU does not compete with the workers'.
 """
 
@@ -30,16 +30,17 @@ FINAL = ("succeeded", "failed", "cancelled")
 
 
 def run_config(stack, size: int, window_ms: int, inflight: int, seconds: float, warmup_s: float) -> dict:
-    from taskapp import intake, store
-    from taskapp.db import session_factory
-    from taskapp.models import Batch, Run, Step
+    from taskapp.pipeline import intake
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import Batch, Run, Step
+    from taskapp.store.teams import create_team
 
     env = {"BATCH_MAX_SIZE": str(size), "BATCH_MAX_WAIT_MS": str(window_ms), "CELERY_TASK_EVENTS": "false"}
     workers = [stack.start_worker(f"batch{size}w{window_ms}n{i}", concurrency=WORKER_CONCURRENCY, **env)
                for i in range(2)]
     factory = session_factory()
     with factory.begin() as s:
-        team_id = store.create_team(s, f"bench-batching-{uuid.uuid4().hex[:8]}")[0].id
+        team_id = create_team(s, f"bench-batching-{uuid.uuid4().hex[:8]}")[0].id
 
     def submit(n: int) -> list[uuid.UUID]:
         ids = []

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from taskapp.localstack import LocalStack
+from taskapp.dev.localstack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,8 +34,8 @@ def bench_stack(sim_latency_ms: int = 0) -> Iterator[LocalStack]:
         env = stack.env()
         for key in ("DATABASE_URL", "REDIS_URL", "GEMINI_BASE_URL", "NO_PROXY"):
             os.environ[key] = env[key]
-        from taskapp import migrate
         from taskapp.settings import get_settings
+        from taskapp.store import migrate
 
         get_settings.cache_clear()
         migrate.upgrade(get_settings())

@@ -7,7 +7,7 @@ from collections import Counter
 import psutil
 
 # Command-line fragments that name a part of the stack, first match wins.
-PARTS = (("taskapp.flusher", "flusher"), ("celery", "Celery worker node"), ("gunicorn", "web (gunicorn)"),
+PARTS = (("taskapp.pipeline.flusher", "flusher"), ("celery", "Celery worker node"), ("gunicorn", "web (gunicorn)"),
          ("postgres", "PostgreSQL"), ("redis-server", "Redis"), ("gemini-sim", "Gemini simulator"),
          ("bench.", "load generator"))
 

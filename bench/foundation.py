@@ -134,8 +134,8 @@ def noop_rate(stack, tasks: int, *, queued_first: bool = False) -> Throughput:
 def steps_per_second(stack, url: str, key: str, runs: int, body: dict = SUMMARY) -> Throughput:
     """Submit `runs` runs through the API (one-step `summarize` runs unless told); steps per
     second until every run has ended, and the machine's CPU ms per step by part."""
-    from taskapp.db import session_factory
-    from taskapp.models import Run, Step
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import Run, Step
 
     worker = stack.start_worker("e2e", concurrency=WORKER_CONCURRENCY)
     factory = session_factory()
@@ -170,8 +170,8 @@ def _cancel_waiting_runs() -> None:
 
     from sqlalchemy import update
 
-    from taskapp.db import session_factory
-    from taskapp.models import Run
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import Run
 
     with session_factory().begin() as s:
         s.execute(update(Run).where(Run.status == "queued").values(status="cancelled",
@@ -179,17 +179,17 @@ def _cancel_waiting_runs() -> None:
 
 
 def _team_id(session, key):
-    from taskapp import store
+    from taskapp.store.teams import team_for_key
 
-    return store.team_for_key(session, key).id
+    return team_for_key(session, key).id
 
 
 def _new_team(name: str) -> str:
-    from taskapp import store
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
+    from taskapp.store.teams import create_team
 
     with session_factory().begin() as s:
-        return store.create_team(s, name)[1]
+        return create_team(s, name)[1]
 
 
 def main() -> None:

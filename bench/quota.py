@@ -69,16 +69,16 @@ def celery_rate_limit(stack, nodes: int, rpm: int, requests: int, timeout_s: flo
 
 
 def taskapp_gate(stack, url: str, nodes: int, rpm: int, requests: int, timeout_s: float) -> dict:
-    from taskapp import store
-    from taskapp.db import session_factory
-    from taskapp.models import Run, Step
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import Run, Step
+    from taskapp.store.teams import create_team
 
     _sim_reset(stack, rpm)
     env = {"GEMINI_QUOTAS": f'{{"{MODEL}": {{"rpm": {rpm}}}}}', "BATCH_MAX_SIZE": "1", "CELERY_TASK_EVENTS": "false"}
     workers = [stack.start_worker(f"gate{nodes}n{i}", concurrency=2, **env) for i in range(nodes)]
     factory = session_factory()
     with factory.begin() as s:
-        team, key = store.create_team(s, f"bench-quota-{uuid.uuid4().hex[:8]}")
+        team, key = create_team(s, f"bench-quota-{uuid.uuid4().hex[:8]}")
         team_id = team.id
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:

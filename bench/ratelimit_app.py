@@ -12,8 +12,8 @@ import time
 import redis
 from celery import Celery
 
-from taskapp.agents import get_agent
-from taskapp.llm.batch_prompt import batch_schema, build_prompt, system_instruction
+from taskapp.domain.agents import get_agent
+from taskapp.domain.prompts import batch_schema, build_prompt, system_instruction
 from taskapp.llm.gemini import LlmError, get_client
 from taskapp.settings import get_settings
 

@@ -92,11 +92,11 @@ def main() -> None:
     args = parser.parse_args()
     with bench_stack() as stack:
         url, web = stack.start_web(workers=1, **WEB_ENV)
-        from taskapp import store
-        from taskapp.db import session_factory
+        from taskapp.store.db import session_factory
+        from taskapp.store.teams import create_team
 
         with session_factory().begin() as s:
-            key = store.create_team(s, "bench-sse")[1]
+            key = create_team(s, "bench-sse")[1]
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
             run_ids = [c.post("/api/runs", json={"workflow": "summarize", "input": {"text": f"doc {i}"}}).json()["id"]
                        for i in range(args.clients)]

@@ -11,11 +11,11 @@ import threading
 from celery import Celery, bootsteps
 from celery.signals import setup_logging, worker_init, worker_process_init, worker_shutting_down
 
-from taskapp.children import die_with_parent
-from taskapp.db import dispose_engines
+from taskapp.child_processes import die_with_parent
 from taskapp.logs import configure_logging
 from taskapp.pool_signals import finish_task_on_foreign_sigterm
 from taskapp.settings import child_environment, get_settings
+from taskapp.store.db import dispose_engines
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ def _warm_up_before_fork(**_: object) -> None:
     import psycopg  # noqa: F401 (the engine imports the driver on its first connect)
     import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 
-    from taskapp.agents import all_agents
+    from taskapp.domain.agents import all_agents
+    from taskapp.domain.prompts import batch_schema
     from taskapp.llm import gemini
-    from taskapp.llm.batch_prompt import batch_schema
 
     gemini.warm_up(batch_schema(agent) for agent in all_agents())
 
@@ -55,7 +55,7 @@ def _keep_task_through_group_sigterm(**_: object) -> None:
 
 
 class EmbeddedFlusher(bootsteps.StartStopStep):
-    """Runs `python -m taskapp.flusher` beside this worker node, restarting it if it exits.
+    """Runs `python -m taskapp.pipeline.flusher` beside this worker node, restarting it if it exits.
 
     So a Procfile `worker` dyno brings its own flusher and sweeper, and a fleet has as
     many as it has nodes (their work is atomic, so more is only redundancy).
@@ -80,7 +80,7 @@ class EmbeddedFlusher(bootsteps.StartStopStep):
 
     def _supervise(self) -> None:
         while not self.stopping.is_set():
-            self.proc = subprocess.Popen([sys.executable, "-m", "taskapp.flusher"], env=child_environment(),
+            self.proc = subprocess.Popen([sys.executable, "-m", "taskapp.pipeline.flusher"], env=child_environment(),
                                          preexec_fn=die_with_parent)
             code = self.proc.wait()
             # Wait before deciding: a group SIGTERM may reach the flusher before this node.

@@ -24,7 +24,7 @@ def main() -> None:
 @main.command()
 def dev() -> None:
     """Start the whole stack in the foreground (embedded services where no URLs are set)."""
-    from taskapp import devstack
+    from taskapp.dev import devstack
 
     sys.exit(devstack.run(get_settings()))
 
@@ -37,7 +37,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply migrations (the Procfile's release phase)."""
-    from taskapp import migrate
+    from taskapp.store import migrate
 
     migrate.upgrade(get_settings())
     click.echo("database is up to date")
@@ -70,13 +70,13 @@ def share_options(func):  # noqa: ANN001, ANN201
 def teams_create(name: str, max_concurrent_runs: int | None, daily_tokens: int | None,
                  operator: bool | None) -> None:
     """Create a team and print its API key (shown only once)."""
-    from taskapp import store
-    from taskapp.db import session_scope
+    from taskapp.store.db import session_scope
+    from taskapp.store.teams import create_team, team_by_name
 
     with session_scope() as session:
-        if store.team_by_name(session, name):
+        if team_by_name(session, name):
             raise click.ClickException(f"team {name!r} exists; use `taskapp teams key {name}` for a new key")
-        team, key = store.create_team(session, name)
+        team, key = create_team(session, name)
         team.max_concurrent_runs, team.daily_token_budget = max_concurrent_runs, daily_tokens
         team.is_operator = bool(operator)
     click.echo(key)
@@ -84,9 +84,9 @@ def teams_create(name: str, max_concurrent_runs: int | None, daily_tokens: int |
 
 def _team(session: Any, name: str) -> Any:
     """The team called `name`, or a message that says there is none."""
-    from taskapp import store
+    from taskapp.store.teams import team_by_name
 
-    team = store.team_by_name(session, name)
+    team = team_by_name(session, name)
     if team is None:
         raise click.ClickException(f"no team {name!r}")
     return team
@@ -99,7 +99,7 @@ def _team(session: Any, name: str) -> Any:
 def teams_set(name: str, max_concurrent_runs: int | None, daily_tokens: int | None, operator: bool | None,
               unlimited: bool) -> None:
     """Change a team's share of the quota, or whether it is an operator."""
-    from taskapp.db import session_scope
+    from taskapp.store.db import session_scope
 
     with session_scope() as session:
         team = _team(session, name)
@@ -120,11 +120,11 @@ def teams_set(name: str, max_concurrent_runs: int | None, daily_tokens: int | No
 @click.argument("name")
 def teams_key(name: str) -> None:
     """Issue another API key for an existing team."""
-    from taskapp import store
-    from taskapp.db import session_scope
+    from taskapp.store.db import session_scope
+    from taskapp.store.teams import issue_api_key
 
     with session_scope() as session:
-        key = store.issue_api_key(session, _team(session, name))
+        key = issue_api_key(session, _team(session, name))
     click.echo(key)
 
 
@@ -132,11 +132,11 @@ def teams_key(name: str) -> None:
 @click.argument("name")
 def teams_keys(name: str) -> None:
     """List a team's keys by prefix (the keys themselves are never stored)."""
-    from taskapp import credentials
-    from taskapp.db import session_scope
+    from taskapp.store.db import session_scope
+    from taskapp.store.teams import list_keys
 
     with session_scope() as session:
-        for key in credentials.list_keys(session, _team(session, name)):
+        for key in list_keys(session, _team(session, name)):
             state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
             click.echo(f"{key.prefix}…  created {key.created_at:%Y-%m-%d %H:%M}  {state}")
 
@@ -146,11 +146,11 @@ def teams_keys(name: str) -> None:
 @click.argument("prefix")
 def teams_revoke_key(name: str, prefix: str) -> None:
     """Revoke a key (by the prefix `teams keys` shows): it and its browser sessions stop at once."""
-    from taskapp import credentials
-    from taskapp.db import session_scope
+    from taskapp.store.db import session_scope
+    from taskapp.store.teams import revoke_key
 
     with session_scope() as session:
-        if not credentials.revoke_key(session, _team(session, name), prefix):
+        if not revoke_key(session, _team(session, name), prefix):
             raise click.ClickException(f"team {name!r} has no active key starting {prefix[:10]!r}")
     click.echo(f"revoked {prefix[:10]}…")
 
@@ -159,17 +159,17 @@ def teams_revoke_key(name: str, prefix: str) -> None:
 @click.argument("name")
 def teams_login_link(name: str) -> None:
     """Print a one-time sign-in link for the UI (short-lived; bound to the team's newest key)."""
-    from taskapp import credentials
-    from taskapp.db import session_scope
+    from taskapp.store.db import session_scope
+    from taskapp.store.teams import NoActiveKey, login_url, make_login_link
 
     settings = get_settings()
     with session_scope() as session:
         try:
-            token = credentials.make_login_link(session, _team(session, name),
+            token = make_login_link(session, _team(session, name),
                                                 timedelta(seconds=settings.login_link_ttl_s))
-        except credentials.NoActiveKey as exc:
+        except NoActiveKey as exc:
             raise click.ClickException(f"{exc}; make one with `taskapp teams key {name}`") from None
-    click.echo(credentials.login_url(settings.api_url, token))
+    click.echo(login_url(settings.api_url, token))
 
 
 
@@ -232,7 +232,7 @@ def _follow(client: httpx.Client, path: str) -> int:
 @click.option("--latency-ms", type=int, default=None, help="Default: GEMINI_SIM_LATENCY_MS or 150.")
 def gemini_sim(host: str, port: int | None, latency_ms: int | None) -> None:
     """Serve the Gemini REST API locally (offline use, tests, benchmarks)."""
-    from taskapp.llm import simulator
+    from taskapp.dev.gemini_sim import server as simulator
 
     settings = get_settings()
     simulator.serve(host, settings.sim_port if port is None else port,
@@ -256,7 +256,7 @@ def flower(port: int | None) -> None:
 @main.command("flusher")
 def flusher_cmd() -> None:
     """Flush batch buffers on their windows and run the sweeper (workers start one each by default)."""
-    from taskapp import flusher
+    from taskapp.pipeline import flusher
 
     flusher.main()
 

@@ -18,8 +18,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from taskapp.batching import BatchPolicy, policy_for
-from taskapp.quota import QUOTA_FIELDS, ModelQuota, quota_for
+from taskapp.domain.batching import BatchPolicy, policy_for
+from taskapp.domain.quota import QUOTA_FIELDS, ModelQuota, quota_for
 
 
 class SettingsError(ValueError):

@@ -11,15 +11,15 @@ import os
 import random
 import uuid
 
-from taskapp import executor
-from taskapp.backoff import backoff_s, jittered
 from taskapp.celery_app import app
-from taskapp.db import session_factory
-from taskapp.dispatcher import get_dispatcher
+from taskapp.domain.retry import backoff_s, jittered
+from taskapp.hotstate.quota_gate import QuotaGate, gate_for
 from taskapp.llm.gemini import get_client
-from taskapp.quota_gate import QuotaGate, gate_for
+from taskapp.outages import TRANSIENT_ERRORS
+from taskapp.pipeline import executor
+from taskapp.pipeline.dispatcher import get_dispatcher
 from taskapp.settings import get_settings
-from taskapp.transient import TRANSIENT_ERRORS
+from taskapp.store.db import session_factory
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from taskapp.localstack import LocalStack
+from taskapp.dev.localstack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -36,8 +36,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         for key in ("DATABASE_URL", "REDIS_URL", "GEMINI_BASE_URL", "NO_PROXY", "GEMINI_TIMEOUT_MS", "SECRET_KEY"):
             os.environ[key] = env[key]
         os.environ.pop("GEMINI_API_KEY", None)
-        from taskapp import migrate
         from taskapp.settings import get_settings
+        from taskapp.store import migrate
 
         get_settings.cache_clear()
         migrate.upgrade(get_settings())
@@ -77,7 +77,7 @@ def client(app):
 
 @pytest.fixture()
 def db_session(settings):
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
 
     session = session_factory(settings)()
     yield session
@@ -86,11 +86,11 @@ def db_session(settings):
 
 def make_team(settings, name: str | None = None) -> tuple[uuid.UUID, str]:
     """A team of its own for one test (tests never see each other's runs)."""
-    from taskapp import store
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
+    from taskapp.store.teams import create_team
 
     with session_factory(settings).begin() as session:
-        team, key = store.create_team(session, name or f"team-{uuid.uuid4().hex[:10]}")
+        team, key = create_team(session, name or f"team-{uuid.uuid4().hex[:10]}")
         return team.id, key
 
 
@@ -108,7 +108,7 @@ def batcher(stack):
     """The shared batch buffers, as the workers see them."""
     import redis
 
-    from taskapp.batcher import Batcher
+    from taskapp.hotstate.buffers import Batcher
 
     return Batcher(redis.Redis.from_url(stack.redis_url))
 
@@ -117,7 +117,7 @@ def batcher(stack):
 def no_background_sweep(batcher):
     """Hold the fleet's sweep lease, so the workers' flushers skip their sweeps (a test that
     drives the sweeper by hand would otherwise race them for the same expired lease)."""
-    from taskapp.flusher import SWEEP_LOCK
+    from taskapp.pipeline.flusher import SWEEP_LOCK
 
     deadline = time.monotonic() + 30
     while not batcher.client.set(SWEEP_LOCK, "test", nx=True, px=60_000):  # a sweep under way: let it end
@@ -139,7 +139,7 @@ def run_steps(db_session, run_ids: list[str]):
     """The steps of these runs, freshly read."""
     from sqlalchemy import select
 
-    from taskapp.models import Step
+    from taskapp.store.models import Step
 
     db_session.expire_all()
     return list(db_session.scalars(select(Step).where(Step.run_id.in_([uuid.UUID(str(r)) for r in run_ids]))))
@@ -149,8 +149,8 @@ def wait_for_run(settings, run_id: str | uuid.UUID, timeout_s: float = 60):
     """Poll Postgres until the run ends; return it with its steps loaded."""
     from sqlalchemy.orm import selectinload
 
-    from taskapp.db import session_factory
-    from taskapp.models import FINAL_RUN_STATUSES, Run
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import FINAL_RUN_STATUSES, Run
 
     deadline = time.monotonic() + timeout_s
     while True:

@@ -22,7 +22,7 @@ def test_requests_without_a_valid_key_are_401(client):
 
 def test_submit_returns_202_with_links_and_stores_a_queued_run(client, team, db_session):
     """POST /api/runs answers 202 with id, status and links; the run and its first event are stored."""
-    from taskapp.models import Event, Run
+    from taskapp.store.models import Event, Run
 
     _, key = team
     resp = client.post("/api/runs", headers=auth(key), json=RUN)
@@ -123,18 +123,18 @@ def test_runs_list_is_newest_first_filtered_and_paginated(client, team):
 
 def test_cancel_ends_a_run_that_has_not_started(client, team, settings):
     """Cancelling a stored, not yet started run ends it as cancelled, with an event; a second cancel is a no-op."""
-    from taskapp import store
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
+    from taskapp.store.runs import create_run
 
     team_id, key = team
     with session_factory(settings).begin() as session:  # stored but never published: no worker can race us
-        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input=RUN["input"], options={})
+        run, _ = create_run(session, team_id=team_id, workflow="summarize", input=RUN["input"], options={})
     resp = client.post(f"/api/runs/{run.id}/cancel", headers=auth(key))
     assert resp.status_code == 202 and resp.json["status"] == "cancelled"
     again = client.post(f"/api/runs/{run.id}/cancel", headers=auth(key))
     assert again.json["status"] == "cancelled"
     with session_factory(settings)() as session:
-        from taskapp.models import Event
+        from taskapp.store.models import Event
 
         types = [e.type for e in session.query(Event).filter_by(run_id=run.id).order_by(Event.id)]
     assert types == ["run.queued", "run.cancelled"]
@@ -227,13 +227,14 @@ def test_backpressure_refuses_new_runs_with_429_but_answers_replays(settings, te
     stored run (its Idempotency-Key) is still answered."""
     from datetime import UTC, datetime, timedelta
 
-    from taskapp import intake, orchestrator, store
-    from taskapp.db import session_factory
+    from taskapp.pipeline import intake, orchestrator
+    from taskapp.store.db import session_factory
+    from taskapp.store.runs import create_run
     from web import create_app
 
     team_id, key = team
     with session_factory(settings).begin() as session:  # one run waiting (dated ahead: the sweeper leaves it)
-        waiting, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "w"},
+        waiting, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "w"},
                                       options={}, idempotency_key="already-stored")
         waiting.created_at = datetime.now(UTC) + timedelta(hours=1)
     monkeypatch.setattr(intake, "_waiting", intake.WaitingWork())  # a first count of its own, taken now
@@ -255,8 +256,8 @@ def test_the_backpressure_count_is_refreshed_off_the_request_path(settings):
     """A stale count is answered at once and recounted in the background: no request waits for it."""
     from sqlalchemy import text
 
-    from taskapp import intake
-    from taskapp.db import session_factory
+    from taskapp.pipeline import intake
+    from taskapp.store.db import session_factory
 
     factory = session_factory(settings)
     counter = intake.WaitingWork(max_age_s=0.0)

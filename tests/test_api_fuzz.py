@@ -101,7 +101,7 @@ def _config(live_api: LiveApi) -> str:
 
 def _text_inputs() -> list[str]:
     """The string fields of the workflows' inputs (`text`, `question`, ...)."""
-    from taskapp.workflows import WORKFLOWS
+    from taskapp.domain.workflows import WORKFLOWS
 
     return sorted({name for wf in WORKFLOWS.values()
                    for name, spec in wf.input_schema.model_json_schema()["properties"].items()

@@ -99,8 +99,8 @@ _QUEUED: list[uuid.UUID] = []
 def _cancel_queued_runs(settings):
     """The runs `_queued_run` left waiting end with their test: later tests need a quiet fleet."""
     yield
-    from taskapp import orchestrator
-    from taskapp.db import session_factory
+    from taskapp.pipeline import orchestrator
+    from taskapp.store.db import session_factory
 
     with session_factory(settings).begin() as session:
         for run_id in _QUEUED:
@@ -112,11 +112,11 @@ def _queued_run(settings, team_id) -> uuid.UUID:
     """Stored, never published, dated ahead (the workers' sweeper leaves it alone)."""
     from datetime import UTC, datetime, timedelta
 
-    from taskapp import store
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
+    from taskapp.store.runs import create_run
 
     with session_factory(settings).begin() as session:
-        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
+        run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
         run.created_at = datetime.now(UTC) + timedelta(hours=1)
     _QUEUED.append(run.id)
     return run.id
@@ -206,7 +206,7 @@ def test_text_is_stored_without_surrounding_whitespace(client, team):
 
 def test_summarize_refuses_more_text_than_the_summarizer_reads(client, team):
     """90,000 characters were accepted and 12,017 sent: now over the limit is a 422 that says it."""
-    from taskapp.workflows import SUMMARIZE_MAX_CHARS
+    from taskapp.domain.workflows import SUMMARIZE_MAX_CHARS
 
     _, key = team
     too_long = {"workflow": "summarize", "input": {"text": "y" * (SUMMARIZE_MAX_CHARS + 1)}}
@@ -221,8 +221,8 @@ def test_summarize_refuses_more_text_than_the_summarizer_reads(client, team):
 def test_the_summarizer_reads_all_the_text_it_accepts():
     """The limit is what the summarizer reads: accepted text goes whole to its step, whatever
     CONTEXT_TOKEN_BUDGET says (that budget trims context handed between agents)."""
-    from taskapp.context import TRIM_MARK
-    from taskapp.workflows import SUMMARIZE_MAX_CHARS, Limits, decide, get_workflow
+    from taskapp.domain.tokens import TRIM_MARK
+    from taskapp.domain.workflows import SUMMARIZE_MAX_CHARS, Limits, decide, get_workflow
 
     longest = "z" * SUMMARIZE_MAX_CHARS
     (step,) = decide(get_workflow("summarize"), {"text": longest}, [], Limits(context_token_budget=100)).new_steps
@@ -250,8 +250,8 @@ def test_the_ui_form_is_validated_like_the_api(client, team):
 
 
 def test_the_ui_form_meets_the_same_backpressure_as_the_api(settings, team, monkeypatch):
-    from taskapp import intake, orchestrator
-    from taskapp.db import session_factory
+    from taskapp.pipeline import intake, orchestrator
+    from taskapp.store.db import session_factory
     from web import create_app
 
     team_id, key = team
@@ -320,8 +320,8 @@ def test_an_idempotency_key_must_be_printable_ascii(client, team):
 def _final_event_id(settings, run_id) -> int:
     from sqlalchemy import func, select
 
-    from taskapp.db import session_factory
-    from taskapp.models import Event
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import Event
 
     with session_factory(settings)() as session:
         return session.scalar(select(func.max(Event.id)).where(Event.run_id == run_id))
@@ -329,8 +329,8 @@ def _final_event_id(settings, run_id) -> int:
 
 def test_reconnecting_after_a_finished_runs_final_event_ends_at_once(client, settings, team):
     """It waited forever on keep-alives; now a 204, which tells an EventSource not to reconnect."""
-    from taskapp import orchestrator
-    from taskapp.db import session_factory
+    from taskapp.pipeline import orchestrator
+    from taskapp.store.db import session_factory
 
     team_id, key = team
     run_id = _queued_run(settings, team_id)
@@ -349,8 +349,8 @@ def test_reconnecting_after_a_finished_runs_final_event_ends_at_once(client, set
 def test_a_stream_resumed_past_the_end_of_a_live_run_ends_with_the_run(settings, team):
     """A Last-Event-ID beyond a live run's events: when the run ends (its final event has a
     smaller id than the client's), the stream ends too instead of sending keep-alives forever."""
-    from taskapp import orchestrator
-    from taskapp.db import session_factory
+    from taskapp.pipeline import orchestrator
+    from taskapp.store.db import session_factory
     from web import create_app
 
     team_id, key = team

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from taskapp.batcher import buffer_key
-from taskapp.batching import BatchPolicy
-from taskapp.models import Batch, Event, LlmCall
+from taskapp.domain.batching import BatchPolicy
+from taskapp.hotstate.buffers import buffer_key
+from taskapp.store.models import Batch, Event, LlmCall
 from tests.conftest import WORKER_ENV, auth, make_team, run_steps, submit_summary, wait_for_run
 
 WINDOW_MS = int(WORKER_ENV["BATCH_MAX_WAIT_MS"])
@@ -148,9 +148,9 @@ def test_a_lone_runs_later_steps_flush_as_soon_as_nothing_could_join_them(client
 def test_the_outlook_sees_each_kind_of_work_on_its_way(settings, workers, batcher, moving):
     """Each question on its own, against Postgres and the buffers: the rows are written in a
     transaction that is never committed, so only the outlook (same session) sees them."""
-    from taskapp.db import session_factory
-    from taskapp.models import Run, Step
-    from taskapp.outlook import read_outlook
+    from taskapp.store.db import session_factory
+    from taskapp.store.in_motion import read_outlook
+    from taskapp.store.models import Run, Step
 
     _wait_until_quiet(settings, batcher)
     team_id, _ = make_team(settings)
@@ -183,8 +183,8 @@ def test_the_outlook_sees_each_kind_of_work_on_its_way(settings, workers, batche
 
 def _wait_until_quiet(settings, batcher, timeout_s: float = 60) -> None:
     """Earlier tests' runs may still be moving; this test needs a fleet with nothing on its way."""
-    from taskapp.db import session_factory
-    from taskapp.outlook import read_outlook
+    from taskapp.store.db import session_factory
+    from taskapp.store.in_motion import read_outlook
 
     deadline = time.monotonic() + timeout_s
     while True:

@@ -48,13 +48,13 @@ def test_submit_in_the_ui_and_watch_the_run_finish_live(page, web_url, team, sta
 
     import httpx
 
-    from taskapp import credentials
-    from taskapp.db import session_factory
-    from taskapp.models import Team
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import Team
+    from taskapp.store.teams import login_url, make_login_link
 
     team_id, _ = team
     with session_factory(settings).begin() as session:  # what `taskapp teams login-link` prints
-        link = credentials.login_url(web_url, credentials.make_login_link(
+        link = login_url(web_url, make_login_link(
             session, session.get(Team, team_id), timedelta(minutes=5)))
     httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 250})  # slow enough to watch
     try:

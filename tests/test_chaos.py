@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import Uuid, exists, func, select
 
-from taskapp.localstack import LocalStack
+from taskapp.dev.localstack import LocalStack
 from tests.conftest import ARTIFACTS
 from tests.test_quota_fleet import _next_db
 
@@ -33,18 +33,18 @@ def chaos_stack(tmp_path_factory):
     with LocalStack(tmp_path_factory.mktemp("chaos"), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
                     redis_url=_next_db(_next_db(os.environ.get("TASKAPP_TEST_REDIS_URL"))), log_dir=ARTIFACTS,
                     sim_latency_ms=1000) as s:
-        from taskapp import migrate
         from taskapp.settings import load_settings
+        from taskapp.store import migrate
 
         migrate.upgrade(load_settings(s.env()))
         yield s
 
 
 def test_sigkilled_workers_lose_nothing_and_commit_nothing_twice(chaos_stack):
-    from taskapp import store
-    from taskapp.db import session_factory
-    from taskapp.models import Batch, Event, LlmCall, Run, Step
     from taskapp.settings import load_settings
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import Batch, Event, LlmCall, Run, Step
+    from taskapp.store.teams import create_team
 
     stack = chaos_stack
     settings = load_settings(stack.env())
@@ -52,7 +52,7 @@ def test_sigkilled_workers_lose_nothing_and_commit_nothing_twice(chaos_stack):
     url, web = stack.start_web()
     nodes = {name: stack.start_worker(name, concurrency=2, **ENV) for name in ("c1", "c2")}
     with factory.begin() as session:
-        team_id, key = (lambda t: (t[0].id, t[1]))(store.create_team(session, "chaos"))
+        team_id, key = (lambda t: (t[0].id, t[1]))(create_team(session, "chaos"))
     kills = 0
     started = time.monotonic()
     try:

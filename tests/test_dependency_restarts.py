@@ -20,8 +20,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from taskapp.embedded import EmbeddedPostgres, EmbeddedRedis
-from taskapp.localstack import LocalStack
+from taskapp.dev.embedded import EmbeddedPostgres, EmbeddedRedis
+from taskapp.dev.localstack import LocalStack
 from tests.conftest import ARTIFACTS
 
 RUNS = 20
@@ -34,8 +34,8 @@ class Fleet:
     """A private stack on private servers: web, two worker nodes, a team."""
 
     def __init__(self, stack: LocalStack, pg: EmbeddedPostgres, rd: EmbeddedRedis) -> None:
-        from taskapp.db import session_factory
         from taskapp.settings import load_settings
+        from taskapp.store.db import session_factory
 
         self.stack, self.pg, self.rd = stack, pg, rd
         self.factory = session_factory(load_settings(stack.env()))
@@ -46,10 +46,10 @@ class Fleet:
 
     def new_team(self, name: str) -> None:
         """Each fault gets a team of its own, so its counts are its own."""
-        from taskapp import store
+        from taskapp.store.teams import create_team
 
         with self.factory.begin() as session:
-            team, key = store.create_team(session, name)
+            team, key = create_team(session, name)
             self.team_id = team.id
         self.http.headers["Authorization"] = f"Bearer {key}"
 
@@ -69,8 +69,8 @@ def fleet(tmp_path_factory):
     try:
         with LocalStack(workdir, admin_database_url=pg.url, redis_url=rd.url, log_dir=ARTIFACTS / "restarts",
                         sim_latency_ms=500) as stack:
-            from taskapp import migrate
             from taskapp.settings import load_settings
+            from taskapp.store import migrate
 
             migrate.upgrade(load_settings(stack.env()))
             f = Fleet(stack, pg, rd)
@@ -89,7 +89,7 @@ def _submit(http: httpx.Client, idempotency_key: str) -> httpx.Response:
 
 
 def _succeeded_steps(fleet: Fleet) -> dict[uuid.UUID, dict]:
-    from taskapp.models import Run, Step
+    from taskapp.store.models import Run, Step
 
     with fleet.factory() as session:
         return {s.id: s.output for s in session.scalars(
@@ -97,7 +97,7 @@ def _succeeded_steps(fleet: Fleet) -> dict[uuid.UUID, dict]:
 
 
 def _open_runs(fleet: Fleet) -> int:
-    from taskapp.models import Run
+    from taskapp.store.models import Run
 
     with fleet.factory() as session:
         return session.scalar(select(func.count()).select_from(Run).where(
@@ -113,7 +113,7 @@ def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 def _outage(fleet: Fleet, part: str, down: Callable[[], None], up: Callable[[], None]) -> dict:
     """Submit runs, take `part` down once they are under way, bring it back; check and summarise."""
-    from taskapp.models import Event, LlmCall, Run, Step
+    from taskapp.store.models import Event, LlmCall, Run, Step
 
     fleet.new_team(part)
     sim_before = len(httpx.get(f"{fleet.stack.sim_url}/_sim/requests").json())

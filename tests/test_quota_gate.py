@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from taskapp.quota import ModelQuota, quota_day, quota_for
-from taskapp.quota_gate import BREAKER_THRESHOLD, QuotaGate
+from taskapp.domain.quota import ModelQuota, quota_day, quota_for
+from taskapp.hotstate.quota_gate import BREAKER_THRESHOLD, QuotaGate
 
 
 @pytest.fixture()
@@ -81,8 +81,8 @@ def test_a_slot_held_by_a_killed_worker_expires(stack, model):
     quota = ModelQuota(rpm=None, tpm=None, rpd=None, concurrency=1)
     holder = subprocess.Popen([sys.executable, "-c", f"""
 import redis, time
-from taskapp.quota import ModelQuota
-from taskapp.quota_gate import QuotaGate
+from taskapp.domain.quota import ModelQuota
+from taskapp.hotstate.quota_gate import QuotaGate
 gate = QuotaGate(redis.Redis.from_url({stack.redis_url!r}), {{{model!r}: ModelQuota(None, None, None, 1)}},
                  lease_ms=1500)
 assert gate.acquire({model!r}, "holder", 1).granted
@@ -114,7 +114,7 @@ def test_a_429_pauses_the_fleet_for_that_model(stack, model):
 
 
 def test_the_circuit_opens_after_consecutive_failures_then_half_opens(stack, model, monkeypatch):
-    import taskapp.quota_gate as qg
+    import taskapp.hotstate.quota_gate as qg
 
     monkeypatch.setattr(qg, "BREAKER_COOLDOWN_MS", 500)
     gate = _gate(stack, model, ModelQuota(rpm=None, tpm=None, rpd=None))

@@ -14,27 +14,28 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from taskapp.batcher import Batcher
-from taskapp.batching import BatchPolicy
-from taskapp.models import Event, LlmCall, Step
+from taskapp.domain.batching import BatchPolicy
+from taskapp.hotstate.buffers import Batcher
+from taskapp.store.models import Event, LlmCall, Step
 from tests.conftest import run_steps, submit_summary, wait_for_run
 
 
 def claim_steps(session, batch_id, step_ids, lease_s, max_attempts=None):
-    """What a delivery of a batch does to claim its steps (as taskapp.executor does)."""
-    from taskapp.claims import claim, claimable
+    """What a delivery of a batch does to claim its steps (as taskapp.pipeline.executor does)."""
+    from taskapp.store.claims import claim, claimable
 
     return claim(session, batch_id, claimable(session, batch_id, step_ids), lease_s, max_attempts)
 
 
 def _started_run(settings, team, text: str):
     """A summarize run started by hand (no message, no buffer): its one step is `queued`."""
-    from taskapp import orchestrator, store
-    from taskapp.db import session_factory
+    from taskapp.pipeline import orchestrator
+    from taskapp.store.db import session_factory
+    from taskapp.store.runs import create_run
 
     factory = session_factory(settings)
     with factory.begin() as session:
-        run, _ = store.create_run(session, team_id=team[0], workflow="summarize", input={"text": text}, options={})
+        run, _ = create_run(session, team_id=team[0], workflow="summarize", input={"text": text}, options={})
         run_id = run.id
     with factory.begin() as session:
         (ready,) = orchestrator.advance_run(session, run_id, settings)
@@ -76,9 +77,9 @@ def test_sweeper_reoffers_a_step_lost_between_take_and_dispatch(client, team, wo
 def test_sweeper_reoffers_a_batch_whose_message_is_lost(client, team, workers, settings, db_session, batcher,
                                                         where):
     """A batch marked in Postgres whose message never arrives (or whose worker died mid-call)."""
-    from taskapp.batcher import Taken
-    from taskapp.batches import open_batch
-    from taskapp.db import session_factory
+    from taskapp.hotstate.buffers import Taken
+    from taskapp.store.batches import open_batch
+    from taskapp.store.db import session_factory
 
     _, key = team
     run_id = submit_summary(client, key, f"my message is lost ({where})")
@@ -99,12 +100,12 @@ def test_sweeper_reoffers_a_batch_whose_message_is_lost(client, team, workers, s
 
 
 def test_sweeper_starts_a_run_whose_start_message_was_lost(team, workers, settings):
-    from taskapp import store
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
+    from taskapp.store.runs import create_run
 
     team_id, _ = team
     with session_factory(settings).begin() as session:
-        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "no message"},
+        run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "no message"},
                                   options={})
         run_id = run.id
     assert wait_for_run(settings, run_id, timeout_s=30).status == "succeeded"
@@ -113,10 +114,10 @@ def test_sweeper_starts_a_run_whose_start_message_was_lost(team, workers, settin
 def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, settings):
     """The flusher publishes a batch's chord before it commits the batch; a header task that
     is faster than that commit must wait for it, not find the steps \"nobody's\" and skip them."""
-    from taskapp import orchestrator
-    from taskapp.batcher import Taken
-    from taskapp.batches import open_batch
-    from taskapp.db import session_factory
+    from taskapp.hotstate.buffers import Taken
+    from taskapp.pipeline import orchestrator
+    from taskapp.store.batches import open_batch
+    from taskapp.store.db import session_factory
 
     factory = session_factory(settings)
     run_id, ready = _started_run(settings, team, "race")
@@ -149,11 +150,11 @@ def test_a_second_delivery_of_a_batch_waits_for_the_first_and_claims_nothing(tea
     between). A second delivery of the same batch meanwhile waits for the first's commit and
     then finds nothing to claim; with a share lock both would wait to update the rows, and
     PostgreSQL would abort one of them as a deadlock."""
-    from taskapp import orchestrator
-    from taskapp.batcher import Taken
-    from taskapp.batches import open_batch
-    from taskapp.claims import claim, claimable
-    from taskapp.db import session_factory
+    from taskapp.hotstate.buffers import Taken
+    from taskapp.pipeline import orchestrator
+    from taskapp.store.batches import open_batch
+    from taskapp.store.claims import claim, claimable
+    from taskapp.store.db import session_factory
 
     factory = session_factory(settings)
     run_id, ready = _started_run(settings, team, "delivered twice")
@@ -188,12 +189,12 @@ def test_a_second_delivery_of_a_batch_waits_for_the_first_and_claims_nothing(tea
 def test_a_step_whose_deliveries_keep_dying_fails_as_poison(team, settings, db_session):
     """A step claimed STEP_MAX_ATTEMPTS times without finishing is failed, saying so, and never
     called again; its run ends."""
-    from taskapp import orchestrator
-    from taskapp.batcher import Taken
-    from taskapp.batches import open_batch
-    from taskapp.db import session_factory
-    from taskapp.executor import execute_batch
+    from taskapp.hotstate.buffers import Taken
     from taskapp.llm.gemini import get_client
+    from taskapp.pipeline import orchestrator
+    from taskapp.pipeline.executor import execute_batch
+    from taskapp.store.batches import open_batch
+    from taskapp.store.db import session_factory
 
     factory = session_factory(settings)
     run_id, ready = _started_run(settings, team, "crashes")
@@ -240,12 +241,12 @@ def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings,
     """A batch's answer arrives after the sweeper re-offered its step (the lease ran out while
     PostgreSQL restarted): it is committed unless another batch already claimed the step, and
     the later batch then finds nothing of its own to call."""
-    from taskapp import orchestrator, sweeper
-    from taskapp.batcher import Taken
-    from taskapp.batches import open_batch
-    from taskapp.db import session_factory
-    from taskapp.executor import BatchOutcome, _commit_answers
-    from taskapp.llm.batch_prompt import Answer
+    from taskapp.domain.prompts import Answer
+    from taskapp.hotstate.buffers import Taken
+    from taskapp.pipeline import orchestrator, sweeper
+    from taskapp.pipeline.executor import BatchOutcome, _commit_answers
+    from taskapp.store.batches import open_batch
+    from taskapp.store.db import session_factory
 
     factory = session_factory(settings)
     run_id, ready = _started_run(settings, team, "late answer")
@@ -292,12 +293,12 @@ def test_a_batch_the_sweeper_takes_back_is_closed_and_its_lost_call_recorded(tea
     sweeper re-offers its steps, nothing of it is on its way any more. It is closed at once (an
     unfinished batch counts as work on its way for the idle flush, for BATCH_STRANDED_S), and the
     call in flight is recorded as what it was: sent, so billed, its answer lost."""
-    from taskapp import orchestrator, sweeper
-    from taskapp.batcher import Taken
-    from taskapp.batches import open_batch
-    from taskapp.db import session_factory
-    from taskapp.dispatcher import get_dispatcher
-    from taskapp.models import Batch
+    from taskapp.hotstate.buffers import Taken
+    from taskapp.pipeline import orchestrator, sweeper
+    from taskapp.pipeline.dispatcher import get_dispatcher
+    from taskapp.store.batches import open_batch
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import Batch
 
     factory = session_factory(settings)
     run_id, ready = _started_run(settings, team, f"taken back ({where})")
@@ -333,12 +334,12 @@ def test_a_redelivery_that_takes_over_a_dead_claim_records_its_call_lost_once(te
     """The broker redelivers a batch whose worker died mid-call (reject_on_worker_lost) after the
     claim's lease ran out: the redelivery claims the steps again, and the first call is recorded
     as lost; it stays recorded when the second call's answer commits (both were sent)."""
-    from taskapp import orchestrator
-    from taskapp.batcher import Taken
-    from taskapp.batches import open_batch
-    from taskapp.db import session_factory
-    from taskapp.executor import BatchOutcome, _commit_answers
-    from taskapp.llm.batch_prompt import Answer
+    from taskapp.domain.prompts import Answer
+    from taskapp.hotstate.buffers import Taken
+    from taskapp.pipeline import orchestrator
+    from taskapp.pipeline.executor import BatchOutcome, _commit_answers
+    from taskapp.store.batches import open_batch
+    from taskapp.store.db import session_factory
 
     factory = session_factory(settings)
     run_id, ready = _started_run(settings, team, "delivered again after a crash")

@@ -145,8 +145,11 @@ def _spend_link(client, token: str):
 def test_a_login_link_signs_in_once_and_not_after_it_expires(settings, stack, client):
     """`taskapp teams login-link` prints a one-time link whose token never reaches a server in a URL;
     it is spent by a CSRF-checked post, once; a key in the URL signs nobody in."""
-    from taskapp import credentials, store
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
+    from taskapp.store.teams import (
+        make_login_link,
+        team_by_name,
+    )
 
     name = f"link-{uuid.uuid4().hex[:8]}"
     key = taskapp_cli(stack, "teams", "create", name).stdout.strip()
@@ -165,7 +168,7 @@ def test_a_login_link_signs_in_once_and_not_after_it_expires(settings, stack, cl
     assert other.get("/api/runs").status_code == 401
 
     with session_factory(settings).begin() as session:
-        expired = credentials.make_login_link(session, store.team_by_name(session, name), timedelta(seconds=-1))
+        expired = make_login_link(session, team_by_name(session, name), timedelta(seconds=-1))
     assert _spend_link(other, expired).status_code == 410
     assert other.get(f"/login?key={key}").status_code == 200  # the old key-in-URL sign-in is gone
     assert other.get("/api/runs").status_code == 401
@@ -197,9 +200,9 @@ def test_every_answer_carries_security_headers_and_no_page_has_inline_script(cli
 @pytest.fixture()
 def two_teams_with_a_shared_call(settings):
     """Two teams whose steps shared one Gemini call: 2 steps of A, 5 of B, on a model of this test's own."""
-    from taskapp import store
-    from taskapp.db import session_factory
-    from taskapp.models import Batch, LlmCall, Step
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import Batch, LlmCall, Step
+    from taskapp.store.runs import create_run
 
     model = f"gemini-test-{uuid.uuid4().hex[:6]}"
     (a, key_a), (b, key_b) = make_team(settings), make_team(settings)
@@ -209,7 +212,7 @@ def two_teams_with_a_shared_call(settings):
         session.add(LlmCall(id=call_id, batch_id=batch_id, agent="summarizer", model=model, step_count=7,
                             status="ok", tokens_in=700, tokens_out=70, latency_ms=120, cost_usd=Decimal("0.07")))
         for team_id, n in ((a, 2), (b, 5)):
-            run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"},
+            run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"},
                                       options={})
             run.status = "succeeded"
             for seq in range(n):
@@ -228,8 +231,8 @@ def _row(agents: list[dict], model: str) -> dict:
 def test_a_team_reads_only_its_own_metrics_and_operators_read_the_fleet(settings, two_teams_with_a_shared_call):
     """/api/metrics: a team's key sees its steps, tokens and cost, no queue depths; METRICS_TOKEN and
     an operator team see the whole fleet."""
-    from taskapp import store
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
+    from taskapp.store.teams import team_for_key
 
     model, key_a, key_b = two_teams_with_a_shared_call
     client = _app(settings, metrics_token="ops-" + "t" * 40).test_client()
@@ -251,7 +254,7 @@ def test_a_team_reads_only_its_own_metrics_and_operators_read_the_fleet(settings
     assert (row["steps"], row["tokens_in"], row["cost_usd"], row["mean_batch_size"]) == (7, 700, 0.07, 7.0)
 
     with session_factory(settings).begin() as session:
-        team = store.team_for_key(session, key_b)
+        team = team_for_key(session, key_b)
         team.is_operator = True
     assert client.get("/api/metrics", headers=auth(key_b)).json["scope"] == "fleet"
     assert client.get("/api/metrics").status_code == 401
@@ -296,16 +299,20 @@ def test_the_api_rate_limit_is_per_team_and_holds_across_web_processes(settings)
 
 def test_an_open_event_stream_ends_when_its_key_is_revoked_or_its_session_signs_out(settings, monkeypatch):
     """A stream outlives the request that checked its caller: it re-checks, and ends."""
-    from taskapp import credentials, store
-    from taskapp.db import session_factory
-    from taskapp.models import Team
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import Team
+    from taskapp.store.runs import create_run
+    from taskapp.store.teams import (
+        issue_api_key,
+        revoke_key,
+    )
     from web import stream
 
     monkeypatch.setattr(stream, "AUTH_RECHECK_S", 0.2)
     app = _app(settings, sse_keepalive_s=0.2)
     team_id, key = make_team(settings)
     with session_factory(settings).begin() as session:  # a run that never moves: its stream stays open
-        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
+        run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
         run.status = "running"
 
     def ended_after(client, revoke, **kwargs) -> bool:
@@ -320,17 +327,17 @@ def test_an_open_event_stream_ends_when_its_key_is_revoked_or_its_session_signs_
                 return False
         return True
 
-    def revoke_key():
+    def revoke_the_key():
         with session_factory(settings).begin() as session:
-            assert credentials.revoke_key(session, session.get(Team, team_id), key[:10]) == 1
+            assert revoke_key(session, session.get(Team, team_id), key[:10]) == 1
 
     browser = app.test_client()
     with session_factory(settings).begin() as session:
-        second_key = store.issue_api_key(session, session.get(Team, team_id))
+        second_key = issue_api_key(session, session.get(Team, team_id))
     ui_login(browser, second_key)
     token = form_token(browser.get("/").data)
     assert ended_after(browser, lambda: browser.post("/logout", data={"csrf_token": token}))
-    assert ended_after(app.test_client(), revoke_key, headers=auth(key))
+    assert ended_after(app.test_client(), revoke_the_key, headers=auth(key))
     with session_factory(settings).begin() as session:
         session.get(type(run), run.id).status = "cancelled"
 

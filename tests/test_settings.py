@@ -93,10 +93,10 @@ def test_celery_config_keeps_at_least_once_delivery(settings):
     """The invariants the executor's idempotency rests on: acknowledged after the task ran, put
     back if its process dies, one message at a time, JSON only, and no task (nor any retry's
     countdown) outlives the Redis visibility timeout, or the broker would deliver it twice."""
-    from taskapp.agents import models_in_use
-    from taskapp.backoff import BACKOFF_CAP_S, JITTER_SPREAD
     from taskapp.celery_app import app
-    from taskapp.queues import ORCHESTRATION_QUEUE, llm_queue
+    from taskapp.domain.agents import models_in_use
+    from taskapp.domain.retry import BACKOFF_CAP_S, JITTER_SPREAD
+    from taskapp.keys import ORCHESTRATION_QUEUE, llm_queue
     from taskapp.tasks import MAX_QUOTA_WAIT_S
 
     conf = app.conf

@@ -3,7 +3,7 @@
 A stack of its own (a private Redis server, a database of its own, the simulator in
 this process, a gunicorn web process), so no other test's workers take its batches and
 the simulator's request log counts only its calls. Each node is its own process group,
-as a dyno is (taskapp.localstack), and is signalled as a group. A summary of the
+as a dyno is (taskapp.dev.localstack), and is signalled as a group. A summary of the
 restarts under load goes to test-artifacts/sigterm.json for docs/reliability.md.
 """
 
@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from taskapp.localstack import LocalStack
+from taskapp.dev.localstack import LocalStack
 from tests.conftest import ARTIFACTS
 
 ENV = {"STEP_LEASE_S": "3", "BATCH_STRANDED_S": "60", "SWEEP_INTERVAL_S": "1", "RUN_NUDGE_AFTER_S": "3",
@@ -30,15 +30,15 @@ LOGS = ARTIFACTS / "shutdown"
 
 class Stack:
     def __init__(self, stack: LocalStack) -> None:
-        from taskapp import store
-        from taskapp.db import session_factory
         from taskapp.settings import load_settings
+        from taskapp.store.db import session_factory
+        from taskapp.store.teams import create_team
 
         self.stack = stack
         self.factory = session_factory(load_settings(stack.env()))
         url, self.web = stack.start_web()
         with self.factory.begin() as session:
-            _, key = store.create_team(session, "shutdown")
+            _, key = create_team(session, "shutdown")
         self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
     def latency(self, ms: int) -> None:
@@ -58,7 +58,7 @@ class Stack:
         return self.submit({"workflow": "summarize", "input": {"text": text}, "options": {"priority": "interactive"}})
 
     def steps(self, run_ids: list[uuid.UUID]):
-        from taskapp.models import Step
+        from taskapp.store.models import Step
 
         with self.factory() as session:
             return session.scalars(select(Step).where(Step.run_id.in_(run_ids)).order_by(Step.run_id, Step.seq)).all()
@@ -75,7 +75,7 @@ class Stack:
         raise AssertionError(f"run {run_id}'s step never started")
 
     def wait_finished(self, run_ids: list[uuid.UUID], timeout_s: float = 60) -> None:
-        from taskapp.models import Run
+        from taskapp.store.models import Run
 
         deadline = time.monotonic() + timeout_s
         while True:
@@ -92,8 +92,8 @@ class Stack:
 def quiet(tmp_path_factory):
     with LocalStack(tmp_path_factory.mktemp("shutdown"), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
                     log_dir=LOGS) as stack:  # no redis_url: a private Redis server
-        from taskapp import migrate
         from taskapp.settings import load_settings
+        from taskapp.store import migrate
 
         migrate.upgrade(load_settings(stack.env()))
         s = Stack(stack)
@@ -134,7 +134,7 @@ def test_sigterm_to_the_whole_process_group_lets_calls_in_flight_finish_and_comm
     """Two calls in flight (one per pool process) when every process of the node gets SIGTERM,
     twice: both finish and commit, by their first claim; the node and its flusher then exit
     cleanly; a fresh node finishes the runs without calling anything again."""
-    from taskapp.models import LlmCall
+    from taskapp.store.models import LlmCall
 
     quiet.latency(CALL_S * 1000)
     node = _start(quiet, "term1")
@@ -174,7 +174,7 @@ def test_sigquit_still_cuts_a_warm_shutdown_short_and_the_cut_call_is_recorded_l
     """After a group SIGTERM the node waits for its call; a SIGQUIT to its main process then
     makes it a cold shutdown, which ends the pool process at once (the main process's own
     SIGTERM to it). The cut call is recorded as lost, and a fresh node calls the step again."""
-    from taskapp.models import LlmCall
+    from taskapp.store.models import LlmCall
 
     quiet.latency(CUT_CALL_S * 1000)
     node = _start(quiet, "quit1")
@@ -211,7 +211,7 @@ def test_research_runs_through_group_sigterm_restarts_send_nothing_twice(quiet):
     """The issue's load: 50 research runs on two nodes, 1 s calls, a node stopped by a group
     SIGTERM and started again five times. Every step commits once and every call Gemini
     received is a recorded, committed one."""
-    from taskapp.models import Event, LlmCall, Run, Step
+    from taskapp.store.models import Event, LlmCall, Run, Step
 
     quiet.latency(1000)
     nodes = {name: _start(quiet, name) for name in ("g1", "g2")}

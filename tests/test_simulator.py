@@ -8,9 +8,9 @@ from google import genai
 from google.genai import errors, types
 from pydantic import BaseModel
 
-from taskapp.agents import get_agent
-from taskapp.llm import simulator
-from taskapp.llm.batch_prompt import batch_schema, build_prompt, parse_answers, system_instruction
+from taskapp.dev.gemini_sim import server as simulator
+from taskapp.domain.agents import get_agent
+from taskapp.domain.prompts import batch_schema, build_prompt, parse_answers, system_instruction
 from taskapp.llm.gemini import GeminiClient, LlmError, classify_api_error
 from taskapp.settings import load_settings
 

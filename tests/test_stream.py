@@ -8,7 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from taskapp.models import Event
+from taskapp.store.models import Event
 from tests.conftest import auth, make_team, wait_for_run
 
 pytestmark = pytest.mark.slow
@@ -131,17 +131,17 @@ def _queued_run(settings, team_id):
     """
     from datetime import UTC, datetime, timedelta
 
-    from taskapp import store
-    from taskapp.db import session_factory
+    from taskapp.store.db import session_factory
+    from taskapp.store.runs import create_run
 
     with session_factory(settings).begin() as session:
-        run, _ = store.create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
+        run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
         run.created_at = datetime.now(UTC) + timedelta(hours=1)
     return run.id
 
 
 def _numsub(client, run_id) -> int:
-    from taskapp.events import channel_for
+    from taskapp.store.events import channel_for
 
     return dict(client.pubsub_numsub(channel_for(run_id)))[channel_for(run_id).encode()]
 
@@ -186,9 +186,9 @@ def test_stream_returns_to_live_when_redis_comes_back(settings, team, tmp_path):
 
     import redis
 
-    from taskapp import events
-    from taskapp.db import session_factory
-    from taskapp.embedded import EmbeddedRedis
+    from taskapp.dev.embedded import EmbeddedRedis
+    from taskapp.store import events
+    from taskapp.store.db import session_factory
     from web import create_app
 
     rd = EmbeddedRedis(tmp_path / "redis", persist=False)
@@ -230,12 +230,13 @@ def test_a_runs_events_commit_in_id_order(settings, db_session):
     import threading
     import time
 
-    from taskapp import events, store
-    from taskapp.db import session_factory
+    from taskapp.store import events
+    from taskapp.store.db import session_factory
+    from taskapp.store.runs import create_run
 
     factory = session_factory(settings)
     with factory.begin() as session:
-        run_id = store.create_run(session, team_id=make_team(settings)[0], workflow="summarize",
+        run_id = create_run(session, team_id=make_team(settings)[0], workflow="summarize",
                                   input={"text": "ordering"}, options={})[0].id
     first = factory()
     committed: list[str] = []

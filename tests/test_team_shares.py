@@ -6,7 +6,7 @@ import subprocess
 import sys
 import uuid
 
-from taskapp.quota import TeamShare
+from taskapp.domain.quota import TeamShare
 from tests.conftest import auth, wait_for_run
 
 

@@ -7,8 +7,8 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from taskapp.embedded import free_port
-from taskapp.transient import dependency_of, retry_database
+from taskapp.dev.embedded import free_port
+from taskapp.outages import dependency_of, retry_database
 
 
 def _refused_database_error() -> DBAPIError:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask, g
 
-from taskapp.db import get_engine, session_factory
 from taskapp.logs import configure_logging
 from taskapp.settings import Settings, get_settings
+from taskapp.store.db import get_engine, session_factory
 from web.errors import register_error_handlers
 from web.json_body import JSONRequest, StrictJSONProvider
 from web.security import init_security

@@ -8,10 +8,13 @@ from typing import TypeVar
 from flask import Blueprint, g, request
 from pydantic import BaseModel, ValidationError
 
-from taskapp import intake, metrics, orchestrator, queues, store
-from taskapp.agents import get_agent
+from taskapp import keys
 from taskapp.celery_app import app as celery_app
-from taskapp.workflows import WORKFLOWS
+from taskapp.domain.agents import get_agent
+from taskapp.domain.workflows import WORKFLOWS
+from taskapp.pipeline import intake, orchestrator
+from taskapp.store import metrics
+from taskapp.store.runs import run_steps, runs_page, step_progress
 from web import submission
 from web.auth import metrics_scope, require_team, team_run
 from web.context import db, gate_usage
@@ -55,11 +58,11 @@ def list_runs():
     """The team's runs, newest first; `?status=` filters, `?cursor=` pages."""
     query = _parse(RunListQuery, request.args, "invalid_{field}")
     try:
-        runs, cursor = store.list_runs(db(), g.team_id, status=query.status, limit=query.limit,
+        runs, cursor = runs_page(db(), g.team_id, status=query.status, limit=query.limit,
                                        cursor=query.cursor)
     except ValueError as exc:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
-    progress = store.step_progress(db(), [r.id for r in runs])
+    progress = step_progress(db(), [r.id for r in runs])
     return reply(RunPage(runs=[run_summary(r, progress.get(r.id)) for r in runs], next_cursor=cursor))
 
 
@@ -69,7 +72,7 @@ def list_runs():
 def get_run(run_id: str):
     """A run with its steps, outputs, and token and cost totals."""
     run = team_run(run_id)
-    return reply(run_detail(run, store.run_steps(db(), run.id)))
+    return reply(run_detail(run, run_steps(db(), run.id)))
 
 
 @bp.post("/runs/<run_id>/cancel")
@@ -94,7 +97,7 @@ def get_metrics():
     """
     scope = metrics_scope()
     window_s = _parse(MetricsQuery, request.args, "invalid_window").window_s
-    depths = queues.depths(celery_app) if scope.fleet else None
+    depths = keys.depths(celery_app) if scope.fleet else None
     snapshot = metrics.snapshot(db(), depths, window_s, gate_usage(), scope)
     return reply(MetricsSnapshot.model_validate(snapshot), omit_unset=True)
 

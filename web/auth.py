@@ -19,9 +19,17 @@ from typing import Any
 from flask import g, redirect, request, session, url_for
 from flask_wtf.csrf import CSRFError
 
-from taskapp import credentials, metrics, store
-from taskapp.credentials import Caller
-from taskapp.models import Run
+from taskapp.store import metrics
+from taskapp.store.models import Run
+from taskapp.store.runs import get_run
+from taskapp.store.teams import (
+    Caller,
+    caller_for_key,
+    caller_for_session,
+    end_session,
+    open_session,
+    use_login_link,
+)
 from web.context import db, settings
 from web.errors import ApiError
 from web.security import address_key, csrf
@@ -37,7 +45,7 @@ def _bearer_caller() -> Caller | None:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(401, "unauthorized", "use 'Authorization: Bearer <api key>'")
-    caller = credentials.caller_for_key(db(), key.strip())
+    caller = caller_for_key(db(), key.strip())
     if caller is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key")
     return caller
@@ -48,7 +56,7 @@ def session_caller() -> Caller | None:
     token = session.get(SESSION_TOKEN)
     if not token:
         return None
-    caller = credentials.caller_for_session(db(), token)
+    caller = caller_for_session(db(), token)
     if caller is None:
         session.clear()
     return caller
@@ -139,8 +147,8 @@ def _start_session(api_key_id: uuid.UUID) -> None:
     lifetime = timedelta(seconds=settings().session_lifetime_s)
     previous = session.get(SESSION_TOKEN)
     if previous:  # a shared browser signing in again: the old session ends, not only its cookie
-        credentials.end_session(db(), previous)
-    token = credentials.open_session(db(), api_key_id, lifetime)
+        end_session(db(), previous)
+    token = open_session(db(), api_key_id, lifetime)
     db().commit()
     session.clear()  # a fresh session (and CSRF token) on every sign-in: no fixation
     session.permanent = True
@@ -149,7 +157,7 @@ def _start_session(api_key_id: uuid.UUID) -> None:
 
 def login_with_key(api_key: str) -> bool:
     """Sign the browser in with a team API key; the session is bound to that key."""
-    caller = credentials.caller_for_key(db(), api_key.strip())
+    caller = caller_for_key(db(), api_key.strip())
     if caller is None:
         return False
     _start_session(caller.api_key_id)
@@ -158,7 +166,7 @@ def login_with_key(api_key: str) -> bool:
 
 def login_with_link(token: str) -> bool:
     """Spend a one-time login link; the session is bound to the key the link was made for."""
-    key_id = credentials.use_login_link(db(), token)
+    key_id = use_login_link(db(), token)
     if key_id is None:
         db().rollback()
         return False
@@ -170,7 +178,7 @@ def logout() -> None:
     """End the session everywhere, not only in this browser."""
     token = session.get(SESSION_TOKEN)
     if token:
-        credentials.end_session(db(), token)
+        end_session(db(), token)
         db().commit()
     session.clear()
 
@@ -181,7 +189,7 @@ def team_run(run_id: str) -> Run:
         rid = uuid.UUID(run_id)
     except ValueError:
         raise ApiError(404, "not_found", "no such run") from None
-    run = store.get_run(db(), g.team_id, rid)
+    run = get_run(db(), g.team_id, rid)
     if run is None:
         raise ApiError(404, "not_found", "no such run")
     return run

@@ -10,7 +10,7 @@ from flask import Flask, request
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from taskapp.transient import TRANSIENT_ERRORS, dependency_of
+from taskapp.outages import TRANSIENT_ERRORS, dependency_of
 from web.responses import ErrorBody, ErrorInfo, reply
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from flask import Blueprint
 from sqlalchemy import text
 
 from taskapp.celery_app import app as celery_app
-from taskapp.redis_client import get_redis
+from taskapp.hotstate.client import get_redis
 from web.context import db, settings
 from web.openapi import answers, documented
 from web.responses import Health, Readiness, reply

@@ -11,9 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
-from taskapp import metrics, orchestrator, queues, store
+from taskapp import keys
 from taskapp.celery_app import app as celery_app
-from taskapp.workflows import WORKFLOWS, get_workflow
+from taskapp.domain.workflows import WORKFLOWS, get_workflow
+from taskapp.pipeline import orchestrator
+from taskapp.store import metrics
+from taskapp.store.runs import get_run, run_steps, runs_page, step_progress
 from web import auth, submission
 from web.auth import login_required
 from web.context import db, gate_usage
@@ -29,10 +32,10 @@ def index():
     """Runs list (the sign-in page without a session)."""
     team_id = g.team_id
     try:
-        runs, cursor = store.list_runs(db(), team_id, limit=50, cursor=request.args.get("cursor"))
+        runs, cursor = runs_page(db(), team_id, limit=50, cursor=request.args.get("cursor"))
     except ValueError:
         abort(400, "That page link is not valid (its cursor was not made here); go back to the runs list.")
-    progress = store.step_progress(db(), [r.id for r in runs])
+    progress = step_progress(db(), [r.id for r in runs])
     return render_template("runs.html", runs=runs, progress=progress, cursor=cursor)
 
 
@@ -110,7 +113,7 @@ def dashboard():
     return render_template("dashboard.html", agents=agents, charts=charts, timeline=timeline,
                            quota=metrics.quota_use(db(), scope), gate=metrics.gate_view(gate_usage(), scope), fleet=scope.fleet,
                            runs=metrics.run_counts(db(), scope),
-                           queues=queues.depths(celery_app) if scope.fleet else None)
+                           queues=keys.depths(celery_app) if scope.fleet else None)
 
 
 @bp.post("/runs/<run_id>/cancel")
@@ -134,12 +137,12 @@ def run_detail(run_id: str):
     """A run's steps and final output; refreshes itself until the run ends."""
     team_id = g.team_id
     try:
-        run = store.get_run(db(), team_id, uuid.UUID(run_id))
+        run = get_run(db(), team_id, uuid.UUID(run_id))
     except ValueError:
         run = None
     if run is None:
         abort(404)
-    return render_template("run.html", run=run_json(run, store.run_steps(db(), run.id)))
+    return render_template("run.html", run=run_json(run, run_steps(db(), run.id)))
 
 
 def _form_errors(exc: ApiError, schema: dict) -> list[str]:

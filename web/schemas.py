@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from taskapp.models import RUN_STATUSES
-from taskapp.workflows import WORKFLOWS
+from taskapp.domain.workflows import WORKFLOWS
+from taskapp.store.models import RUN_STATUSES
 
 MAX_PAGE = 100
 MAX_WINDOW_S = 30 * 86400
@@ -31,7 +31,7 @@ class RunOptionsIn(BaseModel):
 
 
 def _runs_of_each_workflow(schema: dict[str, Any]) -> None:
-    """`input` is checked against the chosen workflow's own model (taskapp.intake): the document
+    """`input` is checked against the chosen workflow's own model (taskapp.pipeline.intake): the document
     says which input goes with which workflow, from those same models."""
     schema["oneOf"] = [{"properties": {"workflow": {"const": wf.name}, "input": wf.input_schema.model_json_schema()}}
                        for wf in WORKFLOWS.values()]

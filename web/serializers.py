@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import url_for
 
-from taskapp import store
-from taskapp.models import Run, Step
+from taskapp.store.models import Run, Step
+from taskapp.store.runs import run_totals
 from web.responses import Progress, RunDetail, RunLinks, RunSummary, RunTotals, StepView
 
 
@@ -40,7 +40,7 @@ def run_summary(run: Run, progress: tuple[int, int] | None = None) -> RunSummary
 
 
 def run_detail(run: Run, steps: list[Step]) -> RunDetail:
-    totals = store.run_totals(steps)
+    totals = run_totals(steps)
     return RunDetail(
         **_summary_fields(run, (totals.steps_done, totals.steps)),
         input=run.input, options=run.options, output=run.output,

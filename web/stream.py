@@ -20,10 +20,10 @@ from flask import current_app, g, request, stream_with_context
 from flask_sse import Message, ServerSentEventsBlueprint
 from sqlalchemy import ColumnElement, Connection, func, or_, select
 
-from taskapp import credentials
-from taskapp.events import channel_for
-from taskapp.models import FINAL_RUN_STATUSES, Event
-from taskapp.redis_client import get_redis
+from taskapp.hotstate.client import get_redis
+from taskapp.store.events import channel_for
+from taskapp.store.models import FINAL_RUN_STATUSES, Event
+from taskapp.store.teams import still_valid
 from web.auth import require_team, team_run
 from web.context import db as request_session
 from web.context import engine
@@ -158,7 +158,7 @@ def run_events(run_id: str):
     @stream_with_context
     def generate() -> Iterator[str]:
         yield "retry: 2000\n\n"
-        for message in bp.run_messages(run.id, last_id, lambda conn: credentials.still_valid(conn, caller)):
+        for message in bp.run_messages(run.id, last_id, lambda conn: still_valid(conn, caller)):
             yield message if isinstance(message, str) else str(message)
 
     response = current_app.response_class(generate(), mimetype="text/event-stream")

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from taskapp import intake
-from taskapp.models import Run
+from taskapp.pipeline import intake
+from taskapp.store.models import Run
 from web.context import db, settings
 from web.errors import ApiError
 from web.schemas import RunCreate

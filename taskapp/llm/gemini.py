@@ -15,7 +15,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from pydantic import BaseModel
 
-from taskapp.accounting import Usage
+from taskapp.domain.pricing import Usage
 from taskapp.settings import Settings
 
 try:  # google-genai 3.x sends with httpx2 by default; 1.x and 2.x with httpx

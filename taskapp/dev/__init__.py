@@ -1,0 +1,1 @@
+"""Development and test tooling: the dev stack, embedded servers, the Gemini simulator. Never imported by production code."""

@@ -1,0 +1,287 @@
+"""A local HTTP server that speaks the Gemini REST API (see shared GEMINI.md).
+
+For offline use, tests and benchmarks: `/v1` and `/v1beta` generateContent and
+countTokens, answers valid against the requested schema, plausible token counts,
+configurable latency, and a log of every request it accepted (with how many batched
+items it carried) so tests can check what reached "Gemini" from the server's side.
+`POST /_sim/config {"answer_faults": [...]}` makes it drop or corrupt the answers of
+chosen batched items, to test that one bad answer never spoils its batch.
+
+Each response goes out in one write with TCP_NODELAY: a handler that writes
+headers and body separately stalls ~40 ms per call (Nagle + delayed ACK).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from taskapp.dev.gemini_sim.answers import FakeContext, fake_value
+from taskapp.dev.gemini_sim.quotas import SimQuotas
+from taskapp.domain.tokens import estimate_tokens
+
+_ROUTE = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):(generateContent|countTokens)$")
+
+
+def _tokens(text: str) -> int:
+    return estimate_tokens(text) if text else 0
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, dict):
+        return "".join(str(p.get("text", "")) for p in content.get("parts", []) if isinstance(p, dict))
+    if isinstance(content, list):
+        return "\n".join(_text_of(c) for c in content)
+    return ""
+
+
+class SimulatorState:
+    """What the simulator was asked and how it answers; shared by handler threads."""
+
+    def __init__(self, latency_ms: int = 0, log_size: int = 200_000) -> None:
+        self.latency_ms = latency_ms
+        # Answer faults: [{"match": str, "kind": "drop"|"corrupt", "times": int (-1: always)}]. A
+        # batched task whose input contains `match` loses its answer, or gets one that fails
+        # the schema, at most `times` times per step id.
+        self.answer_faults: list[dict[str, Any]] = []
+        self._fault_counts: dict[tuple[int, str], int] = {}
+        self.quotas = SimQuotas()  # quotas enforced as Gemini does, and errors to inject
+        # Values forced into every answer's output, e.g. {"approved": false}: a reviewer that never approves.
+        self.output_overrides: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        self.log: deque[dict[str, Any]] = deque(maxlen=log_size)
+        self.seq = 0
+
+    def record(self, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self.seq += 1
+            entry["seq"] = self.seq
+            self.log.append(entry)
+
+    def requests(self, since: int = 0) -> list[dict[str, Any]]:
+        with self.lock:
+            return [e for e in self.log if e["seq"] > since]
+
+    def configure(self, body: dict[str, Any]) -> None:
+        if "latency_ms" in body:
+            self.latency_ms = max(0, int(body["latency_ms"]))
+        self.quotas.configure(body)
+        if "output_overrides" in body:
+            if not isinstance(body["output_overrides"], dict):
+                raise ValueError("output_overrides: an object of output field -> value")
+            self.output_overrides = dict(body["output_overrides"])
+        if "answer_faults" in body:
+            faults = body["answer_faults"]
+            if not isinstance(faults, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("match"), str) and f.get("kind") in ("drop", "corrupt")
+                for f in faults
+            ):
+                raise ValueError('answer_faults: a list of {"match": str, "kind": "drop"|"corrupt", "times": int}')
+            with self.lock:
+                self.answer_faults = [dict(f, times=int(f.get("times", -1))) for f in faults]
+                self._fault_counts.clear()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.log.clear()
+            self.answer_faults = []
+            self._fault_counts.clear()
+            self.output_overrides = {}
+        self.quotas.reset()
+
+    def apply_faults(self, value: Any, tasks: list[dict[str, Any]]) -> int:
+        """Force configured output fields, drop or corrupt the answers of matching tasks; returns how many were hit."""
+        if not isinstance(value, dict) or not isinstance(value.get("answers"), list):
+            return 0
+        for answer in value["answers"]:
+            if self.output_overrides and isinstance(answer, dict) and isinstance(answer.get("output"), dict):
+                answer["output"].update({k: v for k, v in self.output_overrides.items() if k in answer["output"]})
+        if not self.answer_faults:
+            return 0
+        inputs = {str(t.get("step_id")): json.dumps(t.get("input"), ensure_ascii=False) for t in tasks}
+        hit = 0
+        kept = []
+        with self.lock:
+            for answer in value["answers"]:
+                sid = str(answer.get("step_id")) if isinstance(answer, dict) else ""
+                kind = None
+                for index, rule in enumerate(self.answer_faults):
+                    count = self._fault_counts.get((index, sid), 0)
+                    if rule["match"] in inputs.get(sid, "") and (rule["times"] < 0 or count < rule["times"]):
+                        self._fault_counts[(index, sid)] = count + 1
+                        kind = rule["kind"]
+                        break
+                if kind == "drop":
+                    hit += 1
+                    continue
+                if kind == "corrupt":
+                    hit += 1
+                    answer = {"step_id": sid, "output": {"corrupted": True}}
+                kept.append(answer)
+        value["answers"] = kept
+        return hit
+
+
+def request_tokens(body: dict[str, Any]) -> int:
+    """Input tokens of a generateContent body, counted as generate() counts them."""
+    prompt = _text_of(body.get("contents", []))
+    system = _text_of(body.get("systemInstruction") or body.get("system_instruction") or {})
+    return _tokens(system) + _tokens(prompt)
+
+
+def generate(model: str, body: dict[str, Any], state: SimulatorState | None = None
+             ) -> tuple[dict[str, Any], int, int, int]:
+    """The generateContent answer for a request body: with input and output tokens, and items answered."""
+    prompt = _text_of(body.get("contents", []))
+    system = _text_of(body.get("systemInstruction") or body.get("system_instruction") or {})
+    config = body.get("generationConfig") or body.get("generation_config") or {}
+    schema = (config.get("responseJsonSchema") or config.get("response_json_schema")
+              or config.get("responseSchema") or config.get("response_schema"))
+    ctx = FakeContext.from_prompt(prompt)
+    if schema:
+        value = fake_value(schema, ctx)
+        if state is not None:
+            state.apply_faults(value, ctx.tasks)
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = f"Simulated answer to: {' '.join(prompt.split())[:200]}"
+    tokens_in = _tokens(system) + _tokens(prompt)
+    tokens_out = _tokens(text)
+    answer = {
+        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"},
+                        "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": tokens_in, "candidatesTokenCount": tokens_out,
+                          "thoughtsTokenCount": 0, "totalTokenCount": tokens_in + tokens_out},
+        "modelVersion": model,
+        "responseId": uuid.uuid4().hex[:16],
+    }
+    return answer, tokens_in, tokens_out, len(ctx.tasks)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: SimulatorServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        pass
+
+    def _send(self, status: int, body: dict[str, Any] | list[Any]) -> None:
+        payload = json.dumps(body).encode()
+        head = (f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
+                f"Content-Type: application/json; charset=UTF-8\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n").encode()
+        self.wfile.write(head + payload)
+        self.wfile.flush()
+
+    def _error(self, status: int, message: str, state: str) -> None:
+        self._send(status, {"error": {"code": status, "message": message, "status": state}})
+
+    def _body(self) -> dict[str, Any] | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            parsed = json.loads(raw or b"{}")
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+        state = self.server.state
+        if self.path.startswith("/_sim/requests"):
+            match = re.search(r"since=(\d+)", self.path)
+            self._send(200, state.requests(int(match.group(1)) if match else 0))
+        elif self.path == "/_sim/health":
+            self._send(200, {"ok": True, "latency_ms": state.latency_ms})
+        else:
+            self._error(404, f"no such path {self.path}", "NOT_FOUND")
+
+    def do_POST(self) -> None:  # noqa: N802
+        state = self.server.state
+        body = self._body()
+        if body is None:
+            self._error(400, "Invalid JSON payload received.", "INVALID_ARGUMENT")
+            return
+        if self.path == "/_sim/reset":
+            state.reset()
+            self._send(200, {"ok": True})
+            return
+        if self.path == "/_sim/config":
+            try:
+                state.configure(body)
+            except ValueError as exc:
+                self._error(400, str(exc), "INVALID_ARGUMENT")
+                return
+            self._send(200, {"ok": True, "latency_ms": state.latency_ms, "answer_faults": state.answer_faults})
+            return
+        match = _ROUTE.match(self.path.split("?", 1)[0])
+        if not match:
+            self._error(404, f"no such method {self.path}", "NOT_FOUND")
+            return
+        if not (self.headers.get("x-goog-api-key") or "key=" in self.path):
+            self._error(403, "Method doesn't allow unregistered callers.", "PERMISSION_DENIED")
+            return
+        _, model, method = match.groups()
+        if method == "countTokens":
+            total = _tokens(_text_of(body.get("contents", [])))
+            self._send(200, {"totalTokens": total})
+            return
+        if not body.get("contents"):
+            self._error(400, "* GenerateContentRequest.contents: contents is not specified", "INVALID_ARGUMENT")
+            return
+        received = time.time()
+        refusal = state.quotas.admit(model, request_tokens(body), received)
+        if refusal is not None:
+            error = refusal["error"]
+            quota_id = next((v.get("quotaId") for d in error.get("details", []) for v in d.get("violations", [])),
+                            None)
+            state.record({"ts": received, "model": model, "status": error["code"], "quota_id": quota_id,
+                          "items": 0, "tokens_in": 0, "tokens_out": 0})
+            self._send(error["code"], refusal)
+            return
+        if state.latency_ms:
+            time.sleep(state.latency_ms / 1000)
+        answer, tokens_in, tokens_out, items = generate(model, body, state)
+        state.record({"ts": received, "model": model, "status": 200, "items": items,
+                      "tokens_in": tokens_in, "tokens_out": tokens_out})
+        self._send(200, answer)
+
+
+class SimulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, state: SimulatorState) -> None:
+        super().__init__((host, port), Handler)
+        self.state = state
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+def start(host: str = "127.0.0.1", port: int = 0, latency_ms: int = 0) -> SimulatorServer:
+    """Start a simulator in a background thread (the caller shuts it down)."""
+    server = SimulatorServer(host, port, SimulatorState(latency_ms))
+    threading.Thread(target=server.serve_forever, name="gemini-sim", daemon=True).start()
+    return server
+
+
+def serve(host: str, port: int, latency_ms: int) -> None:
+    """Run in the foreground until interrupted (`taskapp gemini-sim`)."""
+    server = SimulatorServer(host, port, SimulatorState(latency_ms))
+    print(f"Gemini simulator on {server.url} (latency {latency_ms} ms)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

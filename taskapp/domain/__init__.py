@@ -1,0 +1,1 @@
+"""Pure rules: workflow decisions, batching policy, quotas, pricing, prompts (stdlib and pydantic only)."""

@@ -1,0 +1,1 @@
+"""All of Redis: the client, the batch buffers and the quota gate."""

@@ -1,0 +1,1 @@
+"""Carrying a run through: intake, orchestration, batching, calls, recovery."""

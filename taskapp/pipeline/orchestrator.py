@@ -1,0 +1,256 @@
+"""Carrying out workflow decisions against Postgres: start, advance and finish runs.
+
+The run row is locked while a decision is made, so two workers finishing the last
+two steps of a phase cannot both create the next one. Step ids are derived from
+`(run_id, seq)`, so a redelivered advance produces the same ids, never new ones.
+Returns the steps it queued; the caller commits first and offers them to the batcher after.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from taskapp.domain.agents import get_agent
+from taskapp.domain.quota import TeamShare, pacific_day_start
+from taskapp.domain.workflows import Decision, Limits, RunOptions, StepState, decide, get_workflow
+from taskapp.settings import Settings
+from taskapp.store import events
+from taskapp.store.models import FINAL_RUN_STATUSES, PENDING_STEP_STATUSES, Run, Step, Team
+
+log = logging.getLogger(__name__)
+STEP_NAMESPACE = uuid.UUID("6f1c8a52-3f7e-4a39-9a8e-2b7f0c1d9e11")
+
+
+def step_key(run_id: uuid.UUID, seq: int) -> uuid.UUID:
+    """The deterministic id of a run's seq-th step."""
+    return uuid.uuid5(STEP_NAMESPACE, f"{run_id}:{seq}")
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A step stored as `queued`, to be offered to its agent's batch buffer once committed."""
+
+    step_id: str
+    agent: str
+    model: str
+    run_id: str
+    priority: str = "batch"
+
+
+def server_limits(settings: Settings) -> Limits:
+    return Limits(
+        max_steps=settings.max_steps,
+        token_budget=settings.run_token_budget,
+        max_handoff_depth=settings.max_handoff_depth,
+        run_timeout_s=settings.run_timeout_s,
+        context_token_budget=settings.context_token_budget,
+    )
+
+
+@dataclass
+class Advanced:
+    """What one transaction of decisions produced, for the caller to act on after its commit."""
+
+    ready: list[Ready] = field(default_factory=list)
+    freed_teams: set[uuid.UUID] = field(default_factory=set)  # teams with a run limit and an ended run
+
+    def add(self, other: Advanced) -> None:
+        self.ready += other.ready
+        self.freed_teams |= other.freed_teams
+
+
+@dataclass
+class _Plan:
+    run: Run
+    team: Team | None
+    starting: bool
+    decision: Decision
+    next_seq: int
+    priority: str
+
+
+def advance_run(session: Session, run_id: uuid.UUID, settings: Settings, origin: str | None = None,
+                skip_locked: bool = False) -> list[Ready]:
+    """Take one run one decision further; a no-op for a finished or unknown run."""
+    return advance_runs(session, [run_id], settings, origin, skip_locked).ready
+
+
+def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Settings, origin: str | None = None,
+                 skip_locked: bool = False) -> Advanced:
+    """Take each run one decision further, all in the caller's transaction.
+
+    A batch's runs are decided together so that a finished batch costs a handful of
+    statements, not a handful per run: the runs are locked in one statement (in id
+    order, so two deciders never deadlock; `FOR NO KEY UPDATE`, so another transaction's
+    event or step rows for a run never wait on it), their steps read in one, and what
+    the decisions write goes in with the commit. Reads all come before writes; the
+    runs' event locks come last, with the commit (taskapp.store.events).
+
+    `origin` names the worker node deciding, recorded on `step.queued` (which node queued what).
+    `skip_locked` (the sweeper): a run someone is advancing right now is left to them.
+    """
+    rows = session.execute(
+        select(Run, Team).outerjoin(Team, Team.id == Run.team_id).where(Run.id.in_(list(run_ids)))
+        .order_by(Run.id).with_for_update(of=Run, skip_locked=skip_locked, key_share=True)
+    ).all()
+    out = Advanced()
+    out.freed_teams = {team.id for run, team in rows
+                       if run.status in FINAL_RUN_STATUSES and team and team.max_concurrent_runs is not None}
+    live = [(run, team) for run, team in rows if run.status not in FINAL_RUN_STATUSES]
+    steps_of: dict[uuid.UUID, list[Step]] = defaultdict(list)
+    started = [run.id for run, _ in live if run.status != "queued"]  # a queued run has no steps yet
+    if started:
+        for step in session.scalars(select(Step).where(Step.run_id.in_(started)).order_by(Step.run_id, Step.seq)):
+            steps_of[step.run_id].append(step)
+    now = datetime.now(UTC)
+    plans: list[_Plan] = []
+    starting_now: Counter[uuid.UUID] = Counter()  # runs of a team this transaction starts
+    with session.no_autoflush:
+        for run, team in live:
+            share = TeamShare(team.max_concurrent_runs, team.daily_token_budget) if team else TeamShare()
+            starting = run.status == "queued"
+            if starting and share.max_concurrent_runs is not None:
+                session.get(Team, run.team_id, with_for_update=True)  # two workers starting its runs: one at a time
+                running = starting_now[run.team_id] + (session.scalar(select(func.count()).select_from(Run).where(
+                    Run.team_id == run.team_id, Run.status == "running")) or 0)
+                if not share.may_start_run(running):
+                    log.info("run waits for one of its team's %d running runs to end", running,
+                             extra={"run_id": str(run.id)})
+                    continue  # stays queued: a run of the team that ends starts it, or the sweeper does
+                starting_now[run.team_id] += 1
+            steps = steps_of.get(run.id, [])
+            options = run.options or {}
+            run_options = RunOptions(priority=options.get("priority", "batch"), overrides=options.get("limits") or {})
+            decision = decide(
+                get_workflow(run.workflow),
+                run.input,
+                [StepState(s.seq, s.agent, s.status, s.input, s.output, s.error, s.tokens_in + s.tokens_out)
+                 for s in steps],
+                run_options.limits(server_limits(settings)),
+                elapsed_s=0.0 if starting else (now - (run.started_at or now)).total_seconds(),
+            )
+            if not decision.finished and share.daily_token_budget is not None:
+                exhausted = share.budget_exhausted(_team_tokens_today(session, run.team_id, now))
+                if exhausted:
+                    decision = Decision(failure=exhausted)
+            if starting or decision.finished or decision.new_steps:
+                plans.append(_Plan(run, team, starting, decision, (steps[-1].seq + 1) if steps else 1,
+                                   run_options.priority))
+    failing = [p.run for p in plans if p.decision.failure is not None]
+    if failing:
+        _cancel_pending_steps(session, failing)
+    new_steps: list[dict[str, Any]] = []
+    for plan in plans:
+        run = plan.run
+        if plan.starting:  # a run gets its first steps only once it is running
+            run.status, run.started_at = "running", now
+            events.record(session, run.id, "run.started", workflow=run.workflow)
+        if plan.decision.finished:
+            _finish_run(session, run, plan.decision)
+            if plan.team is not None and plan.team.max_concurrent_runs is not None:
+                out.freed_teams.add(plan.team.id)
+        else:
+            out.ready += _queue_steps(session, run, plan.decision, plan.next_seq, plan.priority, origin, new_steps)
+    if new_steps:  # every run's new steps in one INSERT (Core: no objects to track)
+        session.connection().execute(insert(Step.__table__), new_steps)
+    return out
+
+
+def _team_tokens_today(session: Session, team_id: uuid.UUID, now: datetime) -> int:
+    return int(session.scalar(
+        select(func.coalesce(func.sum(Step.tokens_in + Step.tokens_out), 0)).join(Run, Run.id == Step.run_id)
+        .where(Run.team_id == team_id, Step.finished_at >= pacific_day_start(now))
+    ))
+
+
+def lock_queued_run(session: Session, run_id: uuid.UUID) -> Run | None:
+    """Lock a run; the run if it is still `queued` (not started yet by anyone).
+
+    None too when another transaction holds it: a starter that took it along with its own
+    (its start message then has nothing to do and must not wait, holding a worker, for
+    that starter's commit), the sweeper starting it, or a cancel. If that holder rolls
+    back, the sweeper starts the run after RUN_NUDGE_AFTER_S.
+    """
+    run = session.scalar(select(Run).where(Run.id == run_id).with_for_update(key_share=True, skip_locked=True))
+    return run if run is not None and run.status == "queued" else None
+
+
+def queued_runs_to_start(session: Session, run: Run, limit: int) -> list[uuid.UUID]:
+    """Other runs of `run`'s team still waiting for their first move, oldest first, locked.
+
+    None when the team has a concurrent-run limit (its queued runs wait for one of its
+    runs to end, and are started then). `SKIP LOCKED`: a run another starter holds is its
+    own, and waiting for it could deadlock two starters that each hold the other's run.
+    """
+    return list(session.scalars(
+        select(Run.id).join(Team, Team.id == Run.team_id)
+        .where(Run.team_id == run.team_id, Run.status == "queued", Run.id != run.id,
+               Team.max_concurrent_runs.is_(None))
+        .order_by(Run.created_at).limit(limit).with_for_update(of=Run, skip_locked=True, key_share=True)
+    ))
+
+
+def next_queued_runs(session: Session, team_ids: set[uuid.UUID]) -> list[uuid.UUID]:
+    """Each team's oldest queued run: the one to start when one of its runs ended."""
+    return [rid for rid in (session.scalar(
+        select(Run.id).where(Run.team_id == t, Run.status == "queued").order_by(Run.created_at).limit(1))
+        for t in team_ids) if rid is not None]
+
+
+def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, priority: str,
+                 origin: str | None, rows: list[dict[str, Any]]) -> list[Ready]:
+    """Add the decision's steps to `rows` (the caller inserts them) and record their events."""
+    ready = []
+    for offset, new in enumerate(decision.new_steps):
+        agent = get_agent(new.agent)
+        seq = next_seq + offset
+        step_id = step_key(run.id, seq)
+        rows.append({"id": step_id, "run_id": run.id, "seq": seq, "agent": agent.name, "model": agent.model,
+                     "status": "queued", "input": new.input})
+        events.record(session, run.id, "step.queued", step_id=step_id, seq=seq, agent=agent.name,
+                      model=agent.model, queued_by=origin)
+        ready.append(Ready(str(step_id), agent.name, agent.model, str(run.id), priority))
+    return ready
+
+
+def _finish_run(session: Session, run: Run, decision: Decision) -> None:
+    """Record a run's end (a failed run's queued steps are already cancelled, never called)."""
+    run.finished_at = datetime.now(UTC)
+    if decision.failure is not None:
+        run.status, run.error = "failed", decision.failure
+        events.record(session, run.id, "run.failed", error=decision.failure)
+        log.info("run failed", extra={"run_id": str(run.id), "error": decision.failure})
+    else:
+        run.status, run.output = "succeeded", decision.output
+        events.record(session, run.id, "run.succeeded")
+        log.info("run succeeded", extra={"run_id": str(run.id)})
+
+
+def cancel_run(session: Session, run_id: uuid.UUID, team_id: uuid.UUID | None = None) -> Run | None:
+    """Cancel a run: queued steps are never called; a step in a call has its answer discarded."""
+    run = session.get(Run, run_id, with_for_update={"key_share": True})
+    if run is None or (team_id is not None and run.team_id != team_id):
+        return None
+    if run.status in FINAL_RUN_STATUSES:
+        return run
+    run.status, run.finished_at, run.error = "cancelled", datetime.now(UTC), "cancelled by request"
+    _cancel_pending_steps(session, [run])
+    events.record(session, run.id, "run.cancelled")
+    return run
+
+
+def _cancel_pending_steps(session: Session, runs: list[Run]) -> None:
+    session.execute(
+        update(Step)
+        .where(Step.run_id.in_([r.id for r in runs]), Step.status.in_(tuple(PENDING_STEP_STATUSES)))
+        .values(status="cancelled", finished_at=datetime.now(UTC), lease_until=None)
+    )

@@ -1,0 +1,1 @@
+"""All of PostgreSQL: the models, migrations and every statement, grouped by table."""
