@@ -100,3 +100,27 @@ class EmbeddedFlusher(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(EmbeddedFlusher)
+
+
+def queue_depths(queues: list[str] | None = None) -> dict[str, int | None]:
+    """Messages waiting per queue, for Redis and AMQP brokers alike (None: broker down)."""
+    from amqp.exceptions import ChannelError
+
+    from taskapp.keys import all_queues
+
+    names = queues or all_queues()
+    out: dict[str, int | None] = {}
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            for name in names:
+                channel = conn.channel()  # AMQP closes a channel on a 404: one each
+                try:
+                    out[name] = channel.queue_declare(queue=name, passive=True).message_count
+                except ChannelError:
+                    out[name] = 0  # not declared by any consumer yet: nothing waits in it
+                finally:
+                    channel.close()
+    except Exception:  # noqa: BLE001 (kombu/amqp raise many kinds; all mean "unknown now")
+        return {q: None for q in names}
+    return out

@@ -11,9 +11,8 @@ from typing import Any
 import click
 import httpx
 
+from taskapp.domain.status import FINAL_RUN_STATUSES
 from taskapp.settings import SettingsError, get_settings
-
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 @click.group()
@@ -219,7 +218,7 @@ def _follow(client: httpx.Client, path: str) -> int:
             if seen.get(step["id"]) != step["status"]:
                 seen[step["id"]] = step["status"]
                 click.echo(f"  step {step['seq']:>2} {step['agent']:<11} {step['status']}", err=True)
-        if run["status"] in FINAL:
+        if run["status"] in FINAL_RUN_STATUSES:
             click.echo(f"run {run['status']}", err=True)
             click.echo(json.dumps(run.get("output") or {"error": run.get("error")}, indent=2))
             return 0 if run["status"] == "succeeded" else 1

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taskapp.domain.batching import BatchPolicy, policy_for
+from taskapp.domain.engine import Limits
 from taskapp.domain.quota import QUOTA_FIELDS, ModelQuota, quota_for
 
 
@@ -27,6 +28,7 @@ class SettingsError(ValueError):
 
 
 MIN_SECRET_KEY_BYTES = 32
+DEFAULT_LIMITS = Limits()
 
 
 class Settings(BaseModel):
@@ -72,11 +74,12 @@ class Settings(BaseModel):
     # A claimed step's lease, renewed while its call runs; a dead worker's steps are re-offered after it.
     step_lease_s: float = Field(default=30.0, ge=1)
 
-    max_steps: int = Field(default=40, ge=1)
-    run_token_budget: int = Field(default=500_000, ge=1)
-    max_handoff_depth: int = Field(default=5, ge=0)
-    run_timeout_s: int = Field(default=600, ge=1)
-    context_token_budget: int = Field(default=3_000, ge=100)
+    # The kill switches' defaults are the engine's (one copy: taskapp.domain.engine.Limits).
+    max_steps: int = Field(default=DEFAULT_LIMITS.max_steps, ge=1)
+    run_token_budget: int = Field(default=DEFAULT_LIMITS.token_budget, ge=1)
+    max_handoff_depth: int = Field(default=DEFAULT_LIMITS.max_handoff_depth, ge=0)
+    run_timeout_s: int = Field(default=int(DEFAULT_LIMITS.run_timeout_s), ge=1)
+    context_token_budget: int = Field(default=DEFAULT_LIMITS.context_token_budget, ge=100)
     llm_max_retries: int = Field(default=5, ge=0)
 
     # Signs session cookies. No default: the web process refuses to start without one (see
@@ -178,6 +181,12 @@ class Settings(BaseModel):
     def quota(self, model: str) -> ModelQuota:
         """The model's limits: its GEMINI_QUOTAS entry over the built-in defaults."""
         return quota_for(model, self.gemini_quotas)
+
+    def limits(self) -> Limits:
+        """The server's kill switches, which a run's own limits may only lower."""
+        return Limits(max_steps=self.max_steps, token_budget=self.run_token_budget,
+                      max_handoff_depth=self.max_handoff_depth, run_timeout_s=self.run_timeout_s,
+                      context_token_budget=self.context_token_budget)
 
     def batch_policy(self, agent: str) -> BatchPolicy:
         """The agent's batch size and window (its BATCH_POLICIES entry, else the defaults)."""

@@ -7,15 +7,16 @@ operator which runs a task serves.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import uuid
 
 from taskapp.celery_app import app
 from taskapp.domain.retry import backoff_s, jittered
 from taskapp.hotstate.quota_gate import QuotaGate, gate_for
+from taskapp.keys import ADVANCE_RUN_TASK, EXECUTE_BATCH_TASK, FINISH_BATCHES_TASK, START_RUN_TASK
 from taskapp.llm.gemini import get_client
 from taskapp.outages import TRANSIENT_ERRORS
+from taskapp.per_process import per_process
 from taskapp.pipeline import executor
 from taskapp.pipeline.dispatcher import get_dispatcher
 from taskapp.settings import get_settings
@@ -29,13 +30,13 @@ OUTAGE_RETRY = {"autoretry_for": TRANSIENT_ERRORS, "retry_backoff": 1, "retry_ba
                 "retry_jitter": True}
 
 
-@app.task(bind=True, name="taskapp.start_run", max_retries=12, **OUTAGE_RETRY)
+@app.task(bind=True, name=START_RUN_TASK, max_retries=12, **OUTAGE_RETRY)
 def start_run(self, run_id: str) -> None:
     """First move of a run (published by the API), and of other runs still queued with it."""
     get_dispatcher(app).start(run_id, origin=self.request.hostname)
 
 
-@app.task(bind=True, name="taskapp.advance_run", max_retries=12, **OUTAGE_RETRY)
+@app.task(bind=True, name=ADVANCE_RUN_TASK, max_retries=12, **OUTAGE_RETRY)
 def advance_run(self, run_id: str) -> None:
     """Decide and queue a run's next steps, or finish it.
 
@@ -48,17 +49,12 @@ def advance_run(self, run_id: str) -> None:
 # A waiting task re-checks the gate at least this often: a Redis broker redelivers ETA
 # tasks held longer than its visibility timeout, so a day-long park is many short waits.
 MAX_QUOTA_WAIT_S = 300
-_gates: dict[int, QuotaGate] = {}
-
-
+@per_process
 def _gate() -> QuotaGate:
-    gate = _gates.get(os.getpid())
-    if gate is None:
-        gate = _gates[os.getpid()] = gate_for(get_settings(), lease_ms=(app.conf.task_time_limit + 30) * 1000)
-    return gate
+    return gate_for(get_settings(), lease_ms=(app.conf.task_time_limit + 30) * 1000)
 
 
-@app.task(bind=True, name="taskapp.execute_batch", max_retries=None, ignore_result=False, **OUTAGE_RETRY)
+@app.task(bind=True, name=EXECUTE_BATCH_TASK, max_retries=None, ignore_result=False, **OUTAGE_RETRY)
 def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: str, failures: int = 0) -> dict:
     """Chord header: one Gemini call for a batch, through the quota gate.
 
@@ -89,7 +85,7 @@ def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: s
     return outcome.as_result()
 
 
-@app.task(bind=True, name="taskapp.finish_batches", max_retries=12, **OUTAGE_RETRY)
+@app.task(bind=True, name=FINISH_BATCHES_TASK, max_retries=12, **OUTAGE_RETRY)
 def finish_batches(self, results: list[dict] | None = None, batch_ids: list[str] | None = None) -> None:
     """Chord body (the aggregator): records the batches and advances every run in them."""
     get_dispatcher(app).finish([uuid.UUID(b) for b in batch_ids or []], origin=self.request.hostname)

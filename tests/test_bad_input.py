@@ -221,8 +221,9 @@ def test_summarize_refuses_more_text_than_the_summarizer_reads(client, team):
 def test_the_summarizer_reads_all_the_text_it_accepts():
     """The limit is what the summarizer reads: accepted text goes whole to its step, whatever
     CONTEXT_TOKEN_BUDGET says (that budget trims context handed between agents)."""
+    from taskapp.domain.engine import Limits, decide
     from taskapp.domain.tokens import TRIM_MARK
-    from taskapp.domain.workflows import SUMMARIZE_MAX_CHARS, Limits, decide, get_workflow
+    from taskapp.domain.workflows import SUMMARIZE_MAX_CHARS, get_workflow
 
     longest = "z" * SUMMARIZE_MAX_CHARS
     (step,) = decide(get_workflow("summarize"), {"text": longest}, [], Limits(context_token_budget=100)).new_steps

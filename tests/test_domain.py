@@ -11,18 +11,11 @@ import pytest
 from taskapp.domain import prompts
 from taskapp.domain.agents import get_agent
 from taskapp.domain.batching import Outlook, company_can_come
+from taskapp.domain.engine import Decision, Limits, RunOptions, StepState, decide
 from taskapp.domain.pricing import Usage, cost_usd, split_usage
 from taskapp.domain.prompts import batch_schema, parse_answers
 from taskapp.domain.tokens import TRIM_MARK, trim_to_budget
-from taskapp.domain.workflows import (
-    Decision,
-    Limits,
-    RunOptions,
-    StepState,
-    decide,
-    first_step_agents,
-    get_workflow,
-)
+from taskapp.domain.workflows import first_step_agents, get_workflow
 
 RESEARCH = get_workflow("research")
 Q = {"question": "Why is the sky blue?", "max_revisions": 1}

@@ -141,7 +141,7 @@ def _queued_run(settings, team_id):
 
 
 def _numsub(client, run_id) -> int:
-    from taskapp.store.events import channel_for
+    from taskapp.keys import run_channel as channel_for
 
     return dict(client.pubsub_numsub(channel_for(run_id)))[channel_for(run_id).encode()]
 

@@ -8,8 +8,7 @@ from typing import TypeVar
 from flask import Blueprint, g, request
 from pydantic import BaseModel, ValidationError
 
-from taskapp import keys
-from taskapp.celery_app import app as celery_app
+from taskapp.celery_app import queue_depths
 from taskapp.domain.agents import get_agent
 from taskapp.domain.workflows import WORKFLOWS
 from taskapp.pipeline import intake, orchestrator
@@ -97,7 +96,7 @@ def get_metrics():
     """
     scope = metrics_scope()
     window_s = _parse(MetricsQuery, request.args, "invalid_window").window_s
-    depths = keys.depths(celery_app) if scope.fleet else None
+    depths = queue_depths() if scope.fleet else None
     snapshot = metrics.snapshot(db(), depths, window_s, gate_usage(), scope)
     return reply(MetricsSnapshot.model_validate(snapshot), omit_unset=True)
 

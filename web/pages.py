@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
-from taskapp import keys
-from taskapp.celery_app import app as celery_app
+from taskapp.celery_app import queue_depths
 from taskapp.domain.workflows import WORKFLOWS, get_workflow
 from taskapp.pipeline import orchestrator
 from taskapp.store import metrics
@@ -113,7 +112,7 @@ def dashboard():
     return render_template("dashboard.html", agents=agents, charts=charts, timeline=timeline,
                            quota=metrics.quota_use(db(), scope), gate=metrics.gate_view(gate_usage(), scope), fleet=scope.fleet,
                            runs=metrics.run_counts(db(), scope),
-                           queues=keys.depths(celery_app) if scope.fleet else None)
+                           queues=queue_depths() if scope.fleet else None)
 
 
 @bp.post("/runs/<run_id>/cancel")

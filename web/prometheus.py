@@ -13,8 +13,7 @@ from flask import Blueprint, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from taskapp import keys
-from taskapp.celery_app import app as celery_app
+from taskapp.celery_app import queue_depths
 from taskapp.store import metrics
 from web.auth import metrics_scope
 from web.context import db
@@ -75,7 +74,7 @@ class TaskappCollector:
         if not scope.fleet:
             return
         depth = GaugeMetricFamily("taskapp_queue_depth", "Messages waiting per Celery queue", labels=["queue"])
-        for name, n in keys.depths(celery_app).items():
+        for name, n in queue_depths().items():
             if n is not None:
                 depth.add_metric([name], n)
         yield depth

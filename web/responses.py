@@ -15,7 +15,7 @@ from flask import current_app
 from pydantic import BaseModel, Field
 
 from taskapp.store.metrics import AgentStats
-from taskapp.store.models import RUN_STATUSES, STEP_STATUSES
+from taskapp.domain.status import RUN_STATUSES, STEP_STATUSES
 
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
 StepStatus = Literal[STEP_STATUSES]  # type: ignore[valid-type]

@@ -22,6 +22,7 @@ from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from taskapp.keys import RATE_LIMIT_PREFIX
 from taskapp.settings import Settings
 from web.errors import error_response
 
@@ -67,7 +68,7 @@ def init_security(app: Flask, settings: Settings, limited: list[Blueprint], call
     # 429 below says when to come back instead.
     # Redis down: each process counts on its own meanwhile (never a 500, never unlimited).
     limiter = Limiter(key_func=caller_key, headers_enabled=False, swallow_errors=True,
-                      in_memory_fallback_enabled=True, strategy="fixed-window", key_prefix="taskapp:ratelimit")
+                      in_memory_fallback_enabled=True, strategy="fixed-window", key_prefix=RATE_LIMIT_PREFIX)
     for blueprint in limited:
         csrf.exempt(blueprint)  # bearer keys need no token; cookie sessions are checked in web.auth
         limiter.shared_limit(settings.api_rate_limit, scope="api")(blueprint)  # one budget for all of it

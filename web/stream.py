@@ -20,8 +20,9 @@ from flask import current_app, g, request, stream_with_context
 from flask_sse import Message, ServerSentEventsBlueprint
 from sqlalchemy import ColumnElement, Connection, func, or_, select
 
+from taskapp.domain.status import FINAL_EVENTS
 from taskapp.hotstate.client import get_redis
-from taskapp.store.events import channel_for
+from taskapp.keys import run_channel
 from taskapp.store.models import FINAL_RUN_STATUSES, Event
 from taskapp.store.teams import still_valid
 from web.auth import require_team, team_run
@@ -32,7 +33,6 @@ from web.openapi import answers, documented
 from web.schemas import RunEventsHeaders, RunEventsQuery
 
 log = logging.getLogger(__name__)
-FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
 # A keep-alive comment every SSE_KEEPALIVE_S (15 s) keeps proxies from cutting idle streams.
 AUTH_RECHECK_S = 10.0  # an open stream re-checks its key and session this often
 SAFETY_POLL_S = 30.0  # even with Redis up, re-read the table this often (a publish that was lost)
@@ -107,7 +107,7 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
     def _subscribe(self, run_id: uuid.UUID):
         try:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(channel_for(run_id))
+            pubsub.subscribe(run_channel(run_id))
             return pubsub
         except (redis.RedisError, OSError, ValueError) as exc:
             log.warning("event stream for run %s tails the table: Redis subscribe failed: %r", run_id, exc,

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import redis
 
 from taskapp.domain.batching import BatchPolicy
-
-KEY_PREFIX = "taskapp:batchbuf"
+from taskapp.keys import buffer_key
 
 # KEYS[1] buffer; ARGV step ids. Adds the ids not already waiting; returns the buffer's size.
 _OFFER = """
@@ -65,10 +64,6 @@ class Taken:
 
     step_id: str
     wait_ms: int
-
-
-def buffer_key(agent: str, model: str) -> str:
-    return f"{KEY_PREFIX}:{agent}:{model}"
 
 
 class Batcher:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import redis
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
+from taskapp.per_process import per_process
 
 
+@per_process
 def get_redis(url: str) -> redis.Redis:
-    key = (os.getpid(), url)
-    client = _clients.get(key)
-    if client is None:
-        # Each SSE stream holds a pub/sub connection of its own: redis-py 8's default
-        # pool cap (100) would push streams past it onto table polling.
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
-                                      max_connections=10_000)
-        _clients[key] = client
-    return client
+    """This process's client for `url`."""
+    # Each SSE stream holds a pub/sub connection of its own: redis-py 8's default
+    # pool cap (100) would push streams past it onto table polling.
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
+                                max_connections=10_000)

@@ -29,12 +29,12 @@ from datetime import UTC, datetime
 import redis
 
 from taskapp.domain.quota import ModelQuota, quota_day
+from taskapp.keys import QUOTA_PREFIX
 from taskapp.outages import REDIS_ERRORS
 from taskapp.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PREFIX = "taskapp:quota"
 MINUTE_S = 60  # the RPM/TPM window; QUOTA_MINUTE_SECONDS shortens it for simulations
 WINDOW_MARGIN_MS = 1_000  # a granted request reaches Gemini a little later than it was granted
 WAITER_TTL_MS = 15 * 60 * 1000
@@ -207,7 +207,7 @@ class QuotaGate:
         self._pause = client.register_script(_PAUSE)
 
     def _keys(self, model: str, day: str) -> dict[str, str]:
-        base = f"{PREFIX}:{model}"
+        base = f"{QUOTA_PREFIX}:{model}"
         return {"req": f"{base}:req", "tok": f"{base}:tok", "toksum": f"{base}:toksum", "day": f"{base}:day:{day}",
                 "leases": f"{base}:leases", "waiters": f"{base}:waiters", "pause": f"{base}:pause",
                 "breaker": f"{base}:breaker", "probe": f"{base}:probe"}

@@ -9,7 +9,6 @@ module only carries them out against Redis, Postgres and the broker.
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -22,8 +21,15 @@ from taskapp.domain.batching import chunks, company_can_come
 from taskapp.domain.workflows import first_step_agents
 from taskapp.hotstate.buffers import Batcher, Taken
 from taskapp.hotstate.client import get_redis
-from taskapp.keys import ORCHESTRATION_QUEUE, llm_queue
+from taskapp.keys import (
+    EXECUTE_BATCH_TASK,
+    FINISH_BATCHES_TASK,
+    ORCHESTRATION_QUEUE,
+    STARTED_PREFIX,
+    llm_queue,
+)
 from taskapp.outages import dependency_of
+from taskapp.per_process import per_process
 from taskapp.pipeline import orchestrator
 from taskapp.settings import Settings, get_settings
 from taskapp.store import in_motion
@@ -38,7 +44,6 @@ _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2,
 # A run another run's start took along: its own start message finds this and stops before
 # Postgres. Only ever set after the commit that started the run; without it (expired,
 # Redis flushed or down) the message asks Postgres, which gives the same answer.
-STARTED_PREFIX = "taskapp:started"
 STARTED_TTL_S = 600
 
 
@@ -175,11 +180,11 @@ class Dispatcher:
 
     def _send_chord(self, agent: str, model: str, batches: list[tuple[uuid.UUID, list[str]]]) -> None:
         header = [
-            self.app.signature("taskapp.execute_batch", args=[str(batch_id), ids],
+            self.app.signature(EXECUTE_BATCH_TASK, args=[str(batch_id), ids],
                                kwargs={"agent": agent, "model": model}, queue=llm_queue(model))
             for batch_id, ids in batches
         ]
-        body = self.app.signature("taskapp.finish_batches",
+        body = self.app.signature(FINISH_BATCHES_TASK,
                                   kwargs={"batch_ids": [str(b) for b, _ in batches]}, queue=ORCHESTRATION_QUEUE)
         chord(header, body).apply_async(retry=True, retry_policy=_PUBLISH_RETRY)
 
@@ -195,19 +200,12 @@ class Dispatcher:
             self.advance(run_ids[ADVANCE_CHUNK:], origin)
 
 
-_dispatchers: dict[int, Dispatcher] = {}
-
-
+@per_process(key=lambda *_: ())
 def get_dispatcher(app: Celery | None = None) -> Dispatcher:
     """This process's dispatcher (a forked child builds its own)."""
-    dispatcher = _dispatchers.get(os.getpid())
-    if dispatcher is None:
-        if app is None:
-            from taskapp.celery_app import app as celery_app
+    if app is None:
+        from taskapp.celery_app import app as celery_app
 
-            app = celery_app
-        settings = get_settings()
-        dispatcher = Dispatcher(settings, session_factory(settings), Batcher(get_redis(settings.require("redis_url"))),
-                                app)
-        _dispatchers[os.getpid()] = dispatcher
-    return dispatcher
+        app = celery_app
+    settings = get_settings()
+    return Dispatcher(settings, session_factory(settings), Batcher(get_redis(settings.require("redis_url"))), app)

@@ -21,12 +21,12 @@ import time
 import redis
 
 from taskapp.domain.agents import all_agents
+from taskapp.keys import SWEEP_LOCK
 from taskapp.outages import TRANSIENT_ERRORS, dependency_of
 from taskapp.pipeline import sweeper
 from taskapp.pipeline.dispatcher import Dispatcher, get_dispatcher
 
 log = logging.getLogger(__name__)
-SWEEP_LOCK = "taskapp:sweeper:lease"
 # How often a node asks whether anything could still join its waiting buffers (a few
 # indexed reads in Postgres): the idle flush comes at most this late.
 IDLE_CHECK_S = 0.1

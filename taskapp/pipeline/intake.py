@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from taskapp.celery_app import app as celery_app
 from taskapp.domain.workflows import UnknownWorkflow, get_workflow
-from taskapp.keys import ORCHESTRATION_QUEUE
+from taskapp.keys import ORCHESTRATION_QUEUE, START_RUN_TASK
 from taskapp.store.models import Run, Step
 from taskapp.store.runs import create_run, run_by_key
 
@@ -212,7 +212,7 @@ def publish_start(run_id: uuid.UUID) -> None:
         # asks the result backend to watch for a result that never comes, and the backend
         # is per thread, so under gevent each new connection's greenlet first builds one
         # (7-35 ms: it scans the installed packages' entry points): the enqueue tail.
-        celery_app.send_task("taskapp.start_run", args=[str(run_id)], queue=ORCHESTRATION_QUEUE,
+        celery_app.send_task(START_RUN_TASK, args=[str(run_id)], queue=ORCHESTRATION_QUEUE,
                              ignore_result=True, retry=True,
                              retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2,
                                            "interval_max": 0.5})

@@ -20,8 +20,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from taskapp.domain.agents import get_agent
+from taskapp.domain.engine import Decision, RunOptions, StepState, decide
 from taskapp.domain.quota import TeamShare, pacific_day_start
-from taskapp.domain.workflows import Decision, Limits, RunOptions, StepState, decide, get_workflow
+from taskapp.domain.workflows import get_workflow
 from taskapp.settings import Settings
 from taskapp.store import events
 from taskapp.store.models import FINAL_RUN_STATUSES, PENDING_STEP_STATUSES, Run, Step, Team
@@ -44,16 +45,6 @@ class Ready:
     model: str
     run_id: str
     priority: str = "batch"
-
-
-def server_limits(settings: Settings) -> Limits:
-    return Limits(
-        max_steps=settings.max_steps,
-        token_budget=settings.run_token_budget,
-        max_handoff_depth=settings.max_handoff_depth,
-        run_timeout_s=settings.run_timeout_s,
-        context_token_budget=settings.context_token_budget,
-    )
 
 
 @dataclass
@@ -135,7 +126,7 @@ def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Setti
                 run.input,
                 [StepState(s.seq, s.agent, s.status, s.input, s.output, s.error, s.tokens_in + s.tokens_out)
                  for s in steps],
-                run_options.limits(server_limits(settings)),
+                run_options.limits(settings.limits()),
                 elapsed_s=0.0 if starting else (now - (run.started_at or now)).total_seconds(),
             )
             if not decision.finished and share.daily_token_budget is not None:

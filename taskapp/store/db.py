@@ -2,38 +2,34 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from taskapp.per_process import per_process
 from taskapp.settings import Settings, get_settings
-
-_engines: dict[tuple[int, str, int], Engine] = {}
 
 
 def get_engine(settings: Settings | None = None, pool_size: int | None = None) -> Engine:
     """The engine for this process (a forked child never reuses its parent's sockets)."""
     settings = settings or get_settings()
-    url = settings.require("database_url")
-    size = pool_size or settings.db_pool_size
-    key = (os.getpid(), url, size)
-    engine = _engines.get(key)
-    if engine is None:
-        engine = create_engine(
-            url,
-            pool_size=size,
-            max_overflow=size // 2,
-            pool_pre_ping=settings.db_pre_ping,
-            pool_recycle=1800,
-            # A failed statement's error (logged with the traceback of a 500) names the
-            # statement, never its parameters: they carry team ids and run inputs.
-            hide_parameters=True,
-        )
-        _engines[key] = engine
-    return engine
+    return _engine(settings.require("database_url"), pool_size or settings.db_pool_size, settings.db_pre_ping)
+
+
+@per_process
+def _engine(url: str, size: int, pre_ping: bool) -> Engine:
+    return create_engine(
+        url,
+        pool_size=size,
+        max_overflow=size // 2,
+        pool_pre_ping=pre_ping,
+        pool_recycle=1800,
+        # A failed statement's error (logged with the traceback of a 500) names the
+        # statement, never its parameters: they carry team ids and run inputs.
+        hide_parameters=True,
+    )
 
 
 def session_factory(settings: Settings | None = None, pool_size: int | None = None) -> sessionmaker[Session]:
@@ -59,6 +55,6 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
 
 def dispose_engines() -> None:
     """Drop pooled connections (after fork, or at shutdown)."""
-    for engine in _engines.values():
+    for engine in _engine.made():
         engine.dispose(close=False)
-    _engines.clear()
+    _engine.forget()

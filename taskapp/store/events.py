@@ -18,15 +18,13 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from taskapp.domain.status import EVENT_TYPES
 from taskapp.hotstate.client import get_redis
+from taskapp.keys import run_channel
 from taskapp.store.models import Event
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = (
-    "run.queued", "run.started", "step.queued", "step.batched", "step.started", "step.succeeded",
-    "step.failed", "step.retrying", "quota.wait", "run.succeeded", "run.failed", "run.cancelled",
-)
 _PENDING = "taskapp.pending_events"
 _READY = "taskapp.flushed_events"
 # The locks first (the filter's one-time subquery runs before any row is produced), then
@@ -40,10 +38,6 @@ WHERE (SELECT count(*) FROM locked) >= 0
 ORDER BY e.n
 RETURNING id
 """)
-
-
-def channel_for(run_id: uuid.UUID | str) -> str:
-    return f"taskapp:run:{run_id}"
 
 
 def record(session: Session, run_id: uuid.UUID, type_: str, **data: Any) -> None:
@@ -83,7 +77,7 @@ def _insert_pending(session: Session) -> None:
     ids = sorted(session.connection().scalars(_LOCK_AND_INSERT, {"keys": keys, "rows": rows}).all())
     ready = session.info.setdefault(_READY, [])
     for (run_id, type_, payload), event_id in zip(pending, ids, strict=True):
-        ready.append((channel_for(run_id), json.dumps({"data": payload, "type": type_, "id": event_id, "retry": None})))
+        ready.append((run_channel(run_id), json.dumps({"data": payload, "type": type_, "id": event_id, "retry": None})))
 
 
 @sa_event.listens_for(Session, "after_commit")

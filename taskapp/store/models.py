@@ -27,18 +27,19 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from taskapp.domain.status import (  # noqa: F401 (the status columns hold these; importers find them here too)
+    FINAL_RUN_STATUSES,
+    FINAL_STEP_STATUSES,
+    PENDING_STEP_STATUSES,
+    RUN_STATUSES,
+    STEP_STATUSES,
+)
+
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONB, Decimal: Numeric(14, 8)}
 
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-# queued: stored and offered to its agent's buffer; batched: taken into a batch whose
-# message is on its way; running: claimed under a lease by the task making the call.
-STEP_STATUSES = ("queued", "batched", "running", "succeeded", "failed", "cancelled")
-PENDING_STEP_STATUSES = frozenset({"queued", "batched", "running"})
-FINAL_STEP_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def _now_default() -> Any:
