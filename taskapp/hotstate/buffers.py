@@ -18,44 +18,11 @@ from dataclasses import dataclass
 import redis
 
 from taskapp.domain.batching import BatchPolicy
+from taskapp.hotstate.scripts import load
 from taskapp.keys import buffer_key
 
-# KEYS[1] buffer; ARGV step ids. Adds the ids not already waiting; returns the buffer's size.
-_OFFER = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, #ARGV do
-  redis.call('ZADD', KEYS[1], 'NX', now, ARGV[i])
-end
-return redis.call('ZCARD', KEYS[1])
-"""
-
-# KEYS[1] buffer; ARGV max_size, max_wait_ms, force (0/1), cap.
-# Takes full batches; takes everything (up to cap) once the oldest step is due or when
-# forced. Returns {now_ms, id1, score1, id2, score2, ...}, oldest first.
-_TAKE = """
-local max_size = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local force = ARGV[3] == '1'
-local cap = tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local n = redis.call('ZCARD', KEYS[1])
-if n == 0 then return {now} end
-local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
-local take
-if force or now - oldest >= window then
-  take = math.min(n, cap)
-else
-  take = math.min(n - (n % max_size), cap)
-end
-if take == 0 then return {now} end
-local items = redis.call('ZRANGE', KEYS[1], 0, take - 1, 'WITHSCORES')
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, take - 1)
-local out = {now}
-for i = 1, #items do out[#out + 1] = items[i] end
-return out
-"""
+_OFFER = load("buffer_offer")
+_TAKE = load("buffer_take")
 
 
 @dataclass(frozen=True)
