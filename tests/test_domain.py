@@ -173,3 +173,17 @@ def test_a_workflows_first_agent_takes_every_runs_first_step(name, run_input):
     assert {n.agent for n in first.new_steps} == {workflow.agents[0]}
     assert workflow.agents[0] in first_step_agents()
     assert "writer" not in first_step_agents()
+
+
+def test_after_a_failed_call_a_quota_refusal_waits_a_transient_error_retries_and_the_rest_fail():
+    """The executor's choice after a Gemini error, as a pure function of the error."""
+    from taskapp.domain.retry import AfterError, after_call_error
+
+    choose = {"retry_after_s": None, "give_up": False, "default_delay_s": 1.0}
+    assert after_call_error(quota_delay_s=12.0, retryable=True, **choose) == AfterError("wait", 12.0)
+    assert after_call_error(quota_delay_s=None, retryable=True, **choose) == AfterError("retry", 1.0)
+    assert after_call_error(quota_delay_s=None, retryable=True, **(choose | {"retry_after_s": 7.5})) == \
+        AfterError("retry", 7.5)
+    assert after_call_error(quota_delay_s=None, retryable=True, **(choose | {"give_up": True})).action == "fail"
+    assert after_call_error(quota_delay_s=None, retryable=False, **choose).action == "fail"
+    assert after_call_error(quota_delay_s=3.0, retryable=False, **(choose | {"give_up": True})).action == "wait"
