@@ -43,6 +43,7 @@ def test_research_workflow_walks_plan_research_write_review():
     steps.append(done(6, "reviewer", {"approved": False, "feedback": "more"}))
     d = decide(RESEARCH, Q, steps, Limits())
     assert d.new_steps[0].agent == "writer" and d.new_steps[0].handoff
+    assert "handoff" not in d.new_steps[0].input  # a field of the step: the prompt never carries it
     assert d.new_steps[0].input["feedback"] == "more" and d.new_steps[0].input["previous_draft"] == "D1"
     steps.append(done(7, "writer", {"title": "T2", "draft": "D2"}, d.new_steps[0].input))
     steps.append(done(8, "reviewer", {"approved": False, "feedback": "still"}))
@@ -68,6 +69,11 @@ def test_kill_switches_end_runs():
     loop = [done(1, "writer", {"draft": "d"}), done(2, "reviewer", {"approved": False, "feedback": "x"})]
     many = {"question": "q", "max_revisions": 10}
     assert decide(RESEARCH, many, loop, Limits(max_handoff_depth=0)).failure.startswith("routing_exhausted")
+    handed = [done(1, "writer", {"draft": "d"}), done(2, "reviewer", {"approved": False, "feedback": "x"}),
+              StepState(3, "writer", "succeeded", {}, {"draft": "d2"}, handoff=True),
+              done(4, "reviewer", {"approved": False, "feedback": "y"})]
+    assert decide(RESEARCH, many, handed, Limits(max_handoff_depth=1)).failure.startswith("routing_exhausted")
+    assert decide(RESEARCH, many, handed, Limits(max_handoff_depth=2)).new_steps[0].handoff
 
 
 def test_run_options_only_tighten_server_limits():

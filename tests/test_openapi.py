@@ -56,7 +56,7 @@ def _start_with_one_answered_step(settings, db_session, run_id: str) -> None:
     from taskapp.pipeline import orchestrator
     from taskapp.store.models import Step
 
-    orchestrator.advance_run(db_session, uuid.UUID(run_id), settings)
+    orchestrator.advance_runs(db_session, [uuid.UUID(run_id)], settings)
     db_session.commit()
     step = db_session.scalars(select(Step).where(Step.run_id == uuid.UUID(run_id))).one()
     now = datetime.now(UTC)

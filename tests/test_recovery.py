@@ -38,7 +38,7 @@ def _started_run(settings, team, text: str):
         run, _ = create_run(session, team_id=team[0], workflow="summarize", input={"text": text}, options={})
         run_id = run.id
     with factory.begin() as session:
-        (ready,) = orchestrator.advance_run(session, run_id, settings)
+        (ready,) = orchestrator.advance_runs(session, [run_id], settings).ready
     return run_id, ready
 
 
@@ -207,7 +207,7 @@ def test_a_step_whose_deliveries_keep_dying_fails_as_poison(team, settings, db_s
                             max_attempts=settings.step_max_attempts)
     assert outcome.succeeded == 0 and outcome.skipped == 1
     with factory.begin() as session:
-        orchestrator.advance_run(session, run_id, settings)
+        orchestrator.advance_runs(session, [run_id], settings)
     db_session.expire_all()
     step = db_session.get(Step, uuid.UUID(ready.step_id))
     assert step.status == "failed" and step.error.startswith("poison: claimed")

@@ -9,13 +9,22 @@ run's input and its steps so far: a redelivered message decides the same thing.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from taskapp.domain.quota import TeamShare
 from taskapp.domain.status import PENDING_STEP_STATUSES
+
+STEP_NAMESPACE = uuid.UUID("6f1c8a52-3f7e-4a39-9a8e-2b7f0c1d9e11")
+
+
+def step_key(run_id: uuid.UUID, seq: int) -> uuid.UUID:
+    """The deterministic id of a run's seq-th step: a redelivered decision makes the same ids."""
+    return uuid.uuid5(STEP_NAMESPACE, f"{run_id}:{seq}")
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class StepState:
     output: dict[str, Any] | None = None
     error: str | None = None
     tokens: int = 0
+    handoff: bool = False  # this step took control back to an earlier agent
 
 
 @dataclass(frozen=True)
@@ -90,10 +100,16 @@ def decide(
     if decision.new_steps:
         if len(steps) + len(decision.new_steps) > limits.max_steps:
             return Decision(failure=f"step_limit_exceeded: more than {limits.max_steps} steps")
-        depth = sum(1 for s in steps if s.input.get("handoff")) + sum(1 for n in decision.new_steps if n.handoff)
+        depth = sum(1 for s in steps if s.handoff) + sum(1 for n in decision.new_steps if n.handoff)
         if depth > limits.max_handoff_depth:
             return Decision(failure=f"routing_exhausted: handoff depth over {limits.max_handoff_depth}")
     return decision
+
+
+def within_team_budget(decision: Decision, share: TeamShare, tokens_today: int) -> Decision:
+    """A run whose team spent its daily tokens fails instead of making more calls."""
+    exhausted = share.budget_exhausted(tokens_today)
+    return Decision(failure=exhausted) if exhausted and not decision.finished else decision
 
 
 @dataclass(frozen=True)

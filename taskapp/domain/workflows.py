@@ -80,8 +80,7 @@ class ResearchWorkflow:
                     "review": out.get("feedback", ""),
                 })
             writer_input = self._writer_input(question, steps, limits)
-            writer_input.update(previous_draft=latest.get("draft", ""), feedback=out.get("feedback", ""),
-                                handoff=True)
+            writer_input.update(previous_draft=latest.get("draft", ""), feedback=out.get("feedback", ""))
             return Decision(new_steps=(NewStep("writer", writer_input, handoff=True),))
         return Decision(failure=f"workflow {self.name} cannot follow agent {last.agent!r}")
 

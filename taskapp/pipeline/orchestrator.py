@@ -20,7 +20,14 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from taskapp.domain.agents import get_agent
-from taskapp.domain.engine import Decision, RunOptions, StepState, decide
+from taskapp.domain.engine import (
+    Decision,
+    RunOptions,
+    StepState,
+    decide,
+    step_key,
+    within_team_budget,
+)
 from taskapp.domain.quota import TeamShare, pacific_day_start
 from taskapp.domain.workflows import get_workflow
 from taskapp.settings import Settings
@@ -28,12 +35,6 @@ from taskapp.store import events
 from taskapp.store.models import FINAL_RUN_STATUSES, PENDING_STEP_STATUSES, Run, Step, Team
 
 log = logging.getLogger(__name__)
-STEP_NAMESPACE = uuid.UUID("6f1c8a52-3f7e-4a39-9a8e-2b7f0c1d9e11")
-
-
-def step_key(run_id: uuid.UUID, seq: int) -> uuid.UUID:
-    """The deterministic id of a run's seq-th step."""
-    return uuid.uuid5(STEP_NAMESPACE, f"{run_id}:{seq}")
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,6 @@ class _Plan:
     priority: str
 
 
-def advance_run(session: Session, run_id: uuid.UUID, settings: Settings, origin: str | None = None,
-                skip_locked: bool = False) -> list[Ready]:
-    """Take one run one decision further; a no-op for a finished or unknown run."""
-    return advance_runs(session, [run_id], settings, origin, skip_locked).ready
-
-
 def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Settings, origin: str | None = None,
                  skip_locked: bool = False) -> Advanced:
     """Take each run one decision further, all in the caller's transaction.
@@ -97,45 +92,73 @@ def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Setti
     out.freed_teams = {team.id for run, team in rows
                        if run.status in FINAL_RUN_STATUSES and team and team.max_concurrent_runs is not None}
     live = [(run, team) for run, team in rows if run.status not in FINAL_RUN_STATUSES]
-    steps_of: dict[uuid.UUID, list[Step]] = defaultdict(list)
-    started = [run.id for run, _ in live if run.status != "queued"]  # a queued run has no steps yet
-    if started:
-        for step in session.scalars(select(Step).where(Step.run_id.in_(started)).order_by(Step.run_id, Step.seq)):
-            steps_of[step.run_id].append(step)
+    steps_of = _steps_of(session, [run.id for run, _ in live if run.status != "queued"])  # queued: no steps yet
     now = datetime.now(UTC)
-    plans: list[_Plan] = []
-    starting_now: Counter[uuid.UUID] = Counter()  # runs of a team this transaction starts
+    starts = _TeamStarts(session)
     with session.no_autoflush:
-        for run, team in live:
-            share = TeamShare(team.max_concurrent_runs, team.daily_token_budget) if team else TeamShare()
-            starting = run.status == "queued"
-            if starting and share.max_concurrent_runs is not None:
-                session.get(Team, run.team_id, with_for_update=True)  # two workers starting its runs: one at a time
-                running = starting_now[run.team_id] + (session.scalar(select(func.count()).select_from(Run).where(
-                    Run.team_id == run.team_id, Run.status == "running")) or 0)
-                if not share.may_start_run(running):
-                    log.info("run waits for one of its team's %d running runs to end", running,
-                             extra={"run_id": str(run.id)})
-                    continue  # stays queued: a run of the team that ends starts it, or the sweeper does
-                starting_now[run.team_id] += 1
-            steps = steps_of.get(run.id, [])
-            options = run.options or {}
-            run_options = RunOptions(priority=options.get("priority", "batch"), overrides=options.get("limits") or {})
-            decision = decide(
-                get_workflow(run.workflow),
-                run.input,
-                [StepState(s.seq, s.agent, s.status, s.input, s.output, s.error, s.tokens_in + s.tokens_out)
-                 for s in steps],
-                run_options.limits(settings.limits()),
-                elapsed_s=0.0 if starting else (now - (run.started_at or now)).total_seconds(),
-            )
-            if not decision.finished and share.daily_token_budget is not None:
-                exhausted = share.budget_exhausted(_team_tokens_today(session, run.team_id, now))
-                if exhausted:
-                    decision = Decision(failure=exhausted)
-            if starting or decision.finished or decision.new_steps:
-                plans.append(_Plan(run, team, starting, decision, (steps[-1].seq + 1) if steps else 1,
-                                   run_options.priority))
+        plans = [plan for run, team in live
+                 if (plan := _plan(session, run, team, steps_of.get(run.id, []), settings, now, starts))]
+    _carry_out(session, plans, origin, now, out)
+    return out
+
+
+def _steps_of(session: Session, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Step]]:
+    """Each run's steps in order, in one statement."""
+    steps_of: dict[uuid.UUID, list[Step]] = defaultdict(list)
+    if run_ids:
+        for step in session.scalars(select(Step).where(Step.run_id.in_(run_ids)).order_by(Step.run_id, Step.seq)):
+            steps_of[step.run_id].append(step)
+    return steps_of
+
+
+class _TeamStarts:
+    """Whether a team with a concurrent-run limit may start one more run now (`TeamShare`),
+    counting the runs this transaction already started."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.started: Counter[uuid.UUID] = Counter()
+
+    def may_start(self, run: Run, share: TeamShare) -> bool:
+        if share.max_concurrent_runs is None:
+            return True
+        self.session.get(Team, run.team_id, with_for_update=True)  # two workers starting its runs: one at a time
+        running = self.started[run.team_id] + (self.session.scalar(select(func.count()).select_from(Run).where(
+            Run.team_id == run.team_id, Run.status == "running")) or 0)
+        if not share.may_start_run(running):
+            log.info("run waits for one of its team's %d running runs to end", running,
+                     extra={"run_id": str(run.id)})
+            return False  # stays queued: a run of the team that ends starts it, or the sweeper does
+        self.started[run.team_id] += 1
+        return True
+
+
+def _plan(session: Session, run: Run, team: Team | None, steps: list[Step], settings: Settings, now: datetime,
+          starts: _TeamStarts) -> _Plan | None:
+    """One run's next move (None: nothing to write), decided by the domain's rules."""
+    share = TeamShare(team.max_concurrent_runs, team.daily_token_budget) if team else TeamShare()
+    starting = run.status == "queued"
+    if starting and not starts.may_start(run, share):
+        return None
+    options = run.options or {}
+    run_options = RunOptions(priority=options.get("priority", "batch"), overrides=options.get("limits") or {})
+    decision = decide(
+        get_workflow(run.workflow),
+        run.input,
+        [StepState(s.seq, s.agent, s.status, s.input, s.output, s.error, s.tokens_in + s.tokens_out, s.handoff)
+         for s in steps],
+        run_options.limits(settings.limits()),
+        elapsed_s=0.0 if starting else (now - (run.started_at or now)).total_seconds(),
+    )
+    if not decision.finished and share.daily_token_budget is not None:
+        decision = within_team_budget(decision, share, _team_tokens_today(session, run.team_id, now))
+    if not (starting or decision.finished or decision.new_steps):
+        return None
+    return _Plan(run, team, starting, decision, (steps[-1].seq + 1) if steps else 1, run_options.priority)
+
+
+def _carry_out(session: Session, plans: list[_Plan], origin: str | None, now: datetime, out: Advanced) -> None:
+    """Write what the plans decided: starts, ends (a failing run's pending steps cancelled), new steps."""
     failing = [p.run for p in plans if p.decision.failure is not None]
     if failing:
         _cancel_pending_steps(session, failing)
@@ -153,7 +176,6 @@ def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Setti
             out.ready += _queue_steps(session, run, plan.decision, plan.next_seq, plan.priority, origin, new_steps)
     if new_steps:  # every run's new steps in one INSERT (Core: no objects to track)
         session.connection().execute(insert(Step.__table__), new_steps)
-    return out
 
 
 def _team_tokens_today(session: Session, team_id: uuid.UUID, now: datetime) -> int:
@@ -206,7 +228,7 @@ def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, 
         seq = next_seq + offset
         step_id = step_key(run.id, seq)
         rows.append({"id": step_id, "run_id": run.id, "seq": seq, "agent": agent.name, "model": agent.model,
-                     "status": "queued", "input": new.input})
+                     "status": "queued", "input": new.input, "handoff": new.handoff})
         events.record(session, run.id, "step.queued", step_id=step_id, seq=seq, agent=agent.name,
                       model=agent.model, queued_by=origin)
         ready.append(Ready(str(step_id), agent.name, agent.model, str(run.id), priority))

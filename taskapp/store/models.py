@@ -166,6 +166,9 @@ class Step(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     batched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     buffer_wait_ms: Mapped[int | None] = mapped_column(Integer)
+    # Control passed back to an earlier agent (counts against the handoff depth); a field of the
+    # step, never a key of the input that the prompt carries to Gemini.
+    handoff: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
 
     run: Mapped[Run] = relationship(back_populates="steps")
 
