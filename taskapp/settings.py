@@ -194,7 +194,7 @@ class Settings(BaseModel):
 
     @property
     def effective_broker_url(self) -> str:
-        """Broker defaults to Redis, as DESIGN.md §3 says."""
+        """The broker: CELERY_BROKER_URL, or Redis when it is unset (docs/design.md)."""
         return self.broker_url or self.require("redis_url")
 
     @property

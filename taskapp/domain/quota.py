@@ -3,7 +3,7 @@
 Gemini counts requests per minute (RPM), input tokens per minute (TPM) and requests
 per day (RPD) per project and model; the day resets at midnight US Pacific. These
 numbers differ by account tier, so they are configuration (GEMINI_QUOTAS), with
-defaults from the paid tier 1 table in GEMINI.md. Plain data and arithmetic: the
+defaults from Gemini's published paid tier 1 limits (docs/configuration.md). Plain data and arithmetic: the
 gate in `taskapp.hotstate.quota_gate` applies them atomically in Redis.
 """
 
@@ -38,7 +38,7 @@ class ModelQuota:
             raise ValueError("concurrency must be at least 1")
 
 
-# Tier 1, from GEMINI.md (illustrative; set GEMINI_QUOTAS for your project).
+# Tier 1 as Google published it (illustrative; set GEMINI_QUOTAS to your project's numbers).
 DEFAULT_QUOTAS: dict[str, ModelQuota] = {
     "gemini-2.5-pro": ModelQuota(rpm=150, tpm=2_000_000, rpd=10_000),
     "gemini-2.5-flash": ModelQuota(rpm=1_000, tpm=1_000_000, rpd=10_000),

@@ -1,4 +1,4 @@
-"""A local HTTP server that speaks the Gemini REST API (see shared GEMINI.md).
+"""A local HTTP server that speaks the Gemini REST API (its wire format as the google-genai SDK sends it).
 
 For offline use, tests and benchmarks: `/v1` and `/v1beta` generateContent and
 countTokens, answers valid against the requested schema, plausible token counts,
