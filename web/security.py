@@ -77,7 +77,7 @@ def init_security(app: Flask, settings: Settings, limited: list[Blueprint], call
     limiter.init_app(app)
 
     @app.errorhandler(RateLimitExceeded)
-    def _rate_limited(exc: RateLimitExceeded):  # noqa: ANN202 (a Flask response)
+    def _rate_limited(exc: RateLimitExceeded):
         current = limiter.current_limit
         retry_after = max(1, math.ceil(current.reset_at - time.time())) if current else 1
         return error_response(429, "rate_limited", f"too many requests (limit {exc.description}); "

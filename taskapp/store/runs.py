@@ -93,7 +93,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, run_id = raw.split("|", 1)
         return datetime.fromisoformat(created), uuid.UUID(run_id)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ValueError("invalid cursor") from exc
 
 
