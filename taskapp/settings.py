@@ -289,11 +289,6 @@ def _json_objects(value: object, example: str) -> object:
         raise ValueError(f"not JSON ({exc}); expected {example}") from None
 
 
-def env_names() -> list[str]:
-    """The environment variables taskapp reads (for docs and `taskapp config`)."""
-    return list(_ENV)
-
-
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build settings from an environment mapping (default: the process environment)."""
     source = os.environ if environ is None else environ
