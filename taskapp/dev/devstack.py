@@ -98,6 +98,7 @@ def login_link(settings: Settings) -> str:
     """A one-time sign-in link for the demo team (no API key in a URL, so none in access logs)."""
     with session_factory(settings).begin() as session:
         team = team_by_name(session, "demo")
+        assert team is not None, "the dev stack creates the demo team before it signs anyone in"
         token = make_login_link(session, team, timedelta(seconds=settings.login_link_ttl_s))
     return login_url(f"http://127.0.0.1:{settings.port}", token)
 
