@@ -8,7 +8,7 @@ LOCK := requirements/lock.txt
 UV_VERSION := 0.13.9
 LOCK_TOOLS := $(VENV)/lock-tools
 
-.PHONY: install run test bench lint lock clean
+.PHONY: install run test bench lint lock hooks clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ lock: $(LOCK_TOOLS)/bin/uv
 $(LOCK_TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(LOCK_TOOLS)
 	$(LOCK_TOOLS)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+## make hooks: run ruff, import-linter and mypy before every commit (.pre-commit-config.yaml)
+hooks: install
+	$(BIN)/pre-commit install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
