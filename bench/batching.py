@@ -74,7 +74,8 @@ def run_config(stack, size: int, window_ms: int, inflight: int, seconds: float, 
     lo, hi = start + timedelta(seconds=warmup_s), end
     mine = select(Run.id).where(Run.team_id == team_id)
     with factory() as s:
-        failed = s.scalar(select(func.count()).select_from(Run).where(Run.team_id == team_id, Run.status != "succeeded"))
+        failed = s.scalar(
+            select(func.count()).select_from(Run).where(Run.team_id == team_id, Run.status != "succeeded"))
         steps_done = s.scalar(select(func.count()).select_from(Step).where(
             Step.run_id.in_(mine), Step.finished_at >= lo, Step.finished_at < hi))
         waits = list(s.scalars(select(Step.buffer_wait_ms).where(

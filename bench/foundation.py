@@ -154,8 +154,8 @@ def steps_per_second(stack, url: str, key: str, runs: int, body: dict = SUMMARY)
             elapsed = time.perf_counter() - t0
             steps = s.scalar(select(func.count()).select_from(Step).join(Run).where(mine))
             failed = s.scalar(select(func.count()).select_from(Run).where(Run.status == "failed", mine))
-            first, last = s.execute(select(*(func.percentile_disc(share).within_group(Step.finished_at)
-                                             for share in (STEADY_FROM, STEADY_TO))).select_from(Step).join(Run).where(mine)).one()
+            shares = (func.percentile_disc(share).within_group(Step.finished_at) for share in (STEADY_FROM, STEADY_TO))
+            first, last = s.execute(select(*shares).select_from(Step).join(Run).where(mine)).one()
         assert failed == 0, f"{failed} runs failed"
         steady = (STEADY_TO - STEADY_FROM) * steps / (last - first).total_seconds()
         return Throughput(steps / elapsed, steady,
@@ -235,11 +235,12 @@ def main() -> None:
     print(table(["throughput (same broker, same worker concurrency)", "whole job, per s", "steady state, per s"], [
         ["raw Celery no-op tasks, published while the worker runs", raw.whole, raw.steady],
         ["raw Celery no-op tasks, all queued before the worker starts (the worker alone)", "-", alone.steady],
-        [f"end-to-end steps ({args.research_runs} runs of the built-in research workflow, ~6 steps each: "
-         "planner, researchers, writer, reviewer; zero-latency simulator)", research.whole, research.steady],
+        [(f"end-to-end steps ({args.research_runs} runs of the built-in research workflow, "
+          "~6 steps each: planner, researchers, writer, reviewer; zero-latency simulator)"), research.whole,
+         research.steady],
         ["end-to-end steps / no-op tasks", f"{research.whole / raw.whole:.3f}", f"{research.steady / noop_steady:.3f}"],
-        [f"one-step runs ({args.runs} `summarize` runs: every step is a whole run, with its own API request and "
-         "start message)", single.whole, single.steady],
+        [(f"one-step runs ({args.runs} `summarize` runs: every step is a whole run, "
+          "with its own API request and start message)"), single.whole, single.steady],
         ["one-step run steps / no-op tasks", f"{single.whole / raw.whole:.3f}", f"{single.steady / noop_steady:.3f}"],
     ]))
     print(f"(steady state: between {STEADY_FROM:.0%} and {STEADY_TO:.0%} of the tasks or steps done; the whole job "

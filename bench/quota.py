@@ -47,7 +47,7 @@ def _sim_log(stack) -> list[dict]:
 
 
 def celery_rate_limit(stack, nodes: int, rpm: int, requests: int, timeout_s: float) -> dict:
-    from bench.ratelimit_app import QUEUE, TASK, app, call  # noqa: F401
+    from bench.ratelimit_app import QUEUE, TASK, app, call
 
     _sim_reset(stack, rpm)
     r = redis.Redis.from_url(stack.redis_url)

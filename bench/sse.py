@@ -107,7 +107,8 @@ def main() -> None:
         def streams_open() -> float:
             rss = rss_mb(pid)
             peak[0] = max(peak[0], rss)
-            stack.start_worker("sse", concurrency=int(os.environ.get("BENCH_WORKER_CONCURRENCY", "4")))  # now the runs move: every event from here is live
+            # now the runs move: every event from here is live
+            stack.start_worker("sse", concurrency=int(os.environ.get("BENCH_WORKER_CONCURRENCY", "4")))
             return rss
 
         delays, finished, idle_rss, secs = asyncio.run(run_clients(url, key, run_ids, streams_open))

@@ -31,7 +31,7 @@ def _configure_logging(**_: object) -> None:
 @worker_init.connect
 def _warm_up_before_fork(**_: object) -> None:
     """Import and build, once in the node's main process, what every pool process needs."""
-    import celery.app.events  # noqa: F401 (a process's first task message imports these, for its event)
+    import celery.app.events  # a process's first task message imports these, for its event
     import celery.events.dispatcher  # noqa: F401
     import psycopg  # noqa: F401 (the engine imports the driver on its first connect)
     import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import httpx
@@ -56,8 +57,10 @@ _share_options = [
                  help="Operators see the whole fleet's metrics (every team, queue depths)."),
 ]
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def share_options(func):  # noqa: ANN001, ANN201
+
+def share_options(func: F) -> F:
     for option in reversed(_share_options):
         func = option(func)
     return func

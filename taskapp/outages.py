@@ -20,9 +20,9 @@ from sqlalchemy import exc as sa_exc
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError)
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError,
-                                                 kombu.exceptions.OperationalError)
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError)
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError,
+                                             kombu.exceptions.OperationalError)
 TRANSIENT_ERRORS = DATABASE_ERRORS + REDIS_ERRORS
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -40,8 +40,16 @@ class PerProcess(Generic[T]):
         self._made.clear()
 
 
-def per_process(build: Callable[..., T] | None = None, *,
-                key: Callable[..., tuple[Hashable, ...]] | None = None) -> PerProcess[T] | Callable[..., PerProcess[T]]:
+@overload
+def per_process(build: Callable[..., T]) -> PerProcess[T]: ...
+
+
+@overload
+def per_process(*, key: Callable[..., tuple[Hashable, ...]]) -> Callable[[Callable[..., T]], PerProcess[T]]: ...
+
+
+def per_process(build: Callable[..., T] | None = None, *, key: Callable[..., tuple[Hashable, ...]] | None = None
+                ) -> PerProcess[T] | Callable[[Callable[..., T]], PerProcess[T]]:
     """Decorate a builder so each process builds (and then reuses) its own; `key` picks which
     arguments tell two apart (`key=lambda *_: ()`: one per process whatever the arguments)."""
     if build is None:

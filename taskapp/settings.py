@@ -298,11 +298,6 @@ def _json_objects(value: object, example: str) -> object:
         raise ValueError(f"not JSON ({exc}); expected {example}") from None
 
 
-def env_names() -> list[str]:
-    """The environment variables taskapp reads (for docs and `taskapp config`)."""
-    return list(_ENV)
-
-
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build settings from an environment mapping (default: the process environment)."""
     source = os.environ if environ is None else environ
@@ -315,7 +310,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         values["log_format"] = str(values["log_format"]).lower()
     values.update(overrides)
     try:
-        return Settings(**values)
+        return Settings.model_validate(values)
     except ValidationError as exc:
         field_to_env = {f: e for e, f in _ENV.items()}
         problems = []

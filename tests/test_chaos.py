@@ -1,9 +1,9 @@
 """At-least-once under SIGKILL: 100 runs, two worker nodes, one killed and restarted every few seconds.
 
-Research runs (planner, researchers, writer, reviewer). A stack of its own (database, Redis db, simulator with 1 s calls, so kills land
-mid-call). Short leases and a short stranded-batch time let the sweeper recover what
-each kill strands within seconds. What is checked comes from Postgres and from the
-simulator's own request log; a summary goes to test-artifacts/chaos.json for
+Research runs (planner, researchers, writer, reviewer). A stack of its own (database, Redis db,
+simulator with 1 s calls, so kills land mid-call). Short leases and a short stranded-batch time
+let the sweeper recover what each kill strands within seconds. What is checked comes from
+Postgres and from the simulator's own request log; a summary goes to test-artifacts/chaos.json for
 docs/reliability.md.
 """
 

@@ -322,10 +322,7 @@ def test_an_open_event_stream_ends_when_its_key_is_revoked_or_its_session_signs_
         next(chunks)  # the stream is open
         revoke()
         deadline = time.monotonic() + 10
-        for _ in chunks:
-            if time.monotonic() > deadline:
-                return False
-        return True
+        return all(time.monotonic() <= deadline for _ in chunks)
 
     def revoke_the_key():
         with session_factory(settings).begin() as session:

@@ -81,9 +81,11 @@ def cancel_run(run_id: str):
     """Cancel: steps not yet called are never called."""
     run = team_run(run_id)
     session = db()
-    run = orchestrator.cancel_run(session, run.id, g.team_id)
+    cancelled = orchestrator.cancel_run(session, run.id, g.team_id)
+    if cancelled is None:  # runs are never deleted: team_run has just read this one
+        raise ApiError(404, "not_found", "no such run")
     session.commit()
-    return reply(run_summary(run), 202)
+    return reply(run_summary(cancelled), 202)
 
 
 @bp.get("/metrics")

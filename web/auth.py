@@ -94,9 +94,10 @@ def rate_limit_key() -> str:
 
 def _sent_metrics_token() -> bool:
     token = settings().metrics_token
+    if not token:
+        return False
     scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
-    return bool(token) and scheme.lower() == "bearer" and secrets.compare_digest(sent.strip().encode(),
-                                                                                token.encode())
+    return scheme.lower() == "bearer" and secrets.compare_digest(sent.strip().encode(), token.encode())
 
 
 def require_team(view: Callable[..., Any]) -> Callable[..., Any]:

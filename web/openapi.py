@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
+from spectree.models import SecureType
 from spectree.plugins.flask_plugin import FlaskPlugin
 from spectree.utils import get_model_key
 
@@ -52,7 +53,7 @@ spec = SpecTree(
     nested_naming_strategy=lambda _parent, child: child,
     validation_error_model=ErrorBody,
     security_schemes=[SecurityScheme(name="apiKey", data=SecuritySchemeData(
-        type="http", scheme="bearer", description="a team's API key"))],
+        type=SecureType.HTTP, scheme="bearer", description="a team's API key"))],
     security={"apiKey": []},
 )
 
@@ -73,7 +74,7 @@ class Answers(Response):
 
 
 def answers(status: int, model: type | None = None, *, errors: Iterable[int] = (), media_type: str | None = None,
-            also: Mapping[int, type] | None = None, dependencies: bool = True) -> Answers:
+            also: Mapping[int, type | None] | None = None, dependencies: bool = True) -> Answers:
     """The statuses an operation answers with: its success (a model, or a media type that is not JSON),
     its errors (an ErrorBody each; 503 too when it needs a dependency) and `also`, statuses with
     bodies of their own."""

@@ -110,7 +110,8 @@ def dashboard():
     charts = {"p50": series("latency_p50_ms"), "p95": series("latency_p95_ms"), "cost": series("cost_usd"),
               "batch": series("mean_batch_size")}
     return render_template("dashboard.html", agents=agents, charts=charts, timeline=timeline,
-                           quota=metrics.quota_use(db(), scope), gate=metrics.gate_view(gate_usage(), scope), fleet=scope.fleet,
+                           quota=metrics.quota_use(db(), scope), gate=metrics.gate_view(gate_usage(), scope),
+                           fleet=scope.fleet,
                            runs=metrics.run_counts(db(), scope),
                            queues=queue_depths() if scope.fleet else None)
 

@@ -74,9 +74,9 @@ class TaskappCollector:
         if not scope.fleet:
             return
         depth = GaugeMetricFamily("taskapp_queue_depth", "Messages waiting per Celery queue", labels=["queue"])
-        for name, n in queue_depths().items():
-            if n is not None:
-                depth.add_metric([name], n)
+        for name, waiting in queue_depths().items():
+            if waiting is not None:
+                depth.add_metric([name], waiting)
         yield depth
 
 

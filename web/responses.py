@@ -14,8 +14,8 @@ from flask import Response as FlaskResponse
 from flask import current_app
 from pydantic import BaseModel, Field
 
-from taskapp.store.metrics import AgentStats
 from taskapp.domain.status import RUN_STATUSES, STEP_STATUSES
+from taskapp.store.metrics import AgentStats
 
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
 StepStatus = Literal[STEP_STATUSES]  # type: ignore[valid-type]

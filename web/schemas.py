@@ -35,7 +35,8 @@ def _runs_of_each_workflow(schema: dict[str, Any]) -> None:
     says which input goes with which workflow, from those same models."""
     schema["oneOf"] = [{"properties": {"workflow": {"const": wf.name}, "input": wf.input_schema.model_json_schema()}}
                        for wf in WORKFLOWS.values()]
-    schema["examples"] = [{"workflow": "summarize", "input": {"text": "Celery runs tasks; Redis carries the messages."}}]
+    example = {"workflow": "summarize", "input": {"text": "Celery runs tasks; Redis carries the messages."}}
+    schema["examples"] = [example]
 
 
 class RunCreate(BaseModel):

@@ -73,12 +73,13 @@ def init_security(app: Flask, settings: Settings, limited: list[Blueprint], call
         csrf.exempt(blueprint)  # bearer keys need no token; cookie sessions are checked in web.auth
         limiter.shared_limit(settings.api_rate_limit, scope="api")(blueprint)  # one budget for all of it
     for endpoint in sign_in_views:  # guessing keys or links costs a database read each: slow it down
-        app.view_functions[endpoint] = limiter.limit(settings.sign_in_rate_limit, key_func=address_key,
-                                                     methods=["POST"])(app.view_functions[endpoint])
+        # (flask-limiter types the limited view as sync or async; these views are sync)
+        app.view_functions[endpoint] = limiter.limit(  # type: ignore[assignment]
+            settings.sign_in_rate_limit, key_func=address_key, methods=["POST"])(app.view_functions[endpoint])
     limiter.init_app(app)
 
     @app.errorhandler(RateLimitExceeded)
-    def _rate_limited(exc: RateLimitExceeded):  # noqa: ANN202 (a Flask response)
+    def _rate_limited(exc: RateLimitExceeded):
         current = limiter.current_limit
         retry_after = max(1, math.ceil(current.reset_at - time.time())) if current else 1
         return error_response(429, "rate_limited", f"too many requests (limit {exc.description}); "

@@ -155,13 +155,12 @@ def run_events(run_id: str):
     if db is not None:
         db.close()  # an idle stream must not hold a pooled connection
 
-    @stream_with_context
     def generate() -> Iterator[str]:
         yield "retry: 2000\n\n"
         for message in bp.run_messages(run.id, last_id, lambda conn: still_valid(conn, caller)):
             yield message if isinstance(message, str) else str(message)
 
-    response = current_app.response_class(generate(), mimetype="text/event-stream")
+    response = current_app.response_class(stream_with_context(generate()), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response

@@ -54,8 +54,8 @@ def run(settings: Settings) -> int:
             port = settings.sim_port or free_port()
             env["GEMINI_BASE_URL"] = f"http://127.0.0.1:{port}"
             env["GEMINI_SIM_PORT"] = str(port)
-        env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth or _remembered(data / "flower_auth",
-                                                                             lambda: "admin:" + secrets.token_urlsafe(12))
+        env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth or _remembered(
+            data / "flower_auth", lambda: "admin:" + secrets.token_urlsafe(12))
         # The web process refuses to start without a real secret: dev makes one and keeps it,
         # so sessions survive a restart. Plain http on localhost: cookies cannot be Secure-only.
         env["SECRET_KEY"] = settings.secret_key or _remembered(data / "secret_key", lambda: secrets.token_urlsafe(48))
@@ -98,6 +98,7 @@ def login_link(settings: Settings) -> str:
     """A one-time sign-in link for the demo team (no API key in a URL, so none in access logs)."""
     with session_factory(settings).begin() as session:
         team = team_by_name(session, "demo")
+        assert team is not None, "the dev stack creates the demo team before it signs anyone in"
         token = make_login_link(session, team, timedelta(seconds=settings.login_link_ttl_s))
     return login_url(f"http://127.0.0.1:{settings.port}", token)
 

@@ -11,10 +11,14 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 
 from taskapp.settings import normalize_database_url
+
+if TYPE_CHECKING:
+    from pgserver import PostgresServer
 
 
 def free_port() -> int:
@@ -28,7 +32,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir).resolve()
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         import pgserver  # heavy import, only when needed

@@ -63,8 +63,9 @@ class LocalStack:
             rd = EmbeddedRedis(self.workdir / "redis", persist=False)
             self.redis_url = rd.start()
             self._exits.callback(rd.stop)
-        redis.Redis.from_url(self.redis_url).flushdb()
-        self._exits.callback(lambda: redis.Redis.from_url(self.redis_url).flushdb())
+        redis_url = self.redis_url
+        redis.Redis.from_url(redis_url).flushdb()
+        self._exits.callback(lambda: redis.Redis.from_url(redis_url).flushdb())
         if self.sim_in_process:
             self.sim = simulator.start(latency_ms=self.sim_latency_ms)
             self._exits.callback(self.sim.server_close)

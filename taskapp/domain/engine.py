@@ -69,10 +69,19 @@ class Limits:
 
 
 class Workflow(Protocol):
-    name: str
-    description: str
-    input_schema: type[BaseModel]
-    agents: tuple[str, ...]  # the first is the agent of every run's first step
+    """What the engine needs of a workflow (read-only: workflows are frozen values)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def input_schema(self) -> type[BaseModel]: ...
+
+    @property
+    def agents(self) -> tuple[str, ...]: ...  # the first is the agent of every run's first step
 
     def next(self, run_input: dict[str, Any], steps: Sequence[StepState], limits: Limits) -> Decision: ...
 

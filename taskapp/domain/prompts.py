@@ -49,7 +49,9 @@ _json_schemas: dict[Any, dict[str, Any]] = {}
 def batch_schema(agent: Agent) -> type[BaseModel]:
     """The response schema for a batch of this agent's steps."""
     answer = create_model(f"{agent.name.title()}Answer", step_id=(str, ...), output=(agent.output_schema, ...))
-    return create_model(f"{agent.name.title()}Batch", __base__=_BatchSchema, answers=(list[answer], ...))
+    # `answer` is a model built at run time, which mypy cannot use as a type argument.
+    return create_model(f"{agent.name.title()}Batch", __base__=_BatchSchema,
+                        answers=(list[answer], ...))  # type: ignore[valid-type]
 
 
 def system_instruction(agent: Agent) -> str:

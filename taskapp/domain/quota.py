@@ -17,7 +17,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
-WINDOW_S = 60
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ BACKOFF_CAP_S = 60.0
 JITTER_SPREAD = 0.2
 
 
-def backoff_s(attempt: int, base_s: float = 1.0, cap_s: float = BACKOFF_CAP_S, rng: random.Random | None = None) -> float:
+def backoff_s(
+    attempt: int, base_s: float = 1.0, cap_s: float = BACKOFF_CAP_S, rng: random.Random | None = None
+) -> float:
     """Delay before retry number `attempt` (0-based): uniform in [base, min(cap, base * 2**attempt)]."""
     high = min(cap_s, base_s * (2 ** max(0, attempt)))
     return (rng or random).uniform(base_s, max(base_s, high))

@@ -87,7 +87,7 @@ class ResearchWorkflow:
     @staticmethod
     def _writer_input(question: str, steps: Sequence[StepState], limits: Limits) -> dict[str, Any]:
         research = [s for s in steps if s.agent == "researcher" and s.output]
-        texts = [f"{s.input.get('sub_question', '')}: {s.output.get('findings', '')}" for s in research]
+        texts = [f"{s.input.get('sub_question', '')}: {(s.output or {}).get('findings', '')}" for s in research]
         return {"question": question, "findings": trim_to_budget(texts, limits.context_token_budget)}
 
 
@@ -118,7 +118,8 @@ class SummarizeWorkflow:
         return Decision(output=dict(steps[-1].output or {}))
 
 
-WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (ResearchWorkflow(), SummarizeWorkflow())}
+_BUILT_IN: tuple[Workflow, ...] = (ResearchWorkflow(), SummarizeWorkflow())
+WORKFLOWS: dict[str, Workflow] = {w.name: w for w in _BUILT_IN}
 
 
 class UnknownWorkflow(KeyError):

@@ -14,6 +14,7 @@ find again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -59,7 +60,7 @@ class Batcher:
                 for i in range(0, len(pairs), 2)]
 
     def size(self, agent: str, model: str) -> int:
-        return int(self.client.zcard(buffer_key(agent, model)))
+        return int(cast(int, self.client.zcard(buffer_key(agent, model))))
 
     def sizes(self, buffers: list[tuple[str, str]]) -> list[int]:
         """How many steps wait in each (agent, model) buffer, in one round trip."""

@@ -25,6 +25,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import redis
 
@@ -140,7 +141,7 @@ class QuotaGate:
         q = self.quota(model)
         day = quota_day(datetime.now(UTC), self.day_seconds)
         k = self._keys(model, day.key)
-        now_ms = int(self.client.time()[0]) * 1000
+        now_ms = int(cast(tuple[int, int], self.client.time())[0]) * 1000
         pipe = self.client.pipeline(transaction=False)
         pipe.zcount(k["req"], now_ms - self.window_ms, "+inf")
         pipe.get(k["toksum"])

@@ -95,12 +95,6 @@ class GeminiClient:
             text = None
         return LlmResponse(text=text, usage=usage, latency_ms=latency_ms, model_version=resp.model_version)
 
-    def count_tokens(self, *, model: str, text: str) -> int:
-        try:
-            return self._client.models.count_tokens(model=model, contents=text).total_tokens or 0
-        except genai_errors.APIError as exc:
-            raise classify_api_error(exc) from exc
-
 
 def classify_api_error(exc: genai_errors.APIError) -> LlmError:
     """Read Gemini's error body: 429 quota kind and RetryInfo delay, 5xx, other 4xx."""

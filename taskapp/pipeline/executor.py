@@ -192,7 +192,7 @@ def _commit_results(factory: sessionmaker[Session], batch_id: uuid.UUID, steps: 
     committed = BatchOutcome(batch_id=batch_id, skipped=skipped)
     with factory.begin() as session:
         if calls:  # the bill: one Core INSERT (the rows need no tracking)
-            session.connection().execute(insert(LlmCall.__table__), [_as_row(call) for call, _ in calls])
+            session.connection().execute(insert(LlmCall), [_as_row(call) for call, _ in calls])
         done = [s for s in steps if str(s.id) not in deferred.step_ids]
         _commit_answers(session, done, answers, calls, committed)
         if deferred.step_ids:

@@ -27,6 +27,8 @@ from taskapp.pipeline import sweeper
 from taskapp.pipeline.dispatcher import Dispatcher, get_dispatcher
 
 log = logging.getLogger(__name__)
+# What a tick may meet while PostgreSQL or Redis restarts: waited out, never a crash.
+OUTAGES: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, redis.RedisError, OSError)
 # How often a node asks whether anything could still join its waiting buffers (a few
 # indexed reads in Postgres): the idle flush comes at most this late.
 IDLE_CHECK_S = 0.1
@@ -63,7 +65,7 @@ class Flusher:
         while not self.stopping:
             try:
                 self.tick()
-            except (*TRANSIENT_ERRORS, redis.RedisError, OSError) as exc:
+            except OUTAGES as exc:
                 log.warning("flusher: %s unavailable (%s); retrying in 1 s", dependency_of(exc) or "a dependency",
                             str(exc).splitlines()[0][:200])
                 time.sleep(1)

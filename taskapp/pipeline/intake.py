@@ -216,5 +216,5 @@ def publish_start(run_id: uuid.UUID) -> None:
                              ignore_result=True, retry=True,
                              retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2,
                                            "interval_max": 0.5})
-    except Exception as exc:  # noqa: BLE001 (kombu raises many kinds; all mean "not enqueued")
+    except Exception as exc:
         raise EnqueueFailed(f"broker unavailable: {exc}") from exc

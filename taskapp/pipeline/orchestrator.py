@@ -175,14 +175,14 @@ def _carry_out(session: Session, plans: list[_Plan], origin: str | None, now: da
         else:
             out.ready += _queue_steps(session, run, plan.decision, plan.next_seq, plan.priority, origin, new_steps)
     if new_steps:  # every run's new steps in one INSERT (Core: no objects to track)
-        session.connection().execute(insert(Step.__table__), new_steps)
+        session.connection().execute(insert(Step), new_steps)
 
 
 def _team_tokens_today(session: Session, team_id: uuid.UUID, now: datetime) -> int:
     return int(session.scalar(
         select(func.coalesce(func.sum(Step.tokens_in + Step.tokens_out), 0)).join(Run, Run.id == Step.run_id)
         .where(Run.team_id == team_id, Step.finished_at >= pacific_day_start(now))
-    ))
+    ) or 0)
 
 
 def lock_queued_run(session: Session, run_id: uuid.UUID) -> Run | None:

@@ -23,6 +23,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Float, cast, exists, func, select, update
 from sqlalchemy.orm import Session
@@ -82,7 +83,7 @@ def _restarted_within(session: Session, now: datetime, seconds: float) -> bool:
     return started is not None and now - started < timedelta(seconds=seconds)
 
 
-def _live(run_id_col):  # noqa: ANN001, ANN202
+def _live(run_id_col: Any) -> Any:
     return run_id_col.in_(select(Run.id).where(Run.status == "running"))
 
 
@@ -108,7 +109,7 @@ def _missing_from_buffers(dispatcher: Dispatcher, session: Session, now: datetim
     return lost
 
 
-def _requeue(session: Session, condition, now: datetime, why: str) -> list[Ready]:  # noqa: ANN001
+def _requeue(session: Session, condition, now: datetime, why: str) -> list[Ready]:
     """Take steps back from batches past their lease; the calls of claims taken over are
     recorded as lost, and batches left with nothing pending are closed (nothing of theirs
     is on its way any more, so the idle flush stops waiting for them)."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     ScalarSelect,
+    Table,
     bindparam,
     case,
     exists,
@@ -51,7 +52,8 @@ def open_batch(session: Session, batch_id: uuid.UUID, agent: str, model: str, ta
         return []
     joined = sorted(rows, key=lambda r: (str(r.run_id), r.seq))
     stats = wait_stats([waits[r.id] for r in joined])
-    session.connection().execute(insert(Batch.__table__).values(
+    batches = cast(Table, Batch.__table__)  # a mapped class's table (SQLAlchemy types it as a FromClause)
+    session.connection().execute(insert(batches).values(
         id=batch_id, agent=agent, model=model, size=len(joined), reason=reason, mean_wait_ms=stats.mean_ms,
         max_wait_ms=stats.max_ms, flushed_at=now))
     for r in joined:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from taskapp.llm.gemini import LlmError
@@ -109,7 +110,7 @@ def release_steps(session: Session, steps: list[Step], error: LlmError, delay_s:
             .where(Step.id == step.id, Step.status == "running", Step.attempts == step.attempts)
             .values(status="batched", lease_until=deadline)
         )
-        if result.rowcount:
+        if cast(CursorResult[Any], result).rowcount:  # an UPDATE's result has a row count
             released.append(step)
     for step in released:
         events.record(session, step.run_id, "step.retrying", step_id=step.id, seq=step.seq,

@@ -19,8 +19,9 @@ import logging
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import delete
+from sqlalchemy import Table, delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -62,8 +63,9 @@ def record_lost_calls(session: Session, taken_over: list[Step]) -> int:
             "error": "worker lost mid-call: Gemini may have billed the call; its answer never arrived "
                      "(input tokens estimated, output unknown)",
         })
-    recorded = session.execute(insert(LlmCall.__table__).values(rows).on_conflict_do_nothing(index_elements=["id"])
-                               .returning(LlmCall.__table__.c.batch_id)).all()
+    calls = cast(Table, LlmCall.__table__)  # a mapped class's table (SQLAlchemy types it as a FromClause)
+    recorded = session.execute(insert(calls).values(rows).on_conflict_do_nothing(index_elements=["id"])
+                               .returning(calls.c.batch_id)).all()
     for (batch_id,) in recorded:
         log.warning("a call in flight was lost with its worker; recorded as lost", extra={"batch_id": str(batch_id)})
     return len(recorded)

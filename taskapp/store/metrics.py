@@ -39,7 +39,7 @@ class Scope:
 FLEET = Scope()
 
 
-def _team_batch_ids(scope: Scope, since: datetime) -> Select[tuple[uuid.UUID | None]]:
+def _team_batch_ids(scope: Scope, since: datetime) -> Select[uuid.UUID | None]:
     """The batches that carried the team's steps queued since `since`."""
     return (select(Step.batch_id).join(Run, Run.id == Step.run_id)
             .where(Run.team_id == scope.team_id, Step.queued_at >= since))

@@ -23,8 +23,3 @@ def alembic_config(settings: Settings | None = None) -> Config:
 
 def upgrade(settings: Settings | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(settings), revision)
-
-
-def revision(message: str, settings: Settings | None = None) -> None:
-    """Autogenerate a migration from the models (a developer's tool)."""
-    command.revision(alembic_config(settings), message=message, autogenerate=True)

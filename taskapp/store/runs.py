@@ -29,7 +29,11 @@ def create_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: di
         insert = insert.on_conflict_do_nothing(constraint="uq_runs_team_idempotency_key")
     run = session.scalars(insert.returning(Run)).first()
     if run is None:
-        return run_by_key(session, team_id, idempotency_key), False
+        # Only a keyed insert skips on conflict, and it waited for the winner to commit.
+        assert idempotency_key is not None
+        winner = run_by_key(session, team_id, idempotency_key)
+        assert winner is not None
+        return winner, False
     events.record(session, run.id, "run.queued", workflow=workflow)
     return run, True
 
@@ -93,7 +97,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, run_id = raw.split("|", 1)
         return datetime.fromisoformat(created), uuid.UUID(run_id)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ValueError("invalid cursor") from exc
 
 

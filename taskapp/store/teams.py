@@ -13,8 +13,9 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from taskapp.store.models import ApiKey, LoginLink, Team, WebSession
@@ -162,7 +163,7 @@ def revoke_key(session: Session, team: Team, prefix: str) -> int:
     result = session.execute(
         update(ApiKey).where(ApiKey.team_id == team.id, ApiKey.prefix == prefix[:KEY_SHOWN],
                              ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC)))
-    return result.rowcount or 0
+    return cast(CursorResult[Any], result).rowcount or 0  # an UPDATE's result has a row count
 
 
 def list_keys(session: Session, team: Team) -> list[ApiKey]:

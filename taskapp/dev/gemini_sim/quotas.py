@@ -97,7 +97,8 @@ class SimQuotas:
             if "rpd" in quota and self._per_day.get((model, day.key), 0) >= quota["rpd"]:
                 return quota_error(model, PER_DAY, quota["rpd"], day.resets_at_ms / 1000 - now)
             if "rpm" in quota and len(window) >= quota["rpm"]:
-                return quota_error(model, PER_MINUTE, quota["rpm"], window[len(window) - quota["rpm"]][0] + minute - now)
+                oldest = window[len(window) - quota["rpm"]][0]
+                return quota_error(model, PER_MINUTE, quota["rpm"], oldest + minute - now)
             if "tpm" in quota and sum(t for _, t in window) + tokens_in > quota["tpm"]:
                 return quota_error(model, TOKENS_PER_MINUTE, quota["tpm"], window[0][0] + minute - now)
             window.append((now, tokens_in))

@@ -169,7 +169,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: SimulatorServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, body: dict[str, Any] | list[Any]) -> None:
@@ -192,7 +192,7 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return parsed if isinstance(parsed, dict) else None
 
-    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+    def do_GET(self) -> None:
         state = self.server.state
         if self.path.startswith("/_sim/requests"):
             match = re.search(r"since=(\d+)", self.path)
@@ -202,7 +202,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, f"no such path {self.path}", "NOT_FOUND")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         state = self.server.state
         body = self._body()
         if body is None:
@@ -264,7 +264,7 @@ class SimulatorServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.socket.getsockname()[:2]
         return f"http://{host}:{port}"
 
 
