@@ -6,8 +6,7 @@ import threading
 import time
 import uuid
 
-from tests.conftest import auth, make_team
-from tests.helpers import form_token, ui_login
+from tests.helpers import auth, form_token, make_team, ui_login
 
 RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
 
@@ -217,7 +216,7 @@ def test_broker_down_gives_503_with_retry_after_and_readyz_names_it(stack, team,
     # The broker is back (this app's broker works): the same key returns the stored run and starts it.
     again = client.post("/api/runs", headers={**auth(key), "Idempotency-Key": "broker-down-1"}, json=RUN)
     assert again.status_code == 202 and again.json["created"] is False
-    from tests.conftest import wait_for_run
+    from tests.helpers import wait_for_run
 
     assert wait_for_run(settings, again.json["id"]).status == "succeeded"
 

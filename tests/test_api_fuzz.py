@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from taskapp.settings import child_environment
-from tests.conftest import ARTIFACTS, auth, make_team
+from tests.helpers import ARTIFACTS, auth, make_team
 
 pytestmark = pytest.mark.slow
 

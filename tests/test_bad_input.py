@@ -11,8 +11,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import auth, make_team
-from tests.helpers import form_token, ui_login
+from tests.helpers import auth, form_token, make_team, ui_login
 
 RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
 

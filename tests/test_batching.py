@@ -1,7 +1,8 @@
 """Batching across runs and worker nodes: shared Redis buffers, a chord per flush, bad answers.
 
 Real Redis, Postgres, two Celery worker nodes (each with its flusher) and the
-simulator. The workers run with a 200 ms window and BATCH_MAX_SIZE 8 (conftest).
+simulator. The workers run with a 200 ms window (WORKER_ENV in tests/helpers.py) and the
+default BATCH_MAX_SIZE of 8.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from taskapp.domain.batching import BatchPolicy
 from taskapp.hotstate.buffers import buffer_key
 from taskapp.store.models import Batch, Event, LlmCall
-from tests.conftest import WORKER_ENV, auth, make_team, run_steps, submit_summary, wait_for_run
+from tests.helpers import WORKER_ENV, auth, make_team, run_steps, submit_summary, wait_for_run
 
 WINDOW_MS = int(WORKER_ENV["BATCH_MAX_WAIT_MS"])
 

@@ -101,7 +101,7 @@ def test_cli_submits_and_follows_a_run_to_its_answer(stack, settings, workers):
     import json
     import uuid
 
-    from tests.conftest import make_team, wait_for_run
+    from tests.helpers import make_team, wait_for_run
 
     _, key = make_team(settings)
     url, web = stack.start_web()

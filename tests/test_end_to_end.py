@@ -9,8 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from taskapp.store.models import Event, LlmCall, Step
-from tests.conftest import auth, wait_for_run
-from tests.helpers import form_token, ui_login
+from tests.helpers import auth, form_token, ui_login, wait_for_run
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,6 @@ the quota as Gemini does and keeps its own log: that log is the judge.
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 
@@ -16,24 +15,17 @@ import httpx
 import pytest
 
 from taskapp.dev.localstack import LocalStack
-from tests.conftest import ARTIFACTS
+from tests.helpers import ARTIFACTS, next_db
 
 MODEL = "gemini-2.5-flash-lite"  # the summarizer's model
 RPM = 8
 DAY_S = 12
 
 
-def _next_db(url: str | None) -> str | None:
-    if not url:
-        return None
-    match = re.match(r"^(.*/)(\d+)$", url)
-    return f"{match.group(1)}{(int(match.group(2)) + 1) % 16}" if match else url
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     with LocalStack(tmp_path_factory.mktemp("fleet"), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
-                    redis_url=_next_db(os.environ.get("TASKAPP_TEST_REDIS_URL")), log_dir=ARTIFACTS) as s:
+                    redis_url=next_db(os.environ.get("TASKAPP_TEST_REDIS_URL")), log_dir=ARTIFACTS) as s:
         from taskapp.settings import load_settings
         from taskapp.store import migrate
 

@@ -1,7 +1,8 @@
 """Recovery: the sweeper finds what dead flushers, lost messages and dead workers leave behind;
 claims wait for the flush that published them; poison steps end; leases outlive slow calls.
 
-Real Redis, Postgres, two worker nodes (2 s leases, 1 s sweeps: conftest) and the simulator.
+Real Redis, Postgres, two worker nodes (2 s leases, 1 s sweeps: WORKER_ENV in tests/helpers.py)
+and the simulator.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from taskapp.domain.batching import BatchPolicy
 from taskapp.hotstate.buffers import Batcher
 from taskapp.store.models import Event, LlmCall, Step
-from tests.conftest import run_steps, submit_summary, wait_for_run
+from tests.helpers import run_steps, submit_summary, wait_for_run
 
 
 def claim_steps(session, batch_id, step_ids, lease_s, max_attempts=None):

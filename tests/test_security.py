@@ -16,8 +16,7 @@ from decimal import Decimal
 import pytest
 
 from taskapp.settings import SettingsError
-from tests.conftest import auth, make_team
-from tests.helpers import form_token, taskapp_cli, ui_login
+from tests.helpers import auth, form_token, make_team, taskapp_cli, ui_login
 
 RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
 

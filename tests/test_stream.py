@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from taskapp.store.models import Event
-from tests.conftest import auth, make_team, wait_for_run
+from tests.helpers import auth, make_team, wait_for_run
 
 pytestmark = pytest.mark.slow
 RUN = {"workflow": "research", "input": {"question": "What is an event stream?", "max_revisions": 1}}

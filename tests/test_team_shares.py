@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 
 from taskapp.domain.quota import TeamShare
-from tests.conftest import auth, wait_for_run
-
-
-def _taskapp(stack, *args):
-    return subprocess.run([sys.executable, "-m", "taskapp.cli", *args], env=stack.env(), capture_output=True,
-                          text=True, timeout=60)
+from tests.helpers import auth, taskapp_cli, wait_for_run
 
 
 def _new_team(stack, *options: str) -> str:
     name = f"share-{uuid.uuid4().hex[:8]}"
-    made = _taskapp(stack, "teams", "create", name, *options)
+    made = taskapp_cli(stack, "teams", "create", name, *options)
     assert made.returncode == 0, made.stderr
     return made.stdout.strip()
 
@@ -54,9 +47,9 @@ def test_a_team_over_its_daily_tokens_gets_a_clear_failure(stack, client, worker
 
 def test_teams_set_changes_and_removes_the_share(stack):
     name = f"share-{uuid.uuid4().hex[:8]}"
-    assert _taskapp(stack, "teams", "create", name).returncode == 0
-    out = _taskapp(stack, "teams", "set", name, "--max-concurrent-runs", "3")
+    assert taskapp_cli(stack, "teams", "create", name).returncode == 0
+    out = taskapp_cli(stack, "teams", "set", name, "--max-concurrent-runs", "3")
     assert out.returncode == 0 and "max concurrent runs 3" in out.stdout
-    out = _taskapp(stack, "teams", "set", name, "--unlimited")
+    out = taskapp_cli(stack, "teams", "set", name, "--unlimited")
     assert "max concurrent runs unlimited" in out.stdout
-    assert _taskapp(stack, "teams", "set", "no-such-team", "--unlimited").returncode != 0
+    assert taskapp_cli(stack, "teams", "set", "no-such-team", "--unlimited").returncode != 0
