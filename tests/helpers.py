@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -66,6 +67,40 @@ def wait_for_run(settings, run_id: str | uuid.UUID, timeout_s: float = 60):
         if time.monotonic() > deadline:
             raise AssertionError(f"run {run_id} did not finish in {timeout_s}s (status {run and run.status})")
         time.sleep(0.1)
+
+
+def claim_steps(session, batch_id, step_ids, lease_s, max_attempts=None):
+    """What a delivery of a batch does to claim its steps (as taskapp.pipeline.executor does)."""
+    from taskapp.store.claims import claim, claimable
+
+    return claim(session, batch_id, claimable(session, batch_id, step_ids), lease_s, max_attempts)
+
+
+def parse_sse(body: bytes) -> list[dict]:
+    """The events of an SSE body (comments and retry lines skipped)."""
+    events = []
+    for block in body.decode().split("\n\n"):
+        fields: dict = {}
+        for line in block.splitlines():
+            if line.startswith(":") or ":" not in line:
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = fields.get(name, "") + value.lstrip(" ") if name == "data" else value.lstrip(" ")
+        if "id" in fields:
+            events.append({"id": int(fields["id"]), "type": fields.get("event"), "data": json.loads(fields["data"])})
+    return events
+
+
+def stored_events(db_session, run_id) -> list[tuple[int, str]]:
+    """A run's events as stored: (id, type), in id order."""
+    from sqlalchemy import select
+
+    from taskapp.store.models import Event
+
+    db_session.rollback()
+    rows = db_session.execute(select(Event.id, Event.type).where(Event.run_id == uuid.UUID(str(run_id)))
+                              .order_by(Event.id)).all()
+    return [(i, t) for i, t in rows]
 
 
 def form_token(page: bytes) -> str:

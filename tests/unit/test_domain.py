@@ -180,3 +180,17 @@ def test_a_workflows_first_agent_takes_every_runs_first_step(name, run_input):
     assert {n.agent for n in first.new_steps} == {workflow.agents[0]}
     assert workflow.agents[0] in first_step_agents()
     assert "writer" not in first_step_agents()
+
+
+def test_the_summarizer_reads_all_the_text_it_accepts():
+    """The limit is what the summarizer reads: accepted text goes whole to its step, whatever
+    CONTEXT_TOKEN_BUDGET says (that budget trims context handed between agents)."""
+    from taskapp.domain.tokens import TRIM_MARK
+    from taskapp.domain.workflows import SUMMARIZE_MAX_CHARS, Limits, decide, get_workflow
+
+    longest = "z" * SUMMARIZE_MAX_CHARS
+    (step,) = decide(get_workflow("summarize"), {"text": longest}, [], Limits(context_token_budget=100)).new_steps
+    assert step.input == {"text": longest}
+    # Only a run stored before the limit existed can be longer: cut to what is read, and marked.
+    (step,) = decide(get_workflow("summarize"), {"text": longest + "zz"}, [], Limits()).new_steps
+    assert len(step.input["text"]) == SUMMARIZE_MAX_CHARS and step.input["text"].endswith(TRIM_MARK)
