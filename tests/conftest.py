@@ -6,8 +6,13 @@ way the session gets a database of its own (dropped at the end) and a Redis db
 number of its own (flushed first). The Gemini simulator serves real HTTP to the
 real google-genai SDK, and Celery workers are real processes.
 
-This file holds fixtures only; the helpers tests call (make_team, auth, wait_for_run,
-...) live in tests/helpers.py.
+Tests live by what they need: tests/unit (no services), tests/integration (PostgreSQL,
+Redis, the simulator, the web app; no workers), tests/system (worker processes end to
+end, the browser) and tests/faults (kills, restarts, outages, fleets). Those under system
+and faults are marked `slow` here, by directory.
+
+This file holds fixtures and collection hooks only; the helpers tests call (make_team,
+auth, wait_for_run, ...) live in tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -18,11 +23,32 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from taskapp.dev.localstack import LocalStack
 from tests.helpers import ARTIFACTS, WORKER_ENV, make_team
+
+TESTS = Path(__file__).resolve().parent
+LEVELS = ("unit", "integration", "system", "faults")
+SLOW_LEVELS = {"system", "faults"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: `-m "not slow"` sees these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark system and fault tests `slow`, and keep every level honest: a test lives in one of
+    the four directories, and a unit test never asks for the services (the `stack` fixture)."""
+    for item in items:
+        parts = item.path.resolve().relative_to(TESTS).parts
+        level = parts[0] if len(parts) > 1 else None
+        if level not in LEVELS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(LEVELS)}}}/")
+        if level in SLOW_LEVELS:
+            item.add_marker(pytest.mark.slow)
+        if level == "unit" and "stack" in item.fixturenames:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test uses no services, but it needs the `stack` "
+                                    "fixture (directly or through another fixture); it belongs in tests/integration")
 
 
 @pytest.fixture(scope="session")

@@ -31,8 +31,6 @@ import pytest
 from taskapp.settings import child_environment
 from tests.helpers import ARTIFACTS, auth, make_team
 
-pytestmark = pytest.mark.slow
-
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 MAX_EXAMPLES = 100  # random requests per operation, after the examples and boundary values (~1 min in all)
 REQUEST_TIMEOUT_S = 3  # an event stream is read this long at most (a stream may never end)

@@ -381,7 +381,6 @@ def _raw_http(url: str, head: bytes) -> tuple[int, bytes]:
     return int(status_line.split()[1]), headers.lower()
 
 
-@pytest.mark.slow
 def test_gunicorn_limits_are_the_documented_ones_and_answer_a_readable_status(stack):
     """What gunicorn refuses before the app: a plain status and Connection: close, never a dropped
     connection; up to the stated limits (8,190-byte request and header lines) the app answers."""

@@ -5,13 +5,10 @@ from __future__ import annotations
 import sys
 
 import psycopg
-import pytest
 import redis
 
 from taskapp.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.helpers import taskapp_cli
-
-pytestmark = pytest.mark.slow
 
 
 def test_embedded_postgres_and_redis_start_serve_and_keep_data(tmp_path):

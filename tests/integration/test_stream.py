@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from tests.helpers import auth, make_team, parse_sse, stored_events
-
-pytestmark = pytest.mark.slow
 
 
 def test_streams_are_scoped_to_the_team_and_validate_last_event_id(client, settings):
