@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test test-fast bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,17 @@ install: $(STAMP)
 run: install
 	$(BIN)/taskapp dev
 
-## make test: install, then run the test suite on real PostgreSQL, Redis, workers and the simulator
+## make test: install, check the import contracts, then run every test on real PostgreSQL, Redis,
+## workers and the simulator: tests/unit, tests/integration, tests/system, tests/faults, in that order
 test: install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-fast: for iteration; the import contracts, then tests/unit (no services) and
+## tests/integration (PostgreSQL, Redis, the simulator, the web app): no worker processes, no faults
+test-fast: install
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 
 ## make bench: the benchmark tables for docs/benchmarks.md
 bench: install
