@@ -78,7 +78,7 @@ def _max_in_any_window(times: list[float], window_s: float = 60.0) -> int:
 # The largest fleet against Gemini's real minute; the smaller ones against a 15 s "minute"
 # (gate and simulator alike, as QUOTA_DAY_SECONDS shortens the day), to keep the suite short.
 @pytest.mark.parametrize(("nodes", "minute_s"), [(1, 15), (2, 15), (4, 60)])
-def test_no_minute_window_over_the_limit_whatever_the_fleet(fleet, nodes, minute_s):
+def test_no_minute_window_goes_over_the_limit_whatever_the_fleet(fleet, nodes, minute_s):
     stack, url = fleet
     httpx.post(f"{stack.sim_url}/_sim/reset").raise_for_status()
     httpx.post(f"{stack.sim_url}/_sim/config",

@@ -147,7 +147,7 @@ def test_workflows_are_listed_with_agents_and_input_schema(client, team):
     assert "question" in wfs["research"]["input_schema"]["properties"]
 
 
-def test_health_and_readiness(client):
+def test_healthz_is_up_and_readyz_checks_every_dependency(client):
     """/healthz is up; /readyz checks Postgres, Redis and the broker."""
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")

@@ -50,7 +50,7 @@ def test_stream_without_redis_tails_the_table(team, workers, settings, db_sessio
     assert got[-1]["type"] == "run.succeeded"
 
 
-def test_resume_across_a_web_process_restart(stack, workers, team, settings, db_session):
+def test_a_stream_resumes_across_a_web_process_restart(stack, workers, team, settings, db_session):
     """Read part of a live stream, restart gunicorn, reconnect with Last-Event-ID: every event once, in order."""
     import httpx
 

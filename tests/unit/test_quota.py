@@ -9,7 +9,7 @@ import pytest
 from taskapp.domain.quota import ModelQuota, TeamShare, quota_day, quota_for
 
 
-def test_quota_configuration_and_the_pacific_day():
+def test_quotas_fall_back_per_model_and_the_quota_day_ends_at_midnight_pacific():
     assert quota_for("gemini-2.5-flash", {}).rpm == 1_000
     assert quota_for("gemini-2.5-flash", {"gemini-2.5-flash": {"rpm": 10}}).rpm == 10
     assert quota_for("unknown-model", {"*": {"rpd": 5}}).rpd == 5
@@ -23,7 +23,7 @@ def test_quota_configuration_and_the_pacific_day():
         ModelQuota(rpm=0, tpm=None, rpd=None)
 
 
-def test_share_arithmetic():
+def test_a_team_share_caps_concurrent_runs_and_daily_tokens():
     assert TeamShare().may_start_run(1000) and TeamShare().budget_exhausted(10**9) is None
     assert TeamShare(max_concurrent_runs=2).may_start_run(1)
     assert not TeamShare(max_concurrent_runs=2).may_start_run(2)
