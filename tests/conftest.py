@@ -137,6 +137,22 @@ def no_background_sweep(batcher):
     batcher.client.delete(SWEEP_LOCK)
 
 
+@pytest.fixture()
+def no_open_runs(settings) -> None:
+    """End every run earlier tests left open, before the test. Without workers (tests/integration)
+    nothing finishes them, and a sweep the test drives by hand would start them and batch their
+    steps together with its own."""
+    from sqlalchemy import select
+
+    from taskapp.pipeline import orchestrator
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import FINAL_RUN_STATUSES, Run
+
+    with session_factory(settings).begin() as session:
+        for run_id in session.scalars(select(Run.id).where(Run.status.not_in(FINAL_RUN_STATUSES))).all():
+            orchestrator.cancel_run(session, run_id)
+
+
 # pgserver logs from an atexit hook after pytest has closed its capture streams.
 logging.getLogger("pgserver").addHandler(logging.NullHandler())
 logging.getLogger("pgserver").propagate = False

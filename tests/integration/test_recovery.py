@@ -2,7 +2,8 @@
 delivery claims nothing, poison steps end, a late answer is committed or yields, and the sweeper
 closes the batches it takes steps back from (recording a call in flight as lost).
 
-Real Redis and Postgres; the workers' flushers, when a session has started them, are kept from
+Real Redis and Postgres; a test that sweeps by hand first ends the runs earlier tests left open
+(`no_open_runs`), and keeps the workers' flushers, when a session has started them, from
 sweeping (`no_background_sweep`). The sweeper against live workers: tests/faults/test_recovery.py.
 """
 
@@ -143,7 +144,7 @@ def test_a_step_whose_deliveries_keep_dying_fails_as_poison(team, settings, db_s
 
 @pytest.mark.parametrize("called_again", [False, True])
 def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings, db_session, called_again,
-                                                                  no_background_sweep):
+                                                                  no_background_sweep, no_open_runs):
     """A batch's answer arrives after the sweeper re-offered its step (the lease ran out while
     PostgreSQL restarted): it is committed unless another batch already claimed the step, and
     the later batch then finds nothing of its own to call."""
@@ -194,7 +195,7 @@ def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings,
 
 @pytest.mark.parametrize("where", ["batched", "running"])
 def test_a_batch_the_sweeper_takes_back_is_closed_and_its_lost_call_recorded(team, settings, db_session, where,
-                                                                            no_background_sweep):
+                                                                            no_background_sweep, no_open_runs):
     """A batch whose message was lost (batched) or whose worker died mid-call (running): once the
     sweeper re-offers its steps, nothing of it is on its way any more. It is closed at once (an
     unfinished batch counts as work on its way for the idle flush, for BATCH_STRANDED_S), and the
