@@ -22,7 +22,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -150,6 +150,32 @@ def no_open_runs(settings) -> None:
 
     with session_factory(settings).begin() as session:
         for run_id in session.scalars(select(Run.id).where(Run.status.not_in(FINAL_RUN_STATUSES))).all():
+            orchestrator.cancel_run(session, run_id)
+
+
+@pytest.fixture()
+def queued_run(settings) -> Iterator[Callable[[uuid.UUID], uuid.UUID]]:
+    """Make runs that stay open: stored, never published, and dated an hour ahead, so the workers'
+    sweeper (which starts runs whose start message was lost) leaves them alone while the test
+    drives them by hand. They end with the test: later tests need a quiet fleet."""
+    from datetime import UTC, datetime, timedelta
+
+    from taskapp.pipeline import orchestrator
+    from taskapp.store.db import session_factory
+    from taskapp.store.runs import create_run
+
+    made: list[uuid.UUID] = []
+
+    def make(team_id: uuid.UUID) -> uuid.UUID:
+        with session_factory(settings).begin() as session:
+            run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
+            run.created_at = datetime.now(UTC) + timedelta(hours=1)
+        made.append(run.id)
+        return run.id
+
+    yield make
+    with session_factory(settings).begin() as session:
+        for run_id in made:
             orchestrator.cancel_run(session, run_id)
 
 

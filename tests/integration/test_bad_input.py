@@ -91,41 +91,11 @@ def test_a_garbage_cursor_on_the_ui_is_a_400_page(client, team):
     assert client.get("/").status_code == 200
 
 
-_QUEUED: list[uuid.UUID] = []
-
-
-@pytest.fixture(autouse=True)
-def _cancel_queued_runs(settings):
-    """The runs `_queued_run` left waiting end with their test: later tests need a quiet fleet."""
-    yield
-    from taskapp.pipeline import orchestrator
-    from taskapp.store.db import session_factory
-
-    with session_factory(settings).begin() as session:
-        for run_id in _QUEUED:
-            orchestrator.cancel_run(session, run_id)
-    _QUEUED.clear()
-
-
-def _queued_run(settings, team_id) -> uuid.UUID:
-    """Stored, never published, dated ahead (the workers' sweeper leaves it alone)."""
-    from datetime import UTC, datetime, timedelta
-
-    from taskapp.store.db import session_factory
-    from taskapp.store.runs import create_run
-
-    with session_factory(settings).begin() as session:
-        run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
-        run.created_at = datetime.now(UTC) + timedelta(hours=1)
-    _QUEUED.append(run.id)
-    return run.id
-
-
 @pytest.mark.parametrize("value", [str(2**63), "99999999999999999999999", "-1", "1_000", "\u0661\u0662", " 7 "])
-def test_a_last_event_id_that_is_not_an_event_id_is_a_400(client, team, settings, value):
+def test_a_last_event_id_that_is_not_an_event_id_is_a_400(client, team, value, queued_run):
     """Beyond a bigint it answered 200, then the stream died ("bigint out of range")."""
     team_id, key = team
-    run_id = _queued_run(settings, team_id)
+    run_id = queued_run(team_id)
     url = f"/api/runs/{run_id}/events"
     assert_error(client.get(url, headers={**auth(key), "Last-Event-ID": value}), 400, "invalid_last_event_id")
     assert_error(client.get(url, headers=auth(key), query_string={"last_event_id": value}), 400,
@@ -227,13 +197,13 @@ def test_the_ui_form_is_validated_like_the_api(client, team):
     assert client.get(run["links"]["self"], headers=auth(key)).json["options"]["priority"] == "interactive"
 
 
-def test_the_ui_form_meets_the_same_backpressure_as_the_api(settings, team, monkeypatch):
+def test_the_ui_form_meets_the_same_backpressure_as_the_api(settings, team, monkeypatch, queued_run):
     from taskapp.pipeline import intake, orchestrator
     from taskapp.store.db import session_factory
     from web import create_app
 
     team_id, key = team
-    waiting = _queued_run(settings, team_id)
+    waiting = queued_run(team_id)
     monkeypatch.setattr(intake, "_waiting", intake.WaitingWork())  # a first count of its own, taken now
     client = create_app(settings.model_copy(update={"max_waiting_work": 1})).test_client()
     try:
@@ -305,13 +275,13 @@ def _final_event_id(settings, run_id) -> int:
         return session.scalar(select(func.max(Event.id)).where(Event.run_id == run_id))
 
 
-def test_reconnecting_after_a_finished_runs_final_event_ends_at_once(client, settings, team):
+def test_reconnecting_after_a_finished_runs_final_event_ends_at_once(client, settings, team, queued_run):
     """It waited forever on keep-alives; now a 204, which tells an EventSource not to reconnect."""
     from taskapp.pipeline import orchestrator
     from taskapp.store.db import session_factory
 
     team_id, key = team
-    run_id = _queued_run(settings, team_id)
+    run_id = queued_run(team_id)
     with session_factory(settings).begin() as session:
         orchestrator.cancel_run(session, run_id)
     final = _final_event_id(settings, run_id)
@@ -324,7 +294,7 @@ def test_reconnecting_after_a_finished_runs_final_event_ends_at_once(client, set
     assert before.status_code == 200 and b"event:run.cancelled" in b"".join(before.response)
 
 
-def test_a_stream_resumed_past_the_end_of_a_live_run_ends_with_the_run(settings, team):
+def test_a_stream_resumed_past_the_end_of_a_live_run_ends_with_the_run(settings, team, queued_run):
     """A Last-Event-ID beyond a live run's events: when the run ends (its final event has a
     smaller id than the client's), the stream ends too instead of sending keep-alives forever."""
     from taskapp.pipeline import orchestrator
@@ -332,7 +302,7 @@ def test_a_stream_resumed_past_the_end_of_a_live_run_ends_with_the_run(settings,
     from web import create_app
 
     team_id, key = team
-    run_id = _queued_run(settings, team_id)
+    run_id = queued_run(team_id)
     ahead = _final_event_id(settings, run_id) + 1_000_000
     body = bytearray()
     client = create_app(settings).test_client()
@@ -354,11 +324,11 @@ def test_a_stream_resumed_past_the_end_of_a_live_run_ends_with_the_run(settings,
     assert b"event:" not in body
 
 
-def test_streams_of_other_teams_stay_hidden(client, settings):
+def test_streams_of_other_teams_stay_hidden(client, settings, queued_run):
     """Unchanged: another team's stream is a 404 whatever Last-Event-ID says."""
     team_a, key_a = make_team(settings)
     _, key_b = make_team(settings)
-    run_id = _queued_run(settings, team_a)
+    run_id = queued_run(team_a)
     assert_error(client.get(f"/api/runs/{run_id}/events", headers={**auth(key_b), "Last-Event-ID": "1"}), 404,
                  "not_found")
 

@@ -21,23 +21,6 @@ def test_streams_are_scoped_to_the_team_and_validate_last_event_id(client, setti
     assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_last_event_id"
 
 
-def _queued_run(settings, team_id):
-    """A run that stays open (stored, never published): its stream waits for events.
-
-    Dated an hour ahead, so the workers' sweeper (which starts runs whose start message
-    was lost) leaves it alone while the test drives its events by hand.
-    """
-    from datetime import UTC, datetime, timedelta
-
-    from taskapp.store.db import session_factory
-    from taskapp.store.runs import create_run
-
-    with session_factory(settings).begin() as session:
-        run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
-        run.created_at = datetime.now(UTC) + timedelta(hours=1)
-    return run.id
-
-
 def _numsub(client, run_id) -> int:
     from taskapp.store.events import channel_for
 
@@ -55,13 +38,13 @@ def _until(predicate, timeout_s: float) -> bool:
     return False
 
 
-def test_stream_sends_keepalives_and_releases_its_subscription_when_the_client_leaves(stack, team, settings):
+def test_stream_sends_keepalives_and_releases_its_subscription_when_the_client_leaves(stack, team, queued_run):
     """An idle stream sends keep-alive comments; when the client goes, its Redis subscription goes too."""
     import httpx
     import redis
 
     team_id, key = team
-    run_id = _queued_run(settings, team_id)
+    run_id = queued_run(team_id)
     r = redis.Redis.from_url(stack.redis_url)
     url, web = stack.start_web(SSE_KEEPALIVE_S="0.5")
     try:
@@ -78,7 +61,7 @@ def test_stream_sends_keepalives_and_releases_its_subscription_when_the_client_l
         stack.stop(web)
 
 
-def test_stream_returns_to_live_when_redis_comes_back(settings, team, tmp_path):
+def test_stream_returns_to_live_when_redis_comes_back(settings, team, tmp_path, queued_run):
     """Redis down: the stream tails the table; Redis back: it subscribes again and live events wake it."""
     import threading
 
@@ -94,7 +77,7 @@ def test_stream_returns_to_live_when_redis_comes_back(settings, team, tmp_path):
     rd.stop()  # down before the client arrives
     flaky = settings.model_copy(update={"redis_url": rd.url})
     team_id, key = team
-    run_id = _queued_run(settings, team_id)
+    run_id = queued_run(team_id)
     got: list[dict] = []
     body = bytearray()
 
