@@ -8,7 +8,7 @@ LOCK := requirements/lock.txt
 UV_VERSION := 0.13.9
 LOCK_TOOLS := $(VENV)/lock-tools
 
-.PHONY: install run test bench lint lock hooks clean
+.PHONY: install run test test-fast bench lint lock hooks clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,18 @@ install: $(STAMP)
 run: install
 	$(BIN)/taskapp dev
 
-## make test: install, then the import contracts, the type check and the test suite on real
-## PostgreSQL, Redis, workers and the simulator
+## make test: install, the import contracts, the type check, then every test on real PostgreSQL,
+## Redis, workers and the simulator: tests/unit, tests/integration, tests/system, tests/faults, in that order
 test: install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-fast: for iteration; the import contracts, then tests/unit (no services) and
+## tests/integration (PostgreSQL, Redis, the simulator, the web app): no worker processes, no faults
+test-fast: install
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 
 ## make bench: the benchmark tables for docs/benchmarks.md
 bench: install

@@ -5,6 +5,14 @@ when set (CI: the machine's shared servers), else embedded ones start here. Eith
 way the session gets a database of its own (dropped at the end) and a Redis db
 number of its own (flushed first). The Gemini simulator serves real HTTP to the
 real google-genai SDK, and Celery workers are real processes.
+
+Tests live by what they need: tests/unit (no services), tests/integration (PostgreSQL,
+Redis, the simulator, the web app; no workers), tests/system (worker processes end to
+end, the browser) and tests/faults (kills, restarts, outages, fleets). Those under system
+and faults are marked `slow` here, by directory.
+
+This file holds fixtures and collection hooks only; the helpers tests call (make_team,
+auth, wait_for_run, ...) live in tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -14,16 +22,33 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from taskapp.dev.localstack import LocalStack
+from tests.helpers import ARTIFACTS, WORKER_ENV, make_team
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-WORKER_ENV = {"BATCH_MAX_WAIT_MS": "200", "SWEEP_INTERVAL_S": "1", "RUN_NUDGE_AFTER_S": "2", "STEP_LEASE_S": "2"}
+TESTS = Path(__file__).resolve().parent
+LEVELS = ("unit", "integration", "system", "faults")
+SLOW_LEVELS = {"system", "faults"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: `-m "not slow"` sees these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark system and fault tests `slow`, and keep every level honest: a test lives in one of
+    the four directories, and a unit test never asks for the services (the `stack` fixture)."""
+    for item in items:
+        parts = item.path.resolve().relative_to(TESTS).parts
+        level = parts[0] if len(parts) > 1 else None
+        if level not in LEVELS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(LEVELS)}}}/")
+        if level in SLOW_LEVELS:
+            item.add_marker(pytest.mark.slow)
+        if level == "unit" and "stack" in item.fixturenames:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test uses no services, but it needs the `stack` "
+                                    "fixture (directly or through another fixture); it belongs in tests/integration")
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +78,7 @@ def settings(stack: LocalStack):
 
 @pytest.fixture(scope="session")
 def workers(stack: LocalStack) -> Iterator[list[subprocess.Popen]]:
-    """Two worker processes (two nodes), shared by the tests that need them."""
-    # A short batching window keeps multi-phase runs quick; the window itself is tested on its own.
+    """Two worker processes (two nodes), shared by the tests that need them (settings: WORKER_ENV)."""
     procs = [stack.start_worker(name, **WORKER_ENV) for name in ("w1", "w2")]
     yield procs
     for proc in procs:
@@ -84,23 +108,9 @@ def db_session(settings):
     session.close()
 
 
-def make_team(settings, name: str | None = None) -> tuple[uuid.UUID, str]:
-    """A team of its own for one test (tests never see each other's runs)."""
-    from taskapp.store.db import session_factory
-    from taskapp.store.teams import create_team
-
-    with session_factory(settings).begin() as session:
-        team, key = create_team(session, name or f"team-{uuid.uuid4().hex[:10]}")
-        return team.id, key
-
-
 @pytest.fixture()
 def team(settings) -> tuple[uuid.UUID, str]:
     return make_team(settings)
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture()
@@ -127,40 +137,46 @@ def no_background_sweep(batcher):
     batcher.client.delete(SWEEP_LOCK)
 
 
-def submit_summary(client, key: str, text: str, **options) -> str:
-    """Submit a one-step `summarize` run through the API; its id."""
-    resp = client.post("/api/runs", headers=auth(key),
-                       json={"workflow": "summarize", "input": {"text": text}, "options": options})
-    assert resp.status_code == 202, resp.json
-    return resp.json["id"]
-
-
-def run_steps(db_session, run_ids: list[str]):
-    """The steps of these runs, freshly read."""
+@pytest.fixture()
+def no_open_runs(settings) -> None:
+    """End every run earlier tests left open, before the test. Without workers (tests/integration)
+    nothing finishes them, and a sweep the test drives by hand would start them and batch their
+    steps together with its own."""
     from sqlalchemy import select
 
-    from taskapp.store.models import Step
-
-    db_session.expire_all()
-    return list(db_session.scalars(select(Step).where(Step.run_id.in_([uuid.UUID(str(r)) for r in run_ids]))))
-
-
-def wait_for_run(settings, run_id: str | uuid.UUID, timeout_s: float = 60):
-    """Poll Postgres until the run ends; return it with its steps loaded."""
-    from sqlalchemy.orm import selectinload
-
+    from taskapp.pipeline import orchestrator
     from taskapp.store.db import session_factory
     from taskapp.store.models import FINAL_RUN_STATUSES, Run
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with session_factory(settings)() as session:
-            run = session.get(Run, uuid.UUID(str(run_id)), options=[selectinload(Run.steps)])
-            if run is not None and run.status in FINAL_RUN_STATUSES:
-                return run
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run {run_id} did not finish in {timeout_s}s (status {run and run.status})")
-        time.sleep(0.1)
+    with session_factory(settings).begin() as session:
+        for run_id in session.scalars(select(Run.id).where(Run.status.not_in(FINAL_RUN_STATUSES))).all():
+            orchestrator.cancel_run(session, run_id)
+
+
+@pytest.fixture()
+def queued_run(settings) -> Iterator[Callable[[uuid.UUID], uuid.UUID]]:
+    """Make runs that stay open: stored, never published, and dated an hour ahead, so the workers'
+    sweeper (which starts runs whose start message was lost) leaves them alone while the test
+    drives them by hand. They end with the test: later tests need a quiet fleet."""
+    from datetime import UTC, datetime, timedelta
+
+    from taskapp.pipeline import orchestrator
+    from taskapp.store.db import session_factory
+    from taskapp.store.runs import create_run
+
+    made: list[uuid.UUID] = []
+
+    def make(team_id: uuid.UUID) -> uuid.UUID:
+        with session_factory(settings).begin() as session:
+            run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
+            run.created_at = datetime.now(UTC) + timedelta(hours=1)
+        made.append(run.id)
+        return run.id
+
+    yield make
+    with session_factory(settings).begin() as session:
+        for run_id in made:
+            orchestrator.cancel_run(session, run_id)
 
 
 # pgserver logs from an atexit hook after pytest has closed its capture streams.

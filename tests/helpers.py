@@ -1,12 +1,106 @@
-"""Helpers the tests share (fixtures stay in conftest.py)."""
+"""Helpers the tests share: paths, teams, requests, waiting for runs. Fixtures live in conftest.py."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+# The session's worker nodes: a short batching window keeps multi-phase runs quick (the window
+# itself is tested on its own), short leases and sweeps keep recovery tests short.
+WORKER_ENV = {"BATCH_MAX_WAIT_MS": "200", "SWEEP_INTERVAL_S": "1", "RUN_NUDGE_AFTER_S": "2", "STEP_LEASE_S": "2"}
 
 _TOKEN = re.compile(rb'name="csrf_token" value="([^"]+)"')
+
+
+def make_team(settings, name: str | None = None) -> tuple[uuid.UUID, str]:
+    """A team of its own for one test (tests never see each other's runs)."""
+    from taskapp.store.db import session_factory
+    from taskapp.store.teams import create_team
+
+    with session_factory(settings).begin() as session:
+        team, key = create_team(session, name or f"team-{uuid.uuid4().hex[:10]}")
+        return team.id, key
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def submit_summary(client, key: str, text: str, **options) -> str:
+    """Submit a one-step `summarize` run through the API; its id."""
+    resp = client.post("/api/runs", headers=auth(key),
+                       json={"workflow": "summarize", "input": {"text": text}, "options": options})
+    assert resp.status_code == 202, resp.json
+    return resp.json["id"]
+
+
+def run_steps(db_session, run_ids: list[str]):
+    """The steps of these runs, freshly read."""
+    from sqlalchemy import select
+
+    from taskapp.store.models import Step
+
+    db_session.expire_all()
+    return list(db_session.scalars(select(Step).where(Step.run_id.in_([uuid.UUID(str(r)) for r in run_ids]))))
+
+
+def wait_for_run(settings, run_id: str | uuid.UUID, timeout_s: float = 60):
+    """Poll Postgres until the run ends; return it with its steps loaded."""
+    from sqlalchemy.orm import selectinload
+
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import FINAL_RUN_STATUSES, Run
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with session_factory(settings)() as session:
+            run = session.get(Run, uuid.UUID(str(run_id)), options=[selectinload(Run.steps)])
+            if run is not None and run.status in FINAL_RUN_STATUSES:
+                return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} did not finish in {timeout_s}s (status {run and run.status})")
+        time.sleep(0.1)
+
+
+def claim_steps(session, batch_id, step_ids, lease_s, max_attempts=None):
+    """What a delivery of a batch does to claim its steps (as taskapp.pipeline.executor does)."""
+    from taskapp.store.claims import claim, claimable
+
+    return claim(session, batch_id, claimable(session, batch_id, step_ids), lease_s, max_attempts)
+
+
+def parse_sse(body: bytes) -> list[dict]:
+    """The events of an SSE body (comments and retry lines skipped)."""
+    events = []
+    for block in body.decode().split("\n\n"):
+        fields: dict = {}
+        for line in block.splitlines():
+            if line.startswith(":") or ":" not in line:
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = fields.get(name, "") + value.lstrip(" ") if name == "data" else value.lstrip(" ")
+        if "id" in fields:
+            events.append({"id": int(fields["id"]), "type": fields.get("event"), "data": json.loads(fields["data"])})
+    return events
+
+
+def stored_events(db_session, run_id) -> list[tuple[int, str]]:
+    """A run's events as stored: (id, type), in id order."""
+    from sqlalchemy import select
+
+    from taskapp.store.models import Event
+
+    db_session.rollback()
+    rows = db_session.execute(select(Event.id, Event.type).where(Event.run_id == uuid.UUID(str(run_id)))
+                              .order_by(Event.id)).all()
+    return [(i, t) for i, t in rows]
 
 
 def form_token(page: bytes) -> str:
@@ -20,6 +114,14 @@ def ui_login(client, key: str):
     """Sign a test client in through the login form; the answer to the post."""
     token = form_token(client.get("/login").data)
     return client.post("/login", data={"api_key": key, "csrf_token": token})
+
+
+def next_db(url: str | None) -> str | None:
+    """The Redis URL's next db number: a stack of its own beside the session's (None: embedded)."""
+    if not url:
+        return None
+    match = re.match(r"^(.*/)(\d+)$", url)
+    return f"{match.group(1)}{(int(match.group(2)) + 1) % 16}" if match else url
 
 
 def taskapp_cli(stack, *args: str, **env: str | None) -> subprocess.CompletedProcess[str]:

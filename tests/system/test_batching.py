@@ -1,12 +1,14 @@
-"""Batching across runs and worker nodes: shared Redis buffers, a chord per flush, bad answers.
+"""Batching across runs and worker nodes: a chord per flush, windows, idle flushes, bad answers.
+
+The buffers on their own: tests/integration/test_batch_buffers.py.
 
 Real Redis, Postgres, two Celery worker nodes (each with its flusher) and the
-simulator. The workers run with a 200 ms window and BATCH_MAX_SIZE 8 (conftest).
+simulator. The workers run with a 200 ms window (WORKER_ENV in tests/helpers.py) and the
+default BATCH_MAX_SIZE of 8.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections import defaultdict
@@ -15,61 +17,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from taskapp.domain.batching import BatchPolicy
 from taskapp.hotstate.buffers import buffer_key
 from taskapp.store.models import Batch, Event, LlmCall
-from tests.conftest import WORKER_ENV, auth, make_team, run_steps, submit_summary, wait_for_run
+from tests.helpers import WORKER_ENV, auth, make_team, run_steps, submit_summary, wait_for_run
 
 WINDOW_MS = int(WORKER_ENV["BATCH_MAX_WAIT_MS"])
 
-
-# -- the buffer itself (Redis only; an agent no flusher watches) ---------------------------
-
-def test_racing_takers_get_each_step_exactly_once(batcher):
-    agent = f"test-agent-{uuid.uuid4().hex[:6]}"
-    policy = BatchPolicy(max_size=4, max_wait_ms=0)
-    ids = [str(uuid.uuid4()) for _ in range(400)]
-    for i in range(0, len(ids), 50):
-        batcher.offer(agent, "m", ids[i:i + 50])
-    assert batcher.offer(agent, "m", ids[:10]) == 400  # offering again never duplicates
-    taken: list[list[str]] = []
-    lock = threading.Lock()
-
-    def take() -> None:
-        while True:
-            got = batcher.take(agent, "m", policy, max_batches=1)
-            if not got:
-                return
-            with lock:
-                taken.append([t.step_id for t in got])
-
-    threads = [threading.Thread(target=take) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    flat = [sid for batch in taken for sid in batch]
-    assert sorted(flat) == sorted(ids)  # every step once, none twice
-    assert all(len(batch) <= policy.max_size for batch in taken)
-
-
-def test_take_waits_for_a_full_batch_or_the_window(batcher):
-    agent = f"test-agent-{uuid.uuid4().hex[:6]}"
-    policy = BatchPolicy(max_size=3, max_wait_ms=300)
-    batcher.offer(agent, "m", ["a", "b"])
-    assert batcher.take(agent, "m", policy) == []  # neither full nor due
-    batcher.offer(agent, "m", ["c", "d"])
-    full = batcher.take(agent, "m", policy)
-    assert [t.step_id for t in full] == ["a", "b", "c"]  # one full batch, oldest first; "d" waits
-    assert batcher.size(agent, "m") == 1
-    time.sleep(0.35)
-    late = batcher.take(agent, "m", policy)
-    assert [t.step_id for t in late] == ["d"] and late[0].wait_ms >= 300
-    batcher.offer(agent, "m", ["e"])
-    assert [t.step_id for t in batcher.take(agent, "m", policy, force=True)] == ["e"]  # interactive
-
-
-# -- across runs and nodes -------------------------------------------------------------
 
 def test_fifty_runs_batch_across_runs_and_nodes(client, workers, settings, db_session, stack):
     """Batches never mix agents or models and never exceed the maximum; they span runs queued

@@ -193,3 +193,18 @@ def test_after_a_failed_call_a_quota_refusal_waits_a_transient_error_retries_and
     assert after_call_error(quota_delay_s=None, retryable=True, **(choose | {"give_up": True})).action == "fail"
     assert after_call_error(quota_delay_s=None, retryable=False, **choose).action == "fail"
     assert after_call_error(quota_delay_s=3.0, retryable=False, **(choose | {"give_up": True})).action == "wait"
+
+
+def test_the_summarizer_reads_all_the_text_it_accepts():
+    """The limit is what the summarizer reads: accepted text goes whole to its step, whatever
+    CONTEXT_TOKEN_BUDGET says (that budget trims context handed between agents)."""
+    from taskapp.domain.engine import Limits, decide
+    from taskapp.domain.tokens import TRIM_MARK
+    from taskapp.domain.workflows import SUMMARIZE_MAX_CHARS, get_workflow
+
+    longest = "z" * SUMMARIZE_MAX_CHARS
+    (step,) = decide(get_workflow("summarize"), {"text": longest}, [], Limits(context_token_budget=100)).new_steps
+    assert step.input == {"text": longest}
+    # Only a run stored before the limit existed can be longer: cut to what is read, and marked.
+    (step,) = decide(get_workflow("summarize"), {"text": longest + "zz"}, [], Limits()).new_steps
+    assert len(step.input["text"]) == SUMMARIZE_MAX_CHARS and step.input["text"].endswith(TRIM_MARK)

@@ -8,7 +8,6 @@ the quota as Gemini does and keeps its own log: that log is the judge.
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 
@@ -16,24 +15,17 @@ import httpx
 import pytest
 
 from taskapp.dev.localstack import LocalStack
-from tests.conftest import ARTIFACTS
+from tests.helpers import ARTIFACTS, next_db
 
 MODEL = "gemini-2.5-flash-lite"  # the summarizer's model
 RPM = 8
 DAY_S = 12
 
 
-def _next_db(url: str | None) -> str | None:
-    if not url:
-        return None
-    match = re.match(r"^(.*/)(\d+)$", url)
-    return f"{match.group(1)}{(int(match.group(2)) + 1) % 16}" if match else url
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     with LocalStack(tmp_path_factory.mktemp("fleet"), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
-                    redis_url=_next_db(os.environ.get("TASKAPP_TEST_REDIS_URL")), log_dir=ARTIFACTS) as s:
+                    redis_url=next_db(os.environ.get("TASKAPP_TEST_REDIS_URL")), log_dir=ARTIFACTS) as s:
         from taskapp.settings import load_settings
         from taskapp.store import migrate
 
@@ -86,7 +78,7 @@ def _max_in_any_window(times: list[float], window_s: float = 60.0) -> int:
 # The largest fleet against Gemini's real minute; the smaller ones against a 15 s "minute"
 # (gate and simulator alike, as QUOTA_DAY_SECONDS shortens the day), to keep the suite short.
 @pytest.mark.parametrize(("nodes", "minute_s"), [(1, 15), (2, 15), (4, 60)])
-def test_no_minute_window_over_the_limit_whatever_the_fleet(fleet, nodes, minute_s):
+def test_no_minute_window_goes_over_the_limit_whatever_the_fleet(fleet, nodes, minute_s):
     stack, url = fleet
     httpx.post(f"{stack.sim_url}/_sim/reset").raise_for_status()
     httpx.post(f"{stack.sim_url}/_sim/config",

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 
-from taskapp.domain.quota import TeamShare
-from tests.conftest import auth, wait_for_run
-
-
-def _taskapp(stack, *args):
-    return subprocess.run([sys.executable, "-m", "taskapp.cli", *args], env=stack.env(), capture_output=True,
-                          text=True, timeout=60)
+from tests.helpers import auth, taskapp_cli, wait_for_run
 
 
 def _new_team(stack, *options: str) -> str:
     name = f"share-{uuid.uuid4().hex[:8]}"
-    made = _taskapp(stack, "teams", "create", name, *options)
+    made = taskapp_cli(stack, "teams", "create", name, *options)
     assert made.returncode == 0, made.stderr
     return made.stdout.strip()
-
-
-def test_share_arithmetic():
-    assert TeamShare().may_start_run(1000) and TeamShare().budget_exhausted(10**9) is None
-    assert TeamShare(max_concurrent_runs=2).may_start_run(1)
-    assert not TeamShare(max_concurrent_runs=2).may_start_run(2)
-    assert "budget 100" in TeamShare(daily_token_budget=100).budget_exhausted(100)
 
 
 def test_a_team_never_runs_more_than_its_share_at_once(stack, client, workers, settings):
@@ -50,13 +35,3 @@ def test_a_team_over_its_daily_tokens_gets_a_clear_failure(stack, client, worker
     run = wait_for_run(settings, second)
     assert run.status == "failed" and run.error.startswith("team_daily_token_budget_exhausted")
     assert run.steps == []  # no call was made for it
-
-
-def test_teams_set_changes_and_removes_the_share(stack):
-    name = f"share-{uuid.uuid4().hex[:8]}"
-    assert _taskapp(stack, "teams", "create", name).returncode == 0
-    out = _taskapp(stack, "teams", "set", name, "--max-concurrent-runs", "3")
-    assert out.returncode == 0 and "max concurrent runs 3" in out.stdout
-    out = _taskapp(stack, "teams", "set", name, "--unlimited")
-    assert "max concurrent runs unlimited" in out.stdout
-    assert _taskapp(stack, "teams", "set", "no-such-team", "--unlimited").returncode != 0

@@ -6,8 +6,7 @@ import threading
 import time
 import uuid
 
-from tests.conftest import auth, make_team
-from tests.helpers import form_token, ui_login
+from tests.helpers import auth, form_token, make_team, ui_login
 
 RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
 
@@ -148,7 +147,7 @@ def test_workflows_are_listed_with_agents_and_input_schema(client, team):
     assert "question" in wfs["research"]["input_schema"]["properties"]
 
 
-def test_health_and_readiness(client):
+def test_healthz_is_up_and_readyz_checks_every_dependency(client):
     """/healthz is up; /readyz checks Postgres, Redis and the broker."""
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
@@ -195,31 +194,6 @@ def test_concurrent_duplicate_idempotency_keys_make_one_run(app, team):
         answers = list(pool.map(post, range(10)))
     assert len({a["id"] for a in answers}) == 1
     assert sum(1 for a in answers if a["created"]) == 1
-
-
-def test_broker_down_gives_503_with_retry_after_and_readyz_names_it(stack, team, client, workers, settings):
-    """Broker unreachable: 503 + Retry-After (never 500), /readyz names it; a retry later runs the same run."""
-    import httpx
-
-    _, key = team
-    url, web = stack.start_web(CELERY_BROKER_URL="redis://127.0.0.1:1/0")
-    try:
-        resp = httpx.post(f"{url}/api/runs", headers={**auth(key), "Idempotency-Key": "broker-down-1"},
-                          json=RUN, timeout=30)
-        assert resp.status_code == 503 and resp.headers["Retry-After"]
-        assert resp.json()["error"]["code"] == "unavailable"
-        ready = httpx.get(f"{url}/readyz", timeout=30)
-        assert ready.status_code == 503
-        checks = ready.json()["checks"]
-        assert checks["postgres"] == "ok" and checks["redis"] == "ok" and checks["broker"].startswith("error")
-    finally:
-        stack.stop(web)
-    # The broker is back (this app's broker works): the same key returns the stored run and starts it.
-    again = client.post("/api/runs", headers={**auth(key), "Idempotency-Key": "broker-down-1"}, json=RUN)
-    assert again.status_code == 202 and again.json["created"] is False
-    from tests.conftest import wait_for_run
-
-    assert wait_for_run(settings, again.json["id"]).status == "succeeded"
 
 
 def test_backpressure_refuses_new_runs_with_429_but_answers_replays(settings, team, monkeypatch):

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import func, select
 
 from taskapp.dev.localstack import LocalStack
-from tests.conftest import ARTIFACTS
+from tests.helpers import ARTIFACTS
 
 ENV = {"STEP_LEASE_S": "3", "BATCH_STRANDED_S": "60", "SWEEP_INTERVAL_S": "1", "RUN_NUDGE_AFTER_S": "3",
        "BATCH_MAX_WAIT_MS": "200", "CELERY_TASK_EVENTS": "false"}

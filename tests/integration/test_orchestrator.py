@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from taskapp.pipeline import orchestrator
 from taskapp.store.models import Event, Run, Step, Team
 from taskapp.store.runs import create_run
-from tests.conftest import make_team
+from tests.helpers import make_team
 
 
 def _queued_runs(factory, team_id, n: int, workflow: str = "summarize") -> list[uuid.UUID]:

@@ -17,7 +17,7 @@ import schemathesis
 from openapi_spec_validator import validate
 from sqlalchemy import select
 
-from tests.conftest import auth
+from tests.helpers import auth
 
 RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
 # The blueprints whose routes make up the API (the pages and the docs themselves are not in it).

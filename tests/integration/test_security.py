@@ -16,8 +16,7 @@ from decimal import Decimal
 import pytest
 
 from taskapp.settings import SettingsError
-from tests.conftest import auth, make_team
-from tests.helpers import form_token, taskapp_cli, ui_login
+from tests.helpers import auth, form_token, make_team, taskapp_cli, ui_login
 
 RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
 
@@ -40,7 +39,6 @@ def test_the_web_app_refuses_to_start_without_a_secret_key_of_32_bytes(settings,
         _app(settings, secret_key=secret)
 
 
-@pytest.mark.slow
 def test_gunicorn_exits_at_start_and_names_secret_key_when_it_is_unset(stack):
     """The Procfile's `web` line without SECRET_KEY: the process refuses to start and says why."""
     proc = stack.spawn("web-no-secret", [

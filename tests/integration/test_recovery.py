@@ -1,7 +1,10 @@
-"""Recovery: the sweeper finds what dead flushers, lost messages and dead workers leave behind;
-claims wait for the flush that published them; poison steps end; leases outlive slow calls.
+"""Recovery driven by hand, no workers: claims wait for the flush that published them, a second
+delivery claims nothing, poison steps end, a late answer is committed or yields, and the sweeper
+closes the batches it takes steps back from (recording a call in flight as lost).
 
-Real Redis, Postgres, two worker nodes (2 s leases, 1 s sweeps: conftest) and the simulator.
+Real Redis and Postgres; a test that sweeps by hand first ends the runs earlier tests left open
+(`no_open_runs`), and keeps the workers' flushers, when a session has started them, from
+sweeping (`no_background_sweep`). The sweeper against live workers: tests/faults/test_recovery.py.
 """
 
 from __future__ import annotations
@@ -10,21 +13,11 @@ import threading
 import time
 import uuid
 
-import httpx
 import pytest
 from sqlalchemy import select
 
-from taskapp.domain.batching import BatchPolicy
-from taskapp.hotstate.buffers import Batcher
-from taskapp.store.models import Event, LlmCall, Step
-from tests.conftest import run_steps, submit_summary, wait_for_run
-
-
-def claim_steps(session, batch_id, step_ids, lease_s, max_attempts=None):
-    """What a delivery of a batch does to claim its steps (as taskapp.pipeline.executor does)."""
-    from taskapp.store.claims import claim, claimable
-
-    return claim(session, batch_id, claimable(session, batch_id, step_ids), lease_s, max_attempts)
+from taskapp.store.models import LlmCall, Step
+from tests.helpers import claim_steps, wait_for_run
 
 
 def _started_run(settings, team, text: str):
@@ -42,74 +35,7 @@ def _started_run(settings, team, text: str):
     return run_id, ready
 
 
-# -- the sweeper ----------------------------------------------------------------------
-
-def _steal_from_buffer(batcher: Batcher, db_session, run_id: str) -> str:
-    """Take a run's step out of its buffer before any flusher does (what a flusher killed
-    between its take and its commit leaves behind)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        steps = run_steps(db_session, [run_id])
-        if steps and batcher.waiting("summarizer", "gemini-2.5-flash-lite", [str(steps[0].id)]):
-            taken = batcher.take("summarizer", "gemini-2.5-flash-lite", BatchPolicy(64, 0), force=True)
-            assert str(steps[0].id) in {t.step_id for t in taken}
-            return str(steps[0].id)
-        time.sleep(0.002)
-    raise AssertionError("the step never reached its buffer")
-
-
-def test_sweeper_reoffers_a_step_lost_between_take_and_dispatch(client, team, workers, settings, db_session,
-                                                                batcher):
-    _, key = team
-    run_id = submit_summary(client, key, "the flusher died holding me")
-    step_id = _steal_from_buffer(batcher, db_session, run_id)
-    step = db_session.get(Step, uuid.UUID(step_id))
-    assert step.status == "queued" and step.batch_id is None  # nothing was sent for it
-    run = wait_for_run(settings, run_id, timeout_s=30)
-    assert run.status == "succeeded"
-    (step,) = run_steps(db_session, [run_id])
-    # Re-offered by the sweeper (after window + grace), then flushed on the window as usual.
-    assert (step.finished_at - step.queued_at).total_seconds() > 2
-    assert step.buffer_wait_ms < 1000
-
-
-@pytest.mark.parametrize("where", ["batched", "running"])
-def test_sweeper_reoffers_a_batch_whose_message_is_lost(client, team, workers, settings, db_session, batcher,
-                                                        where):
-    """A batch marked in Postgres whose message never arrives (or whose worker died mid-call)."""
-    from taskapp.hotstate.buffers import Taken
-    from taskapp.store.batches import open_batch
-    from taskapp.store.db import session_factory
-
-    _, key = team
-    run_id = submit_summary(client, key, f"my message is lost ({where})")
-    step_id = _steal_from_buffer(batcher, db_session, run_id)
-    lost_batch = uuid.uuid4()
-    with session_factory(settings).begin() as session:
-        assert open_batch(session, lost_batch, "summarizer", "gemini-2.5-flash-lite", [Taken(step_id, 0)],
-                          "window", stranded_s=0) == [step_id]
-        if where == "running":
-            assert claim_steps(session, lost_batch, [uuid.UUID(step_id)], lease_s=0)
-    run = wait_for_run(settings, run_id, timeout_s=30)
-    assert run.status == "succeeded"
-    (step,) = run_steps(db_session, [run_id])
-    assert step.batch_id != lost_batch
-    reasons = [e.data.get("reason") for e in db_session.scalars(
-        select(Event).where(Event.run_id == uuid.UUID(run_id), Event.type == "step.queued").order_by(Event.id))]
-    assert len(reasons) == 2 and reasons[1]  # queued, then queued again by the sweeper, saying why
-
-
-def test_sweeper_starts_a_run_whose_start_message_was_lost(team, workers, settings):
-    from taskapp.store.db import session_factory
-    from taskapp.store.runs import create_run
-
-    team_id, _ = team
-    with session_factory(settings).begin() as session:
-        run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "no message"},
-                                  options={})
-        run_id = run.id
-    assert wait_for_run(settings, run_id, timeout_s=30).status == "succeeded"
-
+# -- claims, deliveries and late answers -----------------------------------------------
 
 def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, settings):
     """The flusher publishes a batch's chord before it commits the batch; a header task that
@@ -216,28 +142,9 @@ def test_a_step_whose_deliveries_keep_dying_fails_as_poison(team, settings, db_s
     assert run.status == "failed" and "poison" in run.error
 
 
-def test_a_call_longer_than_the_lease_keeps_its_claim(client, team, workers, settings, db_session, stack):
-    """The lease (2 s in these workers) is renewed while a 5 s call runs: the sweeper never
-    takes the step over, and it is called and committed once."""
-    httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 5000}).raise_for_status()
-    try:
-        _, key = team
-        run_id = submit_summary(client, key, "a slow answer", priority="interactive")
-        run = wait_for_run(settings, run_id, timeout_s=30)
-    finally:
-        httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 0})
-    assert run.status == "succeeded"
-    (step,) = run_steps(db_session, [run_id])
-    assert step.attempts == 1
-    assert len(db_session.scalars(select(LlmCall).where(LlmCall.batch_id == step.batch_id)).all()) == 1
-    queued = db_session.scalars(select(Event).where(Event.run_id == uuid.UUID(run_id),
-                                                    Event.type == "step.queued")).all()
-    assert len(queued) == 1  # never re-offered
-
-
 @pytest.mark.parametrize("called_again", [False, True])
 def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings, db_session, called_again,
-                                                                  no_background_sweep):
+                                                                  no_background_sweep, no_open_runs):
     """A batch's answer arrives after the sweeper re-offered its step (the lease ran out while
     PostgreSQL restarted): it is committed unless another batch already claimed the step, and
     the later batch then finds nothing of its own to call."""
@@ -288,7 +195,7 @@ def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings,
 
 @pytest.mark.parametrize("where", ["batched", "running"])
 def test_a_batch_the_sweeper_takes_back_is_closed_and_its_lost_call_recorded(team, settings, db_session, where,
-                                                                            no_background_sweep):
+                                                                            no_background_sweep, no_open_runs):
     """A batch whose message was lost (batched) or whose worker died mid-call (running): once the
     sweeper re-offers its steps, nothing of it is on its way any more. It is closed at once (an
     unfinished batch counts as work on its way for the idle flush, for BATCH_STRANDED_S), and the

@@ -5,13 +5,10 @@ from __future__ import annotations
 import sys
 
 import psycopg
-import pytest
 import redis
 
 from taskapp.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.helpers import taskapp_cli
-
-pytestmark = pytest.mark.slow
 
 
 def test_embedded_postgres_and_redis_start_serve_and_keep_data(tmp_path):
@@ -95,30 +92,14 @@ def test_flower_never_runs_open(stack):
         stack.stop(proc)
 
 
-def test_cli_submits_and_follows_a_run_to_its_answer(stack, settings, workers):
-    """`taskapp submit --follow` against the real web server: the run id, each step's progress, the
-    stored output, and an exit status that says how the run ended."""
-    import json
+def test_teams_set_changes_and_removes_the_share(stack):
+    """`taskapp teams set` changes a team's share, or removes it; an unknown team is refused."""
     import uuid
 
-    from tests.conftest import make_team, wait_for_run
-
-    _, key = make_team(settings)
-    url, web = stack.start_web()
-    try:
-        done = taskapp_cli(stack, "submit", "summarize", "--input", '{"text": "a CLI follows this run"}',
-                        "--priority", "interactive", "--follow", TASKAPP_API_URL=url, TASKAPP_API_KEY=key)
-        assert done.returncode == 0, done.stderr
-        run_id, _, output = done.stdout.partition("\n")
-        run = wait_for_run(settings, uuid.UUID(run_id))
-        assert run.status == "succeeded" and json.loads(output) == run.output
-        assert "summarizer" in done.stderr and "succeeded" in done.stderr
-        assert done.stderr.strip().endswith("run succeeded")
-
-        unknown = taskapp_cli(stack, "submit", "no-such-workflow", "--input", "{}", TASKAPP_API_URL=url,
-                           TASKAPP_API_KEY=key)
-        assert unknown.returncode == 1 and "no-such-workflow" in unknown.stderr and "Traceback" not in unknown.stderr
-    finally:
-        stack.stop(web)
-    down = taskapp_cli(stack, "submit", "summarize", "--input", "{}", TASKAPP_API_URL=url, TASKAPP_API_KEY=key)
-    assert down.returncode == 1 and "cannot reach the API" in down.stderr and "Traceback" not in down.stderr
+    name = f"share-{uuid.uuid4().hex[:8]}"
+    assert taskapp_cli(stack, "teams", "create", name).returncode == 0
+    out = taskapp_cli(stack, "teams", "set", name, "--max-concurrent-runs", "3")
+    assert out.returncode == 0 and "max concurrent runs 3" in out.stdout
+    out = taskapp_cli(stack, "teams", "set", name, "--unlimited")
+    assert "max concurrent runs unlimited" in out.stdout
+    assert taskapp_cli(stack, "teams", "set", "no-such-team", "--unlimited").returncode != 0

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from taskapp.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 from taskapp.dev.localstack import LocalStack
-from tests.conftest import ARTIFACTS
+from tests.helpers import ARTIFACTS
 
 RUNS = 20
 OUTAGE_S = 6

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from taskapp.domain.quota import ModelQuota, quota_day, quota_for
+from taskapp.domain.quota import ModelQuota, quota_day
 from taskapp.hotstate.quota_gate import BREAKER_THRESHOLD, QuotaGate
 
 
@@ -131,20 +131,6 @@ def test_the_circuit_opens_after_consecutive_failures_then_half_opens(stack, mod
     assert gate.acquire(model, "another", 1).reason == "circuit_half_open"
     gate.finish(probe, tokens_in=1, outcome="ok")
     assert gate.acquire(model, "another", 1).granted and gate.usage(model)["circuit"] == "closed"
-
-
-def test_quota_configuration_and_the_pacific_day():
-    assert quota_for("gemini-2.5-flash", {}).rpm == 1_000
-    assert quota_for("gemini-2.5-flash", {"gemini-2.5-flash": {"rpm": 10}}).rpm == 10
-    assert quota_for("unknown-model", {"*": {"rpd": 5}}).rpd == 5
-    # 07:59 UTC on 23 Nov is still the 22nd in California; the day ends at 08:00 UTC.
-    day = quota_day(datetime(2026, 11, 23, 7, 59, tzinfo=UTC))
-    assert day.key == "2026-11-22" and day.resets_at_ms == int(datetime(2026, 11, 23, 8, tzinfo=UTC).timestamp() * 1000)
-    # Summer time: midnight Pacific is 07:00 UTC.
-    summer = quota_day(datetime(2026, 7, 1, 12, tzinfo=UTC))
-    assert summer.resets_at_ms == int(datetime(2026, 7, 2, 7, tzinfo=UTC).timestamp() * 1000)
-    with pytest.raises(ValueError):
-        ModelQuota(rpm=0, tpm=None, rpd=None)
 
 
 def test_a_per_day_429_parks_the_model_until_the_reset(stack, model):

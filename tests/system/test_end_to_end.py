@@ -5,14 +5,10 @@ from __future__ import annotations
 import uuid
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from taskapp.store.models import Event, LlmCall, Step
-from tests.conftest import auth, wait_for_run
-from tests.helpers import form_token, ui_login
-
-pytestmark = pytest.mark.slow
+from tests.helpers import auth, form_token, ui_login, wait_for_run
 
 
 def test_research_run_finishes_with_every_step_stored(client, team, workers, settings, db_session, stack):

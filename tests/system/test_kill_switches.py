@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import auth, wait_for_run
+from tests.helpers import auth, wait_for_run
 
 
 def _research(client, key: str, limits: dict, **run_input) -> str:

@@ -89,27 +89,6 @@ def test_gemini_quotas_override_the_defaults_per_model():
         load_settings({"GEMINI_QUOTAS": '{"gemini-2.5-flash": {"requests": 5}}'})
 
 
-def test_celery_config_keeps_at_least_once_delivery(settings):
-    """The invariants the executor's idempotency rests on: acknowledged after the task ran, put
-    back if its process dies, one message at a time, JSON only, and no task (nor any retry's
-    countdown) outlives the Redis visibility timeout, or the broker would deliver it twice."""
-    from taskapp.celery_app import app
-    from taskapp.domain.agents import models_in_use
-    from taskapp.domain.retry import BACKOFF_CAP_S, JITTER_SPREAD
-    from taskapp.keys import ORCHESTRATION_QUEUE, llm_queue
-    from taskapp.tasks import MAX_QUOTA_WAIT_S
-
-    conf = app.conf
-    assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
-    assert conf.accept_content == ["json"] and conf.task_serializer == conf.result_serializer == "json"
-    visibility = conf.broker_transport_options["visibility_timeout"]
-    assert visibility > conf.task_time_limit > conf.task_soft_time_limit
-    assert visibility > MAX_QUOTA_WAIT_S and visibility > BACKOFF_CAP_S * (1 + JITTER_SPREAD)
-    queues = {q.name for q in conf.task_queues}
-    assert queues == {ORCHESTRATION_QUEUE} | {llm_queue(m) for m in models_in_use()}
-    assert len(queues) > 2  # orchestration, and one queue per model in use
-
-
 def test_a_short_metrics_token_is_refused_naming_it():
     """METRICS_TOKEN grants the fleet's numbers: at least 32 bytes, like SECRET_KEY."""
     import pytest
@@ -119,3 +98,10 @@ def test_a_short_metrics_token_is_refused_naming_it():
     with pytest.raises(SettingsError, match="METRICS_TOKEN"):
         load_settings({"METRICS_TOKEN": "short"})
     assert load_settings({"METRICS_TOKEN": "m" * 32}).metrics_token == "m" * 32
+
+
+def test_the_body_limit_is_a_setting():
+    from taskapp.settings import load_settings
+
+    assert load_settings({}).max_content_length == 1_048_576
+    assert load_settings({"MAX_CONTENT_LENGTH": "65536"}).max_content_length == 65536

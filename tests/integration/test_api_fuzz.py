@@ -29,9 +29,7 @@ import httpx
 import pytest
 
 from taskapp.settings import child_environment
-from tests.conftest import ARTIFACTS, auth, make_team
-
-pytestmark = pytest.mark.slow
+from tests.helpers import ARTIFACTS, auth, make_team
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 MAX_EXAMPLES = 100  # random requests per operation, after the examples and boundary values (~1 min in all)

@@ -20,8 +20,7 @@ import pytest
 from sqlalchemy import Uuid, exists, func, select
 
 from taskapp.dev.localstack import LocalStack
-from tests.conftest import ARTIFACTS
-from tests.test_quota_fleet import _next_db
+from tests.helpers import ARTIFACTS, next_db
 
 RUNS = 100
 ENV = {"STEP_LEASE_S": "3", "BATCH_STRANDED_S": "8", "SWEEP_INTERVAL_S": "1", "RUN_NUDGE_AFTER_S": "3",
@@ -31,7 +30,7 @@ ENV = {"STEP_LEASE_S": "3", "BATCH_STRANDED_S": "8", "SWEEP_INTERVAL_S": "1", "R
 @pytest.fixture(scope="module")
 def chaos_stack(tmp_path_factory):
     with LocalStack(tmp_path_factory.mktemp("chaos"), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
-                    redis_url=_next_db(_next_db(os.environ.get("TASKAPP_TEST_REDIS_URL"))), log_dir=ARTIFACTS,
+                    redis_url=next_db(next_db(os.environ.get("TASKAPP_TEST_REDIS_URL"))), log_dir=ARTIFACTS,
                     sim_latency_ms=1000) as s:
         from taskapp.settings import load_settings
         from taskapp.store import migrate
