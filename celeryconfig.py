@@ -58,7 +58,6 @@ worker_hijack_root_logger = False
 worker_concurrency = _settings.worker_concurrency
 
 
-
 def _queue(name: str) -> Queue:
     # Each queue its own exchange and key: a shared default binding would copy
     # every message into every queue.

@@ -36,8 +36,9 @@ def run_config(stack, size: int, window_ms: int, inflight: int, seconds: float, 
     from taskapp.store.teams import create_team
 
     env = {"BATCH_MAX_SIZE": str(size), "BATCH_MAX_WAIT_MS": str(window_ms), "CELERY_TASK_EVENTS": "false"}
-    workers = [stack.start_worker(f"batch{size}w{window_ms}n{i}", concurrency=WORKER_CONCURRENCY, **env)
-               for i in range(2)]
+    workers = [
+        stack.start_worker(f"batch{size}w{window_ms}n{i}", concurrency=WORKER_CONCURRENCY, **env) for i in range(2)
+    ]
     factory = session_factory()
     with factory.begin() as s:
         team_id = create_team(s, f"bench-batching-{uuid.uuid4().hex[:8]}")[0].id
@@ -46,8 +47,13 @@ def run_config(stack, size: int, window_ms: int, inflight: int, seconds: float, 
         ids = []
         with factory() as s:
             for _ in range(n):
-                run, _ = intake.submit_run(s, team_id=team_id, workflow="summarize",
-                                           input={"text": f"bench document {uuid.uuid4().hex} " * 4}, options={})
+                run, _ = intake.submit_run(
+                    s,
+                    team_id=team_id,
+                    workflow="summarize",
+                    input={"text": f"bench document {uuid.uuid4().hex} " * 4},
+                    options={},
+                )
                 ids.append(run.id)
         return ids
 
@@ -75,24 +81,39 @@ def run_config(stack, size: int, window_ms: int, inflight: int, seconds: float, 
     mine = select(Run.id).where(Run.team_id == team_id)
     with factory() as s:
         failed = s.scalar(
-            select(func.count()).select_from(Run).where(Run.team_id == team_id, Run.status != "succeeded"))
-        steps_done = s.scalar(select(func.count()).select_from(Step).where(
-            Step.run_id.in_(mine), Step.finished_at >= lo, Step.finished_at < hi))
-        waits = list(s.scalars(select(Step.buffer_wait_ms).where(
-            Step.run_id.in_(mine), Step.batched_at >= lo, Step.batched_at < hi)))
-        batched, calls, batches = s.execute(select(
-            func.coalesce(func.sum(Batch.size), 0), func.coalesce(func.sum(Batch.calls), 0), func.count()
-        ).where(Batch.flushed_at >= lo, Batch.flushed_at < hi, Batch.id.in_(
-            select(Step.batch_id).where(Step.run_id.in_(mine))))).one()
-    sim_calls = sum(1 for e in httpx.get(f"{stack.sim_url}/_sim/requests").json()
-                    if lo.timestamp() <= e["ts"] < hi.timestamp())
+            select(func.count()).select_from(Run).where(Run.team_id == team_id, Run.status != "succeeded")
+        )
+        steps_done = s.scalar(
+            select(func.count())
+            .select_from(Step)
+            .where(Step.run_id.in_(mine), Step.finished_at >= lo, Step.finished_at < hi)
+        )
+        waits = list(
+            s.scalars(
+                select(Step.buffer_wait_ms).where(Step.run_id.in_(mine), Step.batched_at >= lo, Step.batched_at < hi)
+            )
+        )
+        batched, calls, batches = s.execute(
+            select(func.coalesce(func.sum(Batch.size), 0), func.coalesce(func.sum(Batch.calls), 0), func.count()).where(
+                Batch.flushed_at >= lo,
+                Batch.flushed_at < hi,
+                Batch.id.in_(select(Step.batch_id).where(Step.run_id.in_(mine))),
+            )
+        ).one()
+    sim_calls = sum(
+        1 for e in httpx.get(f"{stack.sim_url}/_sim/requests").json() if lo.timestamp() <= e["ts"] < hi.timestamp()
+    )
     span = (hi - lo).total_seconds()
     return {
-        "size": size, "window": window_ms, "failed": failed,
+        "size": size,
+        "window": window_ms,
+        "failed": failed,
         "calls_per_step": calls / batched if batched else float("nan"),
         "sim_calls_per_step": sim_calls / batched if batched else float("nan"),
         "mean_batch": batched / batches if batches else float("nan"),
-        "steps_s": steps_done / span, "p50": pct(waits, 50), "p95": pct(waits, 95),
+        "steps_s": steps_done / span,
+        "p50": pct(waits, 50),
+        "p95": pct(waits, 95),
     }
 
 
@@ -111,17 +132,46 @@ def main() -> None:
             for size in (int(n) for n in args.sizes.split(",")):
                 r = run_config(stack, size, window, args.inflight, args.seconds, args.warmup)
                 goal_calls = 1.2 / size
-                rows.append([size, window, f"{r['calls_per_step']:.3f}", f"{r['sim_calls_per_step']:.3f}",
-                             f"{goal_calls:.3f}", f"{r['mean_batch']:.1f}", r["steps_s"], r["p50"], r["p95"],
-                             window + 100, r["failed"]])
+                rows.append(
+                    [
+                        size,
+                        window,
+                        f"{r['calls_per_step']:.3f}",
+                        f"{r['sim_calls_per_step']:.3f}",
+                        f"{goal_calls:.3f}",
+                        f"{r['mean_batch']:.1f}",
+                        r["steps_s"],
+                        r["p50"],
+                        r["p95"],
+                        window + 100,
+                        r["failed"],
+                    ]
+                )
                 print(rows[-1], flush=True)
-    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{args.inflight} one-step runs in flight (closed loop), simulator latency {args.latency_ms} ms, "
-          f"2 worker nodes x prefork {WORKER_CONCURRENCY}, task events off; steady {args.seconds:g} s after "
-          f"{args.warmup:g} s warm-up\n")
-    print(table(["batch size", "window ms", "calls/step", "calls/step (simulator log)", "goal <=",
-                 "mean batch", "steps/s", "added wait p50 ms", "added wait p95 ms", "goal p95 <=", "runs not ok"],
-                rows))
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"{args.inflight} one-step runs in flight (closed loop), simulator latency {args.latency_ms} ms, "
+        f"2 worker nodes x prefork {WORKER_CONCURRENCY}, task events off; steady {args.seconds:g} s after "
+        f"{args.warmup:g} s warm-up\n"
+    )
+    print(
+        table(
+            [
+                "batch size",
+                "window ms",
+                "calls/step",
+                "calls/step (simulator log)",
+                "goal <=",
+                "mean batch",
+                "steps/s",
+                "added wait p50 ms",
+                "added wait p95 ms",
+                "goal p95 <=",
+                "runs not ok",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

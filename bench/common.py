@@ -26,11 +26,17 @@ def bench_stack(sim_latency_ms: int = 0) -> Iterator[LocalStack]:
     """Services from TASKAPP_TEST_DATABASE_URL / TASKAPP_TEST_REDIS_URL when set, else embedded."""
     # A SIGTERM (a timeout, Ctrl-C from a supervisor) still runs the cleanup below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with tempfile.TemporaryDirectory(prefix="taskapp-bench-") as tmp, LocalStack(
-        Path(tmp), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
-        redis_url=os.environ.get("TASKAPP_TEST_REDIS_URL"), sim_latency_ms=sim_latency_ms, sim_in_process=False,
-        log_dir=ROOT / "bench-logs",
-    ) as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="taskapp-bench-") as tmp,
+        LocalStack(
+            Path(tmp),
+            admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
+            redis_url=os.environ.get("TASKAPP_TEST_REDIS_URL"),
+            sim_latency_ms=sim_latency_ms,
+            sim_in_process=False,
+            log_dir=ROOT / "bench-logs",
+        ) as stack,
+    ):
         env = stack.env()
         for key in ("DATABASE_URL", "REDIS_URL", "GEMINI_BASE_URL", "NO_PROXY"):
             os.environ[key] = env[key]

@@ -7,9 +7,15 @@ from collections import Counter
 import psutil
 
 # Command-line fragments that name a part of the stack, first match wins.
-PARTS = (("taskapp.pipeline.flusher", "flusher"), ("celery", "Celery worker node"), ("gunicorn", "web (gunicorn)"),
-         ("postgres", "PostgreSQL"), ("redis-server", "Redis"), ("gemini-sim", "Gemini simulator"),
-         ("bench.", "load generator"))
+PARTS = (
+    ("taskapp.pipeline.flusher", "flusher"),
+    ("celery", "Celery worker node"),
+    ("gunicorn", "web (gunicorn)"),
+    ("postgres", "PostgreSQL"),
+    ("redis-server", "Redis"),
+    ("gemini-sim", "Gemini simulator"),
+    ("bench.", "load generator"),
+)
 
 
 def snapshot() -> dict[int, tuple[float, str]]:

@@ -26,8 +26,7 @@ WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "4"))
 
 
 SUMMARY = {"workflow": "summarize", "input": {"text": "benchmark text " * 10}}
-RESEARCH = {"workflow": "research", "input": {"question": "how do batching and quotas interact?",
-                                               "max_revisions": 1}}
+RESEARCH = {"workflow": "research", "input": {"question": "how do batching and quotas interact?", "max_revisions": 1}}
 
 
 def _request(url: str, key: str, path: str, body: dict) -> bytes:
@@ -36,24 +35,24 @@ def _request(url: str, key: str, path: str, body: dict) -> bytes:
     return loadgen.build_request(url, "GET", path, {})
 
 
-def enqueue_latency(url: str, key: str, clients: int, requests: int, path: str = "/api/runs",
-                    body: dict = SUMMARY) -> dict[str, float]:
+def enqueue_latency(
+    url: str, key: str, clients: int, requests: int, path: str = "/api/runs", body: dict = SUMMARY
+) -> dict[str, float]:
     """Closed loop: each client sends its next POST as soon as the last one answered.
 
     With `path="/healthz"` it GETs that instead: the floor any request has on this
     machine with this load generator and web server, whatever it does.
     """
     latencies, elapsed = loadgen.closed_loop(url, _request(url, key, path, body), clients, requests)
-    return {"p50": pct(latencies, 50), "p99": pct(latencies, 99), "rps": len(latencies) / elapsed,
-            "n": len(latencies)}
+    return {"p50": pct(latencies, 50), "p99": pct(latencies, 99), "rps": len(latencies) / elapsed, "n": len(latencies)}
 
 
-def enqueue_open_loop(url: str, key: str, clients: int, rate_per_client: float, seconds: float,
-                      path: str = "/api/runs") -> dict[str, float]:
+def enqueue_open_loop(
+    url: str, key: str, clients: int, rate_per_client: float, seconds: float, path: str = "/api/runs"
+) -> dict[str, float]:
     """Open loop: each client submits on its own schedule (users, not a hammer), whatever the answers."""
     latencies = loadgen.open_loop(url, _request(url, key, path, SUMMARY), clients, rate_per_client, seconds)
-    return {"p50": pct(latencies, 50), "p99": pct(latencies, 99), "rps": clients * rate_per_client,
-            "n": len(latencies)}
+    return {"p50": pct(latencies, 50), "p99": pct(latencies, 99), "rps": clients * rate_per_client, "n": len(latencies)}
 
 
 # Steady state: the work done between the moments 10 % and 90 % of it was done, over
@@ -125,8 +124,11 @@ def noop_rate(stack, tasks: int, *, queued_first: bool = False) -> Throughput:
         t0 = time.perf_counter()
         publish()
         steady = progress.steady()
-        return Throughput(tasks / (progress.marks[1.0] - t0), steady,
-                          {part: 1000 * s / tasks for part, s in cpu.spent_since(before).items()})
+        return Throughput(
+            tasks / (progress.marks[1.0] - t0),
+            steady,
+            {part: 1000 * s / tasks for part, s in cpu.spent_since(before).items()},
+        )
     finally:
         stack.stop(worker)
 
@@ -147,8 +149,10 @@ def steps_per_second(stack, url: str, key: str, runs: int, body: dict = SUMMARY)
         t0 = time.perf_counter()
         submitted = enqueue_latency(url, key, clients=10, requests=runs, body=body)["n"]
         with factory() as s:
-            while s.scalar(select(func.count()).select_from(Run).where(
-                    Run.status.in_(("succeeded", "failed")), mine)) < submitted:
+            while (
+                s.scalar(select(func.count()).select_from(Run).where(Run.status.in_(("succeeded", "failed")), mine))
+                < submitted
+            ):
                 time.sleep(0.05)
                 s.rollback()
             elapsed = time.perf_counter() - t0
@@ -158,8 +162,9 @@ def steps_per_second(stack, url: str, key: str, runs: int, body: dict = SUMMARY)
             first, last = s.execute(select(*shares).select_from(Step).join(Run).where(mine)).one()
         assert failed == 0, f"{failed} runs failed"
         steady = (STEADY_TO - STEADY_FROM) * steps / (last - first).total_seconds()
-        return Throughput(steps / elapsed, steady,
-                          {part: 1000 * s / steps for part, s in cpu.spent_since(before).items()})
+        return Throughput(
+            steps / elapsed, steady, {part: 1000 * s / steps for part, s in cpu.spent_since(before).items()}
+        )
     finally:
         stack.stop(worker)
 
@@ -174,8 +179,7 @@ def _cancel_waiting_runs() -> None:
     from taskapp.store.models import Run
 
     with session_factory().begin() as s:
-        s.execute(update(Run).where(Run.status == "queued").values(status="cancelled",
-                                                                   finished_at=datetime.now(UTC)))
+        s.execute(update(Run).where(Run.status == "queued").values(status="cancelled", finished_at=datetime.now(UTC)))
 
 
 def _team_id(session, key):
@@ -216,46 +220,115 @@ def main() -> None:
         research = steps_per_second(stack, url, _new_team("bench-research"), args.research_runs, RESEARCH)
     from taskapp.settings import get_settings
 
-    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"web: gunicorn gevent x{args.web_workers}, worker: 1 node prefork x{WORKER_CONCURRENCY}, "
-          f"task events {'on' if get_settings().task_events else 'off'}\n")
-    print(table(["API enqueue (POST /api/runs)", "requests", "p50 ms", "p99 ms", "req/s"], [
-        ["1 client", one["n"], one["p50"], one["p99"], one["rps"]],
-        ["50 concurrent clients, closed loop (saturation)", fifty["n"], fifty["p50"], fifty["p99"], fifty["rps"]],
-        ["50 concurrent clients, open loop (2 req/s each)", steady["n"], steady["p50"], steady["p99"],
-         steady["rps"]],
-        ["floor: GET /healthz (no work at all), 50 concurrent clients, closed loop", floor["n"], floor["p50"],
-         floor["p99"], floor["rps"]],
-        ["floor: GET /healthz, 50 concurrent clients, open loop (2 req/s each)", steady_floor["n"],
-         steady_floor["p50"], steady_floor["p99"], steady_floor["rps"]],
-    ]))
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"web: gunicorn gevent x{args.web_workers}, worker: 1 node prefork x{WORKER_CONCURRENCY}, "
+        f"task events {'on' if get_settings().task_events else 'off'}\n"
+    )
+    print(
+        table(
+            ["API enqueue (POST /api/runs)", "requests", "p50 ms", "p99 ms", "req/s"],
+            [
+                ["1 client", one["n"], one["p50"], one["p99"], one["rps"]],
+                [
+                    "50 concurrent clients, closed loop (saturation)",
+                    fifty["n"],
+                    fifty["p50"],
+                    fifty["p99"],
+                    fifty["rps"],
+                ],
+                [
+                    "50 concurrent clients, open loop (2 req/s each)",
+                    steady["n"],
+                    steady["p50"],
+                    steady["p99"],
+                    steady["rps"],
+                ],
+                [
+                    "floor: GET /healthz (no work at all), 50 concurrent clients, closed loop",
+                    floor["n"],
+                    floor["p50"],
+                    floor["p99"],
+                    floor["rps"],
+                ],
+                [
+                    "floor: GET /healthz, 50 concurrent clients, open loop (2 req/s each)",
+                    steady_floor["n"],
+                    steady_floor["p50"],
+                    steady_floor["p99"],
+                    steady_floor["rps"],
+                ],
+            ],
+        )
+    )
     print()
     # The ratios are taken against the higher of the two no-op rates: the stricter bar.
     noop_steady = max(raw.steady, alone.steady)
-    print(table(["throughput (same broker, same worker concurrency)", "whole job, per s", "steady state, per s"], [
-        ["raw Celery no-op tasks, published while the worker runs", raw.whole, raw.steady],
-        ["raw Celery no-op tasks, all queued before the worker starts (the worker alone)", "-", alone.steady],
-        [(f"end-to-end steps ({args.research_runs} runs of the built-in research workflow, "
-          "~6 steps each: planner, researchers, writer, reviewer; zero-latency simulator)"), research.whole,
-         research.steady],
-        ["end-to-end steps / no-op tasks", f"{research.whole / raw.whole:.3f}", f"{research.steady / noop_steady:.3f}"],
-        [(f"one-step runs ({args.runs} `summarize` runs: every step is a whole run, "
-          "with its own API request and start message)"), single.whole, single.steady],
-        ["one-step run steps / no-op tasks", f"{single.whole / raw.whole:.3f}", f"{single.steady / noop_steady:.3f}"],
-    ]))
-    print(f"(steady state: between {STEADY_FROM:.0%} and {STEADY_TO:.0%} of the tasks or steps done; the whole job "
-          "also holds the ramp-up and the drain, where the last partial batch of runs' first steps waits out "
-          "BATCH_MAX_WAIT_MS; "
-          "ratios against the higher no-op rate)")
+    print(
+        table(
+            ["throughput (same broker, same worker concurrency)", "whole job, per s", "steady state, per s"],
+            [
+                ["raw Celery no-op tasks, published while the worker runs", raw.whole, raw.steady],
+                ["raw Celery no-op tasks, all queued before the worker starts (the worker alone)", "-", alone.steady],
+                [
+                    (
+                        f"end-to-end steps ({args.research_runs} runs of the built-in research workflow, "
+                        "~6 steps each: planner, researchers, writer, reviewer; zero-latency simulator)"
+                    ),
+                    research.whole,
+                    research.steady,
+                ],
+                [
+                    "end-to-end steps / no-op tasks",
+                    f"{research.whole / raw.whole:.3f}",
+                    f"{research.steady / noop_steady:.3f}",
+                ],
+                [
+                    (
+                        f"one-step runs ({args.runs} `summarize` runs: every step is a whole run, "
+                        "with its own API request and start message)"
+                    ),
+                    single.whole,
+                    single.steady,
+                ],
+                [
+                    "one-step run steps / no-op tasks",
+                    f"{single.whole / raw.whole:.3f}",
+                    f"{single.steady / noop_steady:.3f}",
+                ],
+            ],
+        )
+    )
+    print(
+        f"(steady state: between {STEADY_FROM:.0%} and {STEADY_TO:.0%} of the tasks or steps done; the whole job "
+        "also holds the ramp-up and the drain, where the last partial batch of runs' first steps waits out "
+        "BATCH_MAX_WAIT_MS; "
+        "ratios against the higher no-op rate)"
+    )
     print()
     parts = sorted(set(raw.cpu_ms) | set(research.cpu_ms), key=lambda p: -single.cpu_ms.get(p, 0))
-    print(table(["CPU ms on this machine, by part", "per no-op task", "per research step", "per one-step-run step"],
-                [[p, raw.cpu_ms.get(p, 0.0), research.cpu_ms.get(p, 0.0), single.cpu_ms.get(p, 0.0)]
-                 for p in parts if p != "other"]
-                + [["total (all processes)", sum(raw.cpu_ms.values()), sum(research.cpu_ms.values()),
-                    sum(single.cpu_ms.values())]]))
-    print("(a one-step run's step carries its run's whole cost: its API request alone (the web's CPU) and its "
-          "start message (at least a no-op task) already come near three no-op tasks' CPU)")
+    print(
+        table(
+            ["CPU ms on this machine, by part", "per no-op task", "per research step", "per one-step-run step"],
+            [
+                [p, raw.cpu_ms.get(p, 0.0), research.cpu_ms.get(p, 0.0), single.cpu_ms.get(p, 0.0)]
+                for p in parts
+                if p != "other"
+            ]
+            + [
+                [
+                    "total (all processes)",
+                    sum(raw.cpu_ms.values()),
+                    sum(research.cpu_ms.values()),
+                    sum(single.cpu_ms.values()),
+                ]
+            ],
+        )
+    )
+    print(
+        "(a one-step run's step carries its run's whole cost: its API request alone (the web's CPU) and its "
+        "start message (at least a no-op task) already come near three no-op tasks' CPU)"
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,12 @@ class LoadError(RuntimeError):
 def build_request(url: str, method: str, path: str, headers: dict[str, str], body: dict | None = None) -> bytes:
     host = urlsplit(url).netloc
     payload = json.dumps(body).encode() if body is not None else b""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive",
-             *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {host}",
+        "Connection: keep-alive",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     if body is not None:
         lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
@@ -44,8 +48,9 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status
 
 
-async def _client(url: str, request: bytes, starts: list[float] | None, count: int, ok: tuple[int, ...],
-                  latencies: list[float]) -> None:
+async def _client(
+    url: str, request: bytes, starts: list[float] | None, count: int, ok: tuple[int, ...], latencies: list[float]
+) -> None:
     """Sends `count` requests: at the given start times (open loop), else back to back."""
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
@@ -65,22 +70,23 @@ async def _client(url: str, request: bytes, starts: list[float] | None, count: i
         writer.close()
 
 
-def closed_loop(url: str, request: bytes, clients: int, requests: int,
-                ok: tuple[int, ...] = (200, 202)) -> tuple[list[float], float]:
+def closed_loop(
+    url: str, request: bytes, clients: int, requests: int, ok: tuple[int, ...] = (200, 202)
+) -> tuple[list[float], float]:
     """Each client sends its next request as soon as the last one was answered; (latencies ms, seconds)."""
     latencies: list[float] = []
 
     async def main() -> float:
         t0 = time.perf_counter()
-        await asyncio.gather(*(_client(url, request, None, requests // clients, ok, latencies)
-                               for _ in range(clients)))
+        await asyncio.gather(*(_client(url, request, None, requests // clients, ok, latencies) for _ in range(clients)))
         return time.perf_counter() - t0
 
     return latencies, asyncio.run(main())
 
 
-def open_loop(url: str, request: bytes, clients: int, rate_per_client: float, seconds: float,
-              ok: tuple[int, ...] = (200, 202)) -> list[float]:
+def open_loop(
+    url: str, request: bytes, clients: int, rate_per_client: float, seconds: float, ok: tuple[int, ...] = (200, 202)
+) -> list[float]:
     """Each client sends at its own fixed rate, whatever the answers (users, not a hammer);
     the clients' schedules are spread evenly over one interval. Latencies in ms."""
     latencies: list[float] = []
@@ -89,10 +95,19 @@ def open_loop(url: str, request: bytes, clients: int, rate_per_client: float, se
 
     async def main() -> None:
         begin = asyncio.get_running_loop().time() + 0.2
-        await asyncio.gather(*(
-            _client(url, request, [begin + c * interval / clients + i * interval for i in range(count)], count, ok,
-                    latencies)
-            for c in range(clients)))
+        await asyncio.gather(
+            *(
+                _client(
+                    url,
+                    request,
+                    [begin + c * interval / clients + i * interval for i in range(count)],
+                    count,
+                    ok,
+                    latencies,
+                )
+                for c in range(clients)
+            )
+        )
 
     asyncio.run(main())
     return latencies

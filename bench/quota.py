@@ -52,8 +52,10 @@ def celery_rate_limit(stack, nodes: int, rpm: int, requests: int, timeout_s: flo
     _sim_reset(stack, rpm)
     r = redis.Redis.from_url(stack.redis_url)
     r.delete("bench:rl:429", "bench:rl:latency")
-    workers = [stack.start_worker(f"rl{nodes}n{i}", concurrency=2, app="bench.ratelimit_app",
-                                  CELERY_TASK_EVENTS="false") for i in range(nodes)]
+    workers = [
+        stack.start_worker(f"rl{nodes}n{i}", concurrency=2, app="bench.ratelimit_app", CELERY_TASK_EVENTS="false")
+        for i in range(nodes)
+    ]
     try:
         app.control.rate_limit(TASK, f"{rpm}/m", reply=True, timeout=5)
         for n in range(requests):
@@ -86,13 +88,21 @@ def taskapp_gate(stack, url: str, nodes: int, rpm: int, requests: int, timeout_s
                 c.post("/api/runs", json={"workflow": "summarize", "input": {"text": f"gate bench {n}"}})
         deadline = time.monotonic() + timeout_s
         with factory() as s:
-            while s.scalar(select(func.count()).select_from(Run).where(
-                    Run.team_id == team_id, Run.status == "succeeded")) < requests and time.monotonic() < deadline:
+            while (
+                s.scalar(select(func.count()).select_from(Run).where(Run.team_id == team_id, Run.status == "succeeded"))
+                < requests
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.5)
                 s.rollback()
-            latencies = [(f - q).total_seconds() for q, f in s.execute(
-                select(Run.created_at, Step.finished_at).join(Step).where(Run.team_id == team_id,
-                                                                          Step.finished_at.is_not(None)))]
+            latencies = [
+                (f - q).total_seconds()
+                for q, f in s.execute(
+                    select(Run.created_at, Step.finished_at)
+                    .join(Step)
+                    .where(Run.team_id == team_id, Step.finished_at.is_not(None))
+                )
+            ]
     finally:
         for w in workers:
             stack.stop(w)
@@ -102,9 +112,15 @@ def taskapp_gate(stack, url: str, nodes: int, rpm: int, requests: int, timeout_s
 def _row(how: str, nodes: int, rpm: int, log: list[dict], latencies: list[float], requests: int) -> dict:
     accepted = [e["ts"] for e in log if e["status"] == 200]
     busiest = busiest_minute(accepted)
-    return {"how": how, "nodes": nodes, "busiest": busiest, "used": 100 * busiest / rpm,
-            "429": sum(1 for e in log if e["status"] == 429), "p95": pct(latencies, 95),
-            "done": f"{len(latencies)}/{requests}"}
+    return {
+        "how": how,
+        "nodes": nodes,
+        "busiest": busiest,
+        "used": 100 * busiest / rpm,
+        "429": sum(1 for e in log if e["status"] == 429),
+        "p95": pct(latencies, 95),
+        "done": f"{len(latencies)}/{requests}",
+    }
 
 
 def main() -> None:
@@ -119,16 +135,41 @@ def main() -> None:
     with bench_stack() as stack:
         url, _ = stack.start_web(**WEB_ENV)
         for nodes in (int(n) for n in args.nodes.split(",")):
-            for result in (celery_rate_limit(stack, nodes, args.rpm, requests, timeout_s),
-                           taskapp_gate(stack, url, nodes, args.rpm, requests, timeout_s)):
-                rows.append([result["how"], nodes, result["busiest"], f"{result['used']:.0f}%", result["429"],
-                             result["p95"], result["done"]])
+            for result in (
+                celery_rate_limit(stack, nodes, args.rpm, requests, timeout_s),
+                taskapp_gate(stack, url, nodes, args.rpm, requests, timeout_s),
+            ):
+                rows.append(
+                    [
+                        result["how"],
+                        nodes,
+                        result["busiest"],
+                        f"{result['used']:.0f}%",
+                        result["429"],
+                        result["p95"],
+                        result["done"],
+                    ]
+                )
                 print(rows[-1], flush=True)
-    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"simulator quota {args.rpm} RPM on {MODEL}; {requests} one-call requests submitted at once; "
-          f"each node prefork x2\n")
-    print(table(["limiter", "worker nodes", "accepted in busiest 60 s", "% of quota used", "429s answered",
-                 "p95 submit -> done (s)", "finished"], rows))
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"simulator quota {args.rpm} RPM on {MODEL}; {requests} one-call requests submitted at once; "
+        f"each node prefork x2\n"
+    )
+    print(
+        table(
+            [
+                "limiter",
+                "worker nodes",
+                "accepted in busiest 60 s",
+                "% of quota used",
+                "429s answered",
+                "p95 submit -> done (s)",
+                "finished",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -36,9 +36,13 @@ def call(self, n: int, submitted: float) -> None:
     agent = get_agent("summarizer")
     try:
         get_client(get_settings()).generate(
-            model=agent.model, system_instruction=system_instruction(agent),
+            model=agent.model,
+            system_instruction=system_instruction(agent),
             prompt=build_prompt([(f"step-{n}", {"text": f"rate limit bench {n}"})]),
-            response_schema=batch_schema(agent), temperature=0.2, max_output_tokens=256)
+            response_schema=batch_schema(agent),
+            temperature=0.2,
+            max_output_tokens=256,
+        )
     except LlmError as exc:
         if exc.kind in ("rate_limited", "daily_quota"):
             _r().incr("bench:rl:429")

@@ -35,16 +35,24 @@ def web_worker_pid(master_pid: int) -> int:
     return int(children[0])
 
 
-async def follow(client: httpx.AsyncClient, run_id: str, delays: list[float], done: list[int],
-                 opened: asyncio.Event, counter: list[int], total: int) -> None:
+async def follow(
+    client: httpx.AsyncClient,
+    run_id: str,
+    delays: list[float],
+    done: list[int],
+    opened: asyncio.Event,
+    counter: list[int],
+    total: int,
+) -> None:
     async with client.stream("GET", f"/api/runs/{run_id}/events") as resp:
         buf = ""
         async for chunk in resp.aiter_text():
             buf += chunk
             while "\n\n" in buf:
                 block, buf = buf.split("\n\n", 1)
-                fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line and
-                              not line.startswith(":"))
+                fields = dict(
+                    line.split(":", 1) for line in block.splitlines() if ":" in line and not line.startswith(":")
+                )
                 if "data" not in fields:
                     continue
                 data = json.loads(fields["data"])
@@ -63,10 +71,10 @@ async def run_clients(url: str, key: str, run_ids: list[str], on_open) -> tuple[
     done, counter = [0], [0]
     opened = asyncio.Event()
     limits = httpx.Limits(max_connections=len(run_ids) + 10, max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits,
-                                 timeout=httpx.Timeout(300, connect=60)) as client:
-        tasks = [asyncio.create_task(follow(client, r, delays, done, opened, counter, len(run_ids)))
-                 for r in run_ids]
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=httpx.Timeout(300, connect=60)
+    ) as client:
+        tasks = [asyncio.create_task(follow(client, r, delays, done, opened, counter, len(run_ids))) for r in run_ids]
         lags: list[float] = []
 
         async def ticker() -> None:  # how late this client's own loop runs (it measures the delays)
@@ -98,8 +106,10 @@ def main() -> None:
         with session_factory().begin() as s:
             key = create_team(s, "bench-sse")[1]
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
-            run_ids = [c.post("/api/runs", json={"workflow": "summarize", "input": {"text": f"doc {i}"}}).json()["id"]
-                       for i in range(args.clients)]
+            run_ids = [
+                c.post("/api/runs", json={"workflow": "summarize", "input": {"text": f"doc {i}"}}).json()["id"]
+                for i in range(args.clients)
+            ]
         pid = web_worker_pid(web.pid)
         base_rss = rss_mb(pid)
         peak = [base_rss]
@@ -114,16 +124,21 @@ def main() -> None:
         delays, finished, idle_rss, secs = asyncio.run(run_clients(url, key, run_ids, streams_open))
         peak[0] = max(peak[0], rss_mb(pid))
     print(f"\nOne gunicorn process (gevent), {args.clients} concurrent SSE clients, one live run each\n")
-    print(table(["measure", "value"], [
-        ["streams that ended with their run's final event", f"{finished} / {args.clients}"],
-        ["live events delivered", len(delays)],
-        ["delay commit -> delivery p50 (ms)", pct(delays, 50)],
-        ["delay commit -> delivery p99 (ms)", pct(delays, 99)],
-        ["web process RSS before streams (MB)", base_rss],
-        ["web process RSS, all streams open and idle (MB)", idle_rss],
-        ["web process RSS peak (MB)", peak[0]],
-        ["seconds until every run ended", secs],
-    ]))
+    print(
+        table(
+            ["measure", "value"],
+            [
+                ["streams that ended with their run's final event", f"{finished} / {args.clients}"],
+                ["live events delivered", len(delays)],
+                ["delay commit -> delivery p50 (ms)", pct(delays, 50)],
+                ["delay commit -> delivery p99 (ms)", pct(delays, 99)],
+                ["web process RSS before streams (MB)", base_rss],
+                ["web process RSS, all streams open and idle (MB)", idle_rss],
+                ["web process RSS peak (MB)", peak[0]],
+                ["seconds until every run ended", secs],
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

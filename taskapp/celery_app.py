@@ -80,8 +80,9 @@ class EmbeddedFlusher(bootsteps.StartStopStep):
 
     def _supervise(self) -> None:
         while not self.stopping.is_set():
-            self.proc = subprocess.Popen([sys.executable, "-m", "taskapp.pipeline.flusher"], env=child_environment(),
-                                         preexec_fn=die_with_parent)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "taskapp.pipeline.flusher"], env=child_environment(), preexec_fn=die_with_parent
+            )
             code = self.proc.wait()
             # Wait before deciding: a group SIGTERM may reach the flusher before this node.
             if self.stopping.wait(1):

@@ -49,12 +49,23 @@ def teams() -> None:
 
 
 _share_options = [
-    click.option("--max-concurrent-runs", type=click.IntRange(min=1), default=None,
-                 help="Runs of this team that may run at once; more wait, queued."),
-    click.option("--daily-tokens", type=click.IntRange(min=1), default=None,
-                 help="Tokens this team may use per day (midnight US Pacific); then its runs fail, saying why."),
-    click.option("--operator/--no-operator", default=None,
-                 help="Operators see the whole fleet's metrics (every team, queue depths)."),
+    click.option(
+        "--max-concurrent-runs",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Runs of this team that may run at once; more wait, queued.",
+    ),
+    click.option(
+        "--daily-tokens",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Tokens this team may use per day (midnight US Pacific); then its runs fail, saying why.",
+    ),
+    click.option(
+        "--operator/--no-operator",
+        default=None,
+        help="Operators see the whole fleet's metrics (every team, queue depths).",
+    ),
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,8 +80,7 @@ def share_options(func: F) -> F:
 @teams.command("create")
 @click.argument("name")
 @share_options
-def teams_create(name: str, max_concurrent_runs: int | None, daily_tokens: int | None,
-                 operator: bool | None) -> None:
+def teams_create(name: str, max_concurrent_runs: int | None, daily_tokens: int | None, operator: bool | None) -> None:
     """Create a team and print its API key (shown only once)."""
     from taskapp.store.db import session_scope
     from taskapp.store.teams import create_team, team_by_name
@@ -98,8 +108,9 @@ def _team(session: Any, name: str) -> Any:
 @click.argument("name")
 @share_options
 @click.option("--unlimited", is_flag=True, help="Remove the team's own limits.")
-def teams_set(name: str, max_concurrent_runs: int | None, daily_tokens: int | None, operator: bool | None,
-              unlimited: bool) -> None:
+def teams_set(
+    name: str, max_concurrent_runs: int | None, daily_tokens: int | None, operator: bool | None, unlimited: bool
+) -> None:
     """Change a team's share of the quota, or whether it is an operator."""
     from taskapp.store.db import session_scope
 
@@ -113,9 +124,11 @@ def teams_set(name: str, max_concurrent_runs: int | None, daily_tokens: int | No
             team.max_concurrent_runs = max_concurrent_runs
         if daily_tokens is not None:
             team.daily_token_budget = daily_tokens
-        click.echo(f"{name}: max concurrent runs {team.max_concurrent_runs or 'unlimited'}, "
-                   f"daily tokens {team.daily_token_budget or 'unlimited'}"
-                   f"{', operator' if team.is_operator else ''}")
+        click.echo(
+            f"{name}: max concurrent runs {team.max_concurrent_runs or 'unlimited'}, "
+            f"daily tokens {team.daily_token_budget or 'unlimited'}"
+            f"{', operator' if team.is_operator else ''}"
+        )
 
 
 @teams.command("key")
@@ -167,12 +180,10 @@ def teams_login_link(name: str) -> None:
     settings = get_settings()
     with session_scope() as session:
         try:
-            token = make_login_link(session, _team(session, name),
-                                                timedelta(seconds=settings.login_link_ttl_s))
+            token = make_login_link(session, _team(session, name), timedelta(seconds=settings.login_link_ttl_s))
         except NoActiveKey as exc:
             raise click.ClickException(f"{exc}; make one with `taskapp teams key {name}`") from None
     click.echo(login_url(settings.api_url, token))
-
 
 
 @main.command()
@@ -194,8 +205,12 @@ def submit(workflow: str, input_json: str, follow: bool, idempotency_key: str | 
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
     with httpx.Client(base_url=settings.api_url, headers=headers, timeout=10) as client:
-        run = _api(client, "POST", "/api/runs", json={"workflow": workflow, "input": payload,
-                                                       "options": {"priority": priority}})
+        run = _api(
+            client,
+            "POST",
+            "/api/runs",
+            json={"workflow": workflow, "input": payload, "options": {"priority": priority}},
+        )
         click.echo(run["id"])
         if follow:
             sys.exit(_follow(client, run["links"]["self"]))
@@ -237,8 +252,9 @@ def gemini_sim(host: str, port: int | None, latency_ms: int | None) -> None:
     from taskapp.dev.gemini_sim import server as simulator
 
     settings = get_settings()
-    simulator.serve(host, settings.sim_port if port is None else port,
-                    settings.sim_latency_ms if latency_ms is None else latency_ms)
+    simulator.serve(
+        host, settings.sim_port if port is None else port, settings.sim_latency_ms if latency_ms is None else latency_ms
+    )
 
 
 @main.command()
@@ -250,9 +266,17 @@ def flower(port: int | None) -> None:
         raise click.ClickException("FLOWER_BASIC_AUTH (user:password) is required: Flower never runs open")
     from taskapp import flower_server
 
-    sys.exit(flower_server.serve([f"--port={port or settings.flower_port}",
-                                  f"--basic-auth={settings.flower_basic_auth}", "--max_tasks=10000",
-                                  "--persistent=False", "--purge_offline_workers=300"]))
+    sys.exit(
+        flower_server.serve(
+            [
+                f"--port={port or settings.flower_port}",
+                f"--basic-auth={settings.flower_basic_auth}",
+                "--max_tasks=10000",
+                "--persistent=False",
+                "--purge_offline_workers=300",
+            ]
+        )
+    )
 
 
 @main.command("flusher")

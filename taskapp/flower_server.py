@@ -28,11 +28,14 @@ def protect_metrics() -> None:
     Raises:
         RuntimeError: this Flower lays out its routes differently: refuse to serve them open.
     """
-    routes = [(h[0], AuthenticatedMetrics, *h[2:]) if isinstance(h, tuple) and h[1] is Metrics else h
-              for h in urls.handlers]
+    routes = [
+        (h[0], AuthenticatedMetrics, *h[2:]) if isinstance(h, tuple) and h[1] is Metrics else h for h in urls.handlers
+    ]
     if routes == urls.handlers:
-        raise RuntimeError("Flower's /metrics route was not found, so it cannot be protected; "
-                           "check the flower version pinned in pyproject.toml")
+        raise RuntimeError(
+            "Flower's /metrics route was not found, so it cannot be protected; "
+            "check the flower version pinned in pyproject.toml"
+        )
     urls.handlers[:] = routes
 
 

@@ -21,8 +21,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError)
-REDIS_ERRORS: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError,
-                                             kombu.exceptions.OperationalError)
+REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
 TRANSIENT_ERRORS = DATABASE_ERRORS + REDIS_ERRORS
 
 
@@ -42,8 +45,9 @@ def dependency_of(exc: BaseException) -> str | None:
     return None
 
 
-def retry_database(fn: Callable[[], T], *, budget_s: float, what: str,
-                   sleep: Callable[[float], None] = time.sleep) -> T:
+def retry_database(
+    fn: Callable[[], T], *, budget_s: float, what: str, sleep: Callable[[float], None] = time.sleep
+) -> T:
     """Run `fn` (one whole transaction) again while PostgreSQL is unreachable, up to `budget_s`.
 
     For commits that must not be lost: `fn` must be safe to repeat, which a transaction

@@ -48,8 +48,9 @@ def per_process(build: Callable[..., T]) -> PerProcess[T]: ...
 def per_process(*, key: Callable[..., tuple[Hashable, ...]]) -> Callable[[Callable[..., T]], PerProcess[T]]: ...
 
 
-def per_process(build: Callable[..., T] | None = None, *, key: Callable[..., tuple[Hashable, ...]] | None = None
-                ) -> PerProcess[T] | Callable[[Callable[..., T]], PerProcess[T]]:
+def per_process(
+    build: Callable[..., T] | None = None, *, key: Callable[..., tuple[Hashable, ...]] | None = None
+) -> PerProcess[T] | Callable[[Callable[..., T]], PerProcess[T]]:
     """Decorate a builder so each process builds (and then reuses) its own; `key` picks which
     arguments tell two apart (`key=lambda *_: ()`: one per process whatever the arguments)."""
     if build is None:

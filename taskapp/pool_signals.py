@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 def finish_task_on_foreign_sigterm(main_pid: int) -> None:
     """In a pool process, at its start (before it runs a task or starts a thread)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started from now on inherit it
-    threading.Thread(target=_read_sigterms, args=(main_pid, threading.main_thread().ident),
-                     name="sigterm-reader", daemon=True).start()
+    threading.Thread(
+        target=_read_sigterms, args=(main_pid, threading.main_thread().ident), name="sigterm-reader", daemon=True
+    ).start()
 
 
 def _read_sigterms(main_pid: int, task_thread: int) -> None:
@@ -41,5 +42,8 @@ def _read_sigterms(main_pid: int, task_thread: int) -> None:
             # task's thread); SIGQUIT is not blocked there and is handled the same way.
             signal.pthread_kill(task_thread, signal.SIGQUIT)
             return
-        log.info("SIGTERM from pid %d: pool process %d carries on with its task; its node ends it when it is done",
-                 info.si_pid, os.getpid())
+        log.info(
+            "SIGTERM from pid %d: pool process %d carries on with its task; its node ends it when it is done",
+            info.si_pid,
+            os.getpid(),
+        )

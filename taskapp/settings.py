@@ -174,8 +174,10 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _attempts_cover_retries(self) -> Settings:
         if self.step_max_attempts <= self.llm_max_retries + 1:
-            raise ValueError(f"STEP_MAX_ATTEMPTS ({self.step_max_attempts}) must exceed LLM_MAX_RETRIES + 1 "
-                             f"({self.llm_max_retries + 1}): each retried call is a claim of the step")
+            raise ValueError(
+                f"STEP_MAX_ATTEMPTS ({self.step_max_attempts}) must exceed LLM_MAX_RETRIES + 1 "
+                f"({self.llm_max_retries + 1}): each retried call is a claim of the step"
+            )
         return self
 
     def quota(self, model: str) -> ModelQuota:
@@ -184,9 +186,13 @@ class Settings(BaseModel):
 
     def limits(self) -> Limits:
         """The server's kill switches, which a run's own limits may only lower."""
-        return Limits(max_steps=self.max_steps, token_budget=self.run_token_budget,
-                      max_handoff_depth=self.max_handoff_depth, run_timeout_s=self.run_timeout_s,
-                      context_token_budget=self.context_token_budget)
+        return Limits(
+            max_steps=self.max_steps,
+            token_budget=self.run_token_budget,
+            max_handoff_depth=self.max_handoff_depth,
+            run_timeout_s=self.run_timeout_s,
+            context_token_budget=self.context_token_budget,
+        )
 
     def batch_policy(self, agent: str) -> BatchPolicy:
         """The agent's batch size and window (its BATCH_POLICIES entry, else the defaults)."""
@@ -214,7 +220,8 @@ class Settings(BaseModel):
                 f"SECRET_KEY {state}: the web process needs a random secret of at least "
                 f"{MIN_SECRET_KEY_BYTES} bytes to sign sessions (for example the output of "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`); "
-                "`taskapp dev` (make run) makes one for you.")
+                "`taskapp dev` (make run) makes one for you."
+            )
         return key
 
     def require(self, name: str) -> str:

@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 
 # PostgreSQL or Redis restarting: retry with backoff (1, 2, 4 ... 30 s) instead of failing.
 # The sweeper is the backstop for a message lost with a Redis that lost its data.
-OUTAGE_RETRY = {"autoretry_for": TRANSIENT_ERRORS, "retry_backoff": 1, "retry_backoff_max": 30,
-                "retry_jitter": True}
+OUTAGE_RETRY = {"autoretry_for": TRANSIENT_ERRORS, "retry_backoff": 1, "retry_backoff_max": 30, "retry_jitter": True}
 
 
 @app.task(bind=True, name=START_RUN_TASK, max_retries=12, **OUTAGE_RETRY)
@@ -49,6 +48,8 @@ def advance_run(self, run_id: str) -> None:
 # A waiting task re-checks the gate at least this often: a Redis broker redelivers ETA
 # tasks held longer than its visibility timeout, so a day-long park is many short waits.
 MAX_QUOTA_WAIT_S = 300
+
+
 @per_process
 def _gate() -> QuotaGate:
     return gate_for(get_settings(), lease_ms=(app.conf.task_time_limit + 30) * 1000)
@@ -65,7 +66,10 @@ def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: s
     context = {"agent": agent, "model": model, "batch_id": batch_id}
     try:
         outcome = executor.execute_batch(
-            session_factory(), get_client(settings), uuid.UUID(batch_id), step_ids,
+            session_factory(),
+            get_client(settings),
+            uuid.UUID(batch_id),
+            step_ids,
             lease_s=settings.step_lease_s,
             stranded_s=settings.batch_stranded_s,
             retry_delay_s=backoff_s(failures),
@@ -76,12 +80,16 @@ def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: s
     except executor.QuotaWait as exc:
         log.info("waiting for quota: %s", exc, extra=context)
         # exc= puts "quota: wait 12.0s (rpm)" on the retry, which Flower shows for the task.
-        raise self.retry(countdown=min(MAX_QUOTA_WAIT_S, exc.delay_s + random.uniform(0, 0.05)), exc=exc,
-                         kwargs={"agent": agent, "model": model, "failures": failures}) from None
+        raise self.retry(
+            countdown=min(MAX_QUOTA_WAIT_S, exc.delay_s + random.uniform(0, 0.05)),
+            exc=exc,
+            kwargs={"agent": agent, "model": model, "failures": failures},
+        ) from None
     except executor.RetryLater as exc:
         log.warning("retrying batch: %s", exc, extra=context)
-        raise self.retry(countdown=jittered(exc.delay_s), exc=exc,
-                         kwargs={"agent": agent, "model": model, "failures": failures + 1}) from None
+        raise self.retry(
+            countdown=jittered(exc.delay_s), exc=exc, kwargs={"agent": agent, "model": model, "failures": failures + 1}
+        ) from None
     return outcome.as_result()
 
 

@@ -47,15 +47,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if level in SLOW_LEVELS:
             item.add_marker(pytest.mark.slow)
         if level == "unit" and "stack" in item.fixturenames:
-            raise pytest.UsageError(f"{item.nodeid}: a unit test uses no services, but it needs the `stack` "
-                                    "fixture (directly or through another fixture); it belongs in tests/integration")
+            raise pytest.UsageError(
+                f"{item.nodeid}: a unit test uses no services, but it needs the `stack` "
+                "fixture (directly or through another fixture); it belongs in tests/integration"
+            )
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path_factory.mktemp("stack"),
-                    admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
-                    redis_url=os.environ.get("TASKAPP_TEST_REDIS_URL"), log_dir=ARTIFACTS) as s:
+    with LocalStack(
+        tmp_path_factory.mktemp("stack"),
+        admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
+        redis_url=os.environ.get("TASKAPP_TEST_REDIS_URL"),
+        log_dir=ARTIFACTS,
+    ) as s:
         # The test process itself (Flask app, Celery producer) runs with the same settings.
         env = s.env()
         for key in ("DATABASE_URL", "REDIS_URL", "GEMINI_BASE_URL", "NO_PROXY", "GEMINI_TIMEOUT_MS", "SECRET_KEY"):

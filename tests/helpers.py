@@ -35,8 +35,9 @@ def auth(key: str) -> dict[str, str]:
 
 def submit_summary(client, key: str, text: str, **options) -> str:
     """Submit a one-step `summarize` run through the API; its id."""
-    resp = client.post("/api/runs", headers=auth(key),
-                       json={"workflow": "summarize", "input": {"text": text}, "options": options})
+    resp = client.post(
+        "/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {"text": text}, "options": options}
+    )
     assert resp.status_code == 202, resp.json
     return resp.json["id"]
 
@@ -98,8 +99,9 @@ def stored_events(db_session, run_id) -> list[tuple[int, str]]:
     from taskapp.store.models import Event
 
     db_session.rollback()
-    rows = db_session.execute(select(Event.id, Event.type).where(Event.run_id == uuid.UUID(str(run_id)))
-                              .order_by(Event.id)).all()
+    rows = db_session.execute(
+        select(Event.id, Event.type).where(Event.run_id == uuid.UUID(str(run_id))).order_by(Event.id)
+    ).all()
     return [(i, t) for i, t in rows]
 
 
@@ -126,5 +128,6 @@ def next_db(url: str | None) -> str | None:
 
 def taskapp_cli(stack, *args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
     """Run the `taskapp` command as a deployer would, with the test stack's environment."""
-    return subprocess.run([sys.executable, "-m", "taskapp.cli", *args], env=stack.env(**env),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "taskapp.cli", *args], env=stack.env(**env), capture_output=True, text=True, timeout=60
+    )

@@ -51,8 +51,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(prometheus.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(apidocs.bp)
-    init_security(app, settings, limited=[api.bp, stream.bp, prometheus.bp], caller_key=auth.rate_limit_key,
-                  sign_in_views=["pages.login", "pages.login_link"])
+    init_security(
+        app,
+        settings,
+        limited=[api.bp, stream.bp, prometheus.bp],
+        caller_key=auth.rate_limit_key,
+        sign_in_views=["pages.login", "pages.login_link"],
+    )
     register_error_handlers(app)
 
     @app.context_processor

@@ -38,8 +38,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 @bp.post("/runs")
-@documented(json=RunCreate, headers=RunCreateHeaders, tags=["runs"],
-            resp=answers(202, RunCreated, errors=(400, 401, 403, 409, 413, 422, 429)))
+@documented(
+    json=RunCreate,
+    headers=RunCreateHeaders,
+    tags=["runs"],
+    resp=answers(202, RunCreated, errors=(400, 401, 403, 409, 413, 422, 429)),
+)
 @require_team
 def create_run():
     """Validate, store and enqueue a run; 202 at once (never waits on a worker or an LLM)."""
@@ -57,8 +61,7 @@ def list_runs():
     """The team's runs, newest first; `?status=` filters, `?cursor=` pages."""
     query = _parse(RunListQuery, request.args, "invalid_{field}")
     try:
-        runs, cursor = runs_page(db(), g.team_id, status=query.status, limit=query.limit,
-                                       cursor=query.cursor)
+        runs, cursor = runs_page(db(), g.team_id, status=query.status, limit=query.limit, cursor=query.cursor)
     except ValueError as exc:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
     progress = step_progress(db(), [r.id for r in runs])
@@ -108,12 +111,22 @@ def get_metrics():
 @require_team
 def list_workflows():
     """The workflows that can be run, with their agents and input schemas."""
-    return reply(WorkflowList(workflows=[
-        WorkflowInfo(name=wf.name, description=wf.description, input_schema=wf.input_schema.model_json_schema(),
-                     agents=[AgentInfo(name=a, model=get_agent(a).model, description=get_agent(a).description)
-                             for a in wf.agents])
-        for wf in WORKFLOWS.values()
-    ]))
+    return reply(
+        WorkflowList(
+            workflows=[
+                WorkflowInfo(
+                    name=wf.name,
+                    description=wf.description,
+                    input_schema=wf.input_schema.model_json_schema(),
+                    agents=[
+                        AgentInfo(name=a, model=get_agent(a).model, description=get_agent(a).description)
+                        for a in wf.agents
+                    ],
+                )
+                for wf in WORKFLOWS.values()
+            ]
+        )
+    )
 
 
 def _parse(model: type[M], values: Mapping[str, str], code: str) -> M:
@@ -123,6 +136,6 @@ def _parse(model: type[M], values: Mapping[str, str], code: str) -> M:
     except ValidationError as exc:
         details = intake.field_errors(exc)
         field = str(exc.errors()[0]["loc"][0]).lower().replace("-", "_")
-        raise ApiError(400, code.format(field=field), details[0]["field"] + ": " + details[0]["message"],
-                       details) from None
-
+        raise ApiError(
+            400, code.format(field=field), details[0]["field"] + ": " + details[0]["message"], details
+        ) from None

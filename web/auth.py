@@ -107,8 +107,9 @@ def require_team(view: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         caller = current_caller()
         if caller is None:
-            raise ApiError(401, "unauthorized", "an API key is required",
-                           headers={"WWW-Authenticate": 'Bearer realm="taskapp"'})
+            raise ApiError(
+                401, "unauthorized", "an API key is required", headers={"WWW-Authenticate": 'Bearer realm="taskapp"'}
+            )
         g.team_id = caller.team_id
         return view(*args, **kwargs)
 
@@ -125,8 +126,12 @@ def metrics_scope() -> metrics.Scope:
         return metrics.FLEET
     caller = current_caller()
     if caller is None:
-        raise ApiError(401, "unauthorized", "metrics need credentials (METRICS_TOKEN or an API key)",
-                       headers={"WWW-Authenticate": 'Bearer realm="taskapp-metrics"'})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "metrics need credentials (METRICS_TOKEN or an API key)",
+            headers={"WWW-Authenticate": 'Bearer realm="taskapp-metrics"'},
+        )
     return metrics.Scope.of(caller.team_id, caller.is_operator)
 
 

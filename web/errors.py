@@ -17,15 +17,15 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: Any = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
         self.headers = headers or {}
 
 
-def error_response(status: int, code: str, message: str, details: Any = None,
-                   headers: dict[str, str] | None = None):
+def error_response(status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None):
     response = reply(ErrorBody(error=ErrorInfo(code=code, message=message, details=details)), status)
     response.headers.update(headers or {})
     return response
@@ -59,8 +59,10 @@ def register_error_handlers(app: Flask) -> None:
         # A restart of PostgreSQL or Redis: tell the client when to come back, not "500".
         part = dependency_of(exc) or "a dependency"
         log.warning("%s unavailable on %s %s: %s", part, request.method, request.path, type(exc).__name__)
-        message = (f"{part} is unavailable right now; try again after Retry-After seconds "
-                   "(with the same Idempotency-Key, a retried submission never runs twice)")
+        message = (
+            f"{part} is unavailable right now; try again after Retry-After seconds "
+            "(with the same Idempotency-Key, a retried submission never runs twice)"
+        )
         if _wants_json():
             return error_response(503, "unavailable", message, {"dependency": part}, {"Retry-After": "5"})
         return message, 503, {"Retry-After": "5"}
@@ -75,9 +77,15 @@ def register_error_handlers(app: Flask) -> None:
             # where it was raised, never the statement's parameters or the detail.
             diag = getattr(exc.orig, "diag", None)
             where = "".join(traceback.format_tb(exc.__traceback__)[-3:])
-            log.error("unhandled database error on %s %s: %s: %s (SQLSTATE %s)\n%s", request.method,
-                      request.path, type(exc.orig).__name__, getattr(diag, "message_primary", None),
-                      getattr(exc.orig, "sqlstate", None), where)
+            log.error(
+                "unhandled database error on %s %s: %s: %s (SQLSTATE %s)\n%s",
+                request.method,
+                request.path,
+                type(exc.orig).__name__,
+                getattr(diag, "message_primary", None),
+                getattr(exc.orig, "sqlstate", None),
+                where,
+            )
         else:
             log.exception("unhandled error on %s %s", request.method, request.path)
         if _wants_json():

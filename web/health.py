@@ -25,9 +25,11 @@ def healthz():
 @documented(public=True, tags=["health"], resp=answers(200, Readiness, also={503: Readiness}))
 def readyz():
     """Ready to take work: every dependency answers (503 names what is down)."""
-    checks = {"postgres": _check(lambda: db().execute(text("SELECT 1"))),
-              "redis": _check(lambda: get_redis(settings().require("redis_url")).ping()),
-              "broker": _check(_broker_ping)}
+    checks = {
+        "postgres": _check(lambda: db().execute(text("SELECT 1"))),
+        "redis": _check(lambda: get_redis(settings().require("redis_url")).ping()),
+        "broker": _check(_broker_ping),
+    }
     ok = all(v == "ok" for v in checks.values())
     return reply(Readiness(status="ok" if ok else "unavailable", checks=checks), 200 if ok else 503)
 

@@ -26,7 +26,7 @@ TITLE = "taskapp API"
 DESCRIPTION = (
     "Submit multi-step LLM agent runs, follow them live, read their steps, costs and metrics. "
     "Authenticate with `Authorization: Bearer <api key>`; a team sees only its own runs. "
-    "Errors are `{\"error\": {\"code\", \"message\", \"details\"}}`."
+    'Errors are `{"error": {"code", "message", "details"}}`.'
 )
 # Every operation that reads PostgreSQL, Redis or the broker answers 503 + Retry-After while one is down.
 DEPENDENCY_DOWN = 503
@@ -35,9 +35,23 @@ DEPENDENCY_DOWN = 503
 class _DocumentOnly(FlaskPlugin):
     """spectree's Flask plugin without its request and response handling: the view runs as written."""
 
-    def validate(self, func: Callable[..., Any], query: Any, json: Any, form: Any, headers: Any, cookies: Any,
-                 resp: Any, before: Any, after: Any, validation_error_status: int, skip_validation: bool,
-                 force_resp_serialize: bool, *args: Any, **kwargs: Any) -> Any:
+    def validate(
+        self,
+        func: Callable[..., Any],
+        query: Any,
+        json: Any,
+        form: Any,
+        headers: Any,
+        cookies: Any,
+        resp: Any,
+        before: Any,
+        after: Any,
+        validation_error_status: int,
+        skip_validation: bool,
+        force_resp_serialize: bool,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
         return func(*args, **kwargs)
 
 
@@ -52,8 +66,12 @@ spec = SpecTree(
     naming_strategy=lambda model: model.__name__,
     nested_naming_strategy=lambda _parent, child: child,
     validation_error_model=ErrorBody,
-    security_schemes=[SecurityScheme(name="apiKey", data=SecuritySchemeData(
-        type=SecureType.HTTP, scheme="bearer", description="a team's API key"))],
+    security_schemes=[
+        SecurityScheme(
+            name="apiKey",
+            data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer", description="a team's API key"),
+        )
+    ],
     security={"apiKey": []},
 )
 
@@ -73,8 +91,15 @@ class Answers(Response):
         return responses
 
 
-def answers(status: int, model: type | None = None, *, errors: Iterable[int] = (), media_type: str | None = None,
-            also: Mapping[int, type | None] | None = None, dependencies: bool = True) -> Answers:
+def answers(
+    status: int,
+    model: type | None = None,
+    *,
+    errors: Iterable[int] = (),
+    media_type: str | None = None,
+    also: Mapping[int, type | None] | None = None,
+    dependencies: bool = True,
+) -> Answers:
     """The statuses an operation answers with: its success (a model, or a media type that is not JSON),
     its errors (an ErrorBody each; 503 too when it needs a dependency) and `also`, statuses with
     bodies of their own."""
@@ -93,8 +118,14 @@ def documented(*, resp: Answers, public: bool = False, **declared: Any) -> Calla
     with_body = [s for s in resp.statuses if s >= 400] or [s for s in resp.statuses if s not in resp.media_types]
 
     def decorate(view: Callable) -> Callable:
-        return spec.validate(resp=resp, security=[] if public else None, skip_validation=True,
-                             validation_error_status=with_body[0], operation_id=view.__name__, **declared)(view)
+        return spec.validate(
+            resp=resp,
+            security=[] if public else None,
+            skip_validation=True,
+            validation_error_status=with_body[0],
+            operation_id=view.__name__,
+            **declared,
+        )(view)
 
     return decorate
 

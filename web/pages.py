@@ -60,8 +60,10 @@ def login_link():
     token = request.form.get("link", "")
     if token and auth.login_with_link(token):
         return redirect(url_for("pages.index"))
-    flash("That sign-in link was already used or has expired; ask for a new one "
-          "(`taskapp teams login-link TEAM`) or sign in with an API key.")
+    flash(
+        "That sign-in link was already used or has expired; ask for a new one "
+        "(`taskapp teams login-link TEAM`) or sign in with an API key."
+    )
     return render_template("login.html"), 410
 
 
@@ -85,15 +87,19 @@ def new_run():
     errors: list[str] = []
     status = 200
     if request.method == "POST":
-        body = {"workflow": name, "input": _form_input(schema),
-                "options": {"priority": request.form.get("priority", "batch")}}
+        body = {
+            "workflow": name,
+            "input": _form_input(schema),
+            "options": {"priority": request.form.get("priority", "batch")},
+        }
         try:
             run, _ = submission.submit(team_id, body)  # the API's own path: same checks, same limits
             return redirect(url_for("pages.run_detail", run_id=run.id))
         except ApiError as exc:
             errors, status = _form_errors(exc, schema), exc.status
-    return render_template("new_run.html", workflow=workflow, workflows=WORKFLOWS, schema=schema,
-                           errors=errors, values=request.form), status
+    return render_template(
+        "new_run.html", workflow=workflow, workflows=WORKFLOWS, schema=schema, errors=errors, values=request.form
+    ), status
 
 
 @bp.get("/dashboard")
@@ -104,16 +110,27 @@ def dashboard():
     since = datetime.now(UTC) - timedelta(hours=1)
     agents = metrics.agent_stats(db(), since, scope)
     timeline = metrics.minute_series(metrics.usage_by_minute(db(), minutes=30, scope=scope), minutes=30)
+
     def series(attr: str) -> list[tuple[str, float]]:
         return [(a.agent, getattr(a, attr)) for a in agents if getattr(a, attr) is not None]
 
-    charts = {"p50": series("latency_p50_ms"), "p95": series("latency_p95_ms"), "cost": series("cost_usd"),
-              "batch": series("mean_batch_size")}
-    return render_template("dashboard.html", agents=agents, charts=charts, timeline=timeline,
-                           quota=metrics.quota_use(db(), scope), gate=metrics.gate_view(gate_usage(), scope),
-                           fleet=scope.fleet,
-                           runs=metrics.run_counts(db(), scope),
-                           queues=queue_depths() if scope.fleet else None)
+    charts = {
+        "p50": series("latency_p50_ms"),
+        "p95": series("latency_p95_ms"),
+        "cost": series("cost_usd"),
+        "batch": series("mean_batch_size"),
+    }
+    return render_template(
+        "dashboard.html",
+        agents=agents,
+        charts=charts,
+        timeline=timeline,
+        quota=metrics.quota_use(db(), scope),
+        gate=metrics.gate_view(gate_usage(), scope),
+        fleet=scope.fleet,
+        runs=metrics.run_counts(db(), scope),
+        queues=queue_depths() if scope.fleet else None,
+    )
 
 
 @bp.post("/runs/<run_id>/cancel")

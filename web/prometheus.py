@@ -33,16 +33,18 @@ class TaskappCollector:
         session, scope = db(), self.scope
         labels = ["agent", "model"]
         steps = CounterMetricFamily("taskapp_steps", "Steps finished", labels=[*labels, "status"])
-        batches = CounterMetricFamily("taskapp_batches", "Batches flushed from the buffers, by why they were flushed",
-                                      labels=[*labels, "reason"])
+        batches = CounterMetricFamily(
+            "taskapp_batches", "Batches flushed from the buffers, by why they were flushed", labels=[*labels, "reason"]
+        )
         calls = CounterMetricFamily("taskapp_llm_calls", "Gemini requests", labels=labels)
         limited = CounterMetricFamily("taskapp_llm_rate_limited", "Gemini 429 answers", labels=labels)
         tokens = CounterMetricFamily("taskapp_tokens", "Tokens billed", labels=[*labels, "direction"])
         cost = CounterMetricFamily("taskapp_cost_usd", "Cost in USD", labels=labels)
         latency = GaugeMetricFamily("taskapp_llm_latency_ms", "Gemini call latency", labels=[*labels, "quantile"])
         batch_size = GaugeMetricFamily("taskapp_batch_size_mean", "Mean steps per batch", labels=labels)
-        buffer_wait = GaugeMetricFamily("taskapp_batch_wait_ms", "Time steps waited in a batch buffer",
-                                        labels=[*labels, "quantile"])
+        buffer_wait = GaugeMetricFamily(
+            "taskapp_batch_wait_ms", "Time steps waited in a batch buffer", labels=[*labels, "quantile"]
+        )
         for a in metrics.agent_stats(session, EPOCH, scope):
             key = [a.agent, a.model]
             steps.add_metric([*key, "succeeded"], a.steps - a.steps_failed)

@@ -126,24 +126,26 @@ class QuotaUse(BaseModel):
     tpm: Used
     rpd: DailyUsed
     concurrency: Used
-    waiting: int | None = Field(default=None, description="steps waiting for quota now, fleet-wide "
-                                "(operators only)")
+    waiting: int | None = Field(default=None, description="steps waiting for quota now, fleet-wide (operators only)")
     paused_until: datetime | None = Field(description="set while Gemini asked the fleet to back off")
     circuit: Literal["closed", "open", "half_open"]
     waits: int = Field(description="times steps were told to wait for quota in the window")
 
 
 class MetricsSnapshot(BaseModel):
-    scope: Literal["team", "fleet"] = Field(description="whose numbers: the caller's team's, or (operators) "
-                                            "the whole fleet's")
+    scope: Literal["team", "fleet"] = Field(
+        description="whose numbers: the caller's team's, or (operators) the whole fleet's"
+    )
     window_s: int
     agents: list[AgentStats]
     quota: dict[str, QuotaUse] = Field(description="per model; empty while Redis is down")
-    quota_use: dict[str, dict[str, int]] = Field(description="per model: requests and input tokens billed "
-                                                 "in the last minute and day")
+    quota_use: dict[str, dict[str, int]] = Field(
+        description="per model: requests and input tokens billed in the last minute and day"
+    )
     runs: dict[str, int] = Field(description="runs by status")
     queues: dict[str, int | None] | None = Field(
-        default=None, description="operators only: messages waiting per queue; null while the broker is down")
+        default=None, description="operators only: messages waiting per queue; null while the broker is down"
+    )
 
 
 class AgentInfo(BaseModel):
@@ -178,5 +180,6 @@ def reply(body: BaseModel, status: int = 200, *, omit_unset: bool = False) -> Fl
     `omit_unset`: fields the body was built without are left out, not sent as null (what only
     some callers may see, such as the fleet's queue depths).
     """
-    return current_app.response_class(body.model_dump_json(exclude_unset=omit_unset), status=status,
-                                      mimetype="application/json")
+    return current_app.response_class(
+        body.model_dump_json(exclude_unset=omit_unset), status=status, mimetype="application/json"
+    )

@@ -33,8 +33,10 @@ class RunOptionsIn(BaseModel):
 def _runs_of_each_workflow(schema: dict[str, Any]) -> None:
     """`input` is checked against the chosen workflow's own model (taskapp.pipeline.intake): the document
     says which input goes with which workflow, from those same models."""
-    schema["oneOf"] = [{"properties": {"workflow": {"const": wf.name}, "input": wf.input_schema.model_json_schema()}}
-                       for wf in WORKFLOWS.values()]
+    schema["oneOf"] = [
+        {"properties": {"workflow": {"const": wf.name}, "input": wf.input_schema.model_json_schema()}}
+        for wf in WORKFLOWS.values()
+    ]
     example = {"workflow": "summarize", "input": {"text": "Celery runs tasks; Redis carries the messages."}}
     schema["examples"] = [example]
 
@@ -57,32 +59,45 @@ def _optional(schema: dict[str, Any]) -> None:
 
 class RunCreateHeaders(BaseModel):
     idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = Field(
-        default=None, alias="Idempotency-Key", json_schema_extra=_optional,
-        description="retrying with the same key returns the run it made first instead of a new one")
+        default=None,
+        alias="Idempotency-Key",
+        json_schema_extra=_optional,
+        description="retrying with the same key returns the run it made first instead of a new one",
+    )
 
 
 class RunListQuery(BaseModel):
-    status: Annotated[Literal[RUN_STATUSES] | SkipJsonSchema[None],  # type: ignore[valid-type]
-                      BeforeValidator(lambda value: value or None)] = Field(  # `?status=`: no filter
-        default=None, json_schema_extra=_optional)
+    status: Annotated[
+        Literal[RUN_STATUSES] | SkipJsonSchema[None],  # type: ignore[valid-type]
+        BeforeValidator(lambda value: value or None),
+    ] = Field(  # `?status=`: no filter
+        default=None, json_schema_extra=_optional
+    )
     limit: Annotated[int, _clamp(1, MAX_PAGE)] = Field(
-        default=20, description=f"runs per page, 1 to {MAX_PAGE} (values outside are clamped)")
+        default=20, description=f"runs per page, 1 to {MAX_PAGE} (values outside are clamped)"
+    )
     cursor: str | SkipJsonSchema[None] = Field(
-        default=None, json_schema_extra=_optional, description="`next_cursor` of the previous page")
+        default=None, json_schema_extra=_optional, description="`next_cursor` of the previous page"
+    )
 
 
 class MetricsQuery(BaseModel):
     window_s: Annotated[int, _clamp(60, MAX_WINDOW_S)] = Field(
-        default=3600, description=f"seconds to look back, 60 to {MAX_WINDOW_S} (values outside are clamped)")
+        default=3600, description=f"seconds to look back, 60 to {MAX_WINDOW_S} (values outside are clamped)"
+    )
 
 
 # The event stream reads Last-Event-ID itself (header, else query) and documents it with these two.
 class RunEventsQuery(BaseModel):
     last_event_id: int | SkipJsonSchema[None] = Field(
-        default=None, json_schema_extra=_optional, description="resume after this event id (as the header)")
+        default=None, json_schema_extra=_optional, description="resume after this event id (as the header)"
+    )
 
 
 class RunEventsHeaders(BaseModel):
     last_event_id: int | SkipJsonSchema[None] = Field(
-        default=None, alias="Last-Event-ID", json_schema_extra=_optional,
-        description="resume after this event id; browsers send it when they reconnect")
+        default=None,
+        alias="Last-Event-ID",
+        json_schema_extra=_optional,
+        description="resume after this event id; browsers send it when they reconnect",
+    )

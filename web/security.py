@@ -46,8 +46,9 @@ def address_key() -> str:
     return f"addr:{request.remote_addr}"
 
 
-def init_security(app: Flask, settings: Settings, limited: list[Blueprint], caller_key: Callable[[], str],
-                  sign_in_views: list[str]) -> None:
+def init_security(
+    app: Flask, settings: Settings, limited: list[Blueprint], caller_key: Callable[[], str], sign_in_views: list[str]
+) -> None:
     """Headers and CSRF for every page; the per-caller rate limit (`caller_key`) on the `limited`
     blueprints (the API), and a per-address one on the sign-in posts (`sign_in_views`)."""
     if settings.proxy_hops:  # the address and scheme the proxies in front saw, for limits and cookies
@@ -59,29 +60,46 @@ def init_security(app: Flask, settings: Settings, limited: list[Blueprint], call
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
         RATELIMIT_STORAGE_OPTIONS={"socket_timeout": 1, "socket_connect_timeout": 1},
     )
-    Talisman(app, force_https=False, strict_transport_security=settings.session_cookie_secure,
-             session_cookie_secure=settings.session_cookie_secure, session_cookie_http_only=True,
-             frame_options="DENY", content_security_policy=CONTENT_SECURITY_POLICY,
-             referrer_policy="same-origin")
+    Talisman(
+        app,
+        force_https=False,
+        strict_transport_security=settings.session_cookie_secure,
+        session_cookie_secure=settings.session_cookie_secure,
+        session_cookie_http_only=True,
+        frame_options="DENY",
+        content_security_policy=CONTENT_SECURITY_POLICY,
+        referrer_policy="same-origin",
+    )
     csrf.init_app(app)
     # headers_enabled would stamp a Retry-After on every answer (and lengthen our own 503s'); the
     # 429 below says when to come back instead.
     # Redis down: each process counts on its own meanwhile (never a 500, never unlimited).
-    limiter = Limiter(key_func=caller_key, headers_enabled=False, swallow_errors=True,
-                      in_memory_fallback_enabled=True, strategy="fixed-window", key_prefix=RATE_LIMIT_PREFIX)
+    limiter = Limiter(
+        key_func=caller_key,
+        headers_enabled=False,
+        swallow_errors=True,
+        in_memory_fallback_enabled=True,
+        strategy="fixed-window",
+        key_prefix=RATE_LIMIT_PREFIX,
+    )
     for blueprint in limited:
         csrf.exempt(blueprint)  # bearer keys need no token; cookie sessions are checked in web.auth
         limiter.shared_limit(settings.api_rate_limit, scope="api")(blueprint)  # one budget for all of it
     for endpoint in sign_in_views:  # guessing keys or links costs a database read each: slow it down
         # (flask-limiter types the limited view as sync or async; these views are sync)
         app.view_functions[endpoint] = limiter.limit(  # type: ignore[assignment]
-            settings.sign_in_rate_limit, key_func=address_key, methods=["POST"])(app.view_functions[endpoint])
+            settings.sign_in_rate_limit, key_func=address_key, methods=["POST"]
+        )(app.view_functions[endpoint])
     limiter.init_app(app)
 
     @app.errorhandler(RateLimitExceeded)
     def _rate_limited(exc: RateLimitExceeded):
         current = limiter.current_limit
         retry_after = max(1, math.ceil(current.reset_at - time.time())) if current else 1
-        return error_response(429, "rate_limited", f"too many requests (limit {exc.description}); "
-                              "try again after Retry-After seconds", {"limit": exc.description},
-                              {"Retry-After": str(retry_after)})
+        return error_response(
+            429,
+            "rate_limited",
+            f"too many requests (limit {exc.description}); try again after Retry-After seconds",
+            {"limit": exc.description},
+            {"Retry-After": str(retry_after)},
+        )

@@ -13,25 +13,46 @@ from web.responses import Progress, RunDetail, RunLinks, RunSummary, RunTotals, 
 
 def step_view(step: Step) -> StepView:
     wait_ms = int((step.started_at - step.queued_at).total_seconds() * 1000) if step.started_at else None
-    latency_ms = (int((step.finished_at - step.started_at).total_seconds() * 1000)
-                  if step.finished_at and step.started_at else None)
+    latency_ms = (
+        int((step.finished_at - step.started_at).total_seconds() * 1000)
+        if step.finished_at and step.started_at
+        else None
+    )
     return StepView(
-        id=str(step.id), seq=step.seq, agent=step.agent, model=step.model,
-        status=step.status, input=step.input, output=step.output, error=step.error,
-        attempts=step.attempts, batch_id=str(step.batch_id) if step.batch_id else None,
-        tokens_in=step.tokens_in, tokens_out=step.tokens_out, cost_usd=float(step.cost_usd),
-        wait_ms=wait_ms, buffer_wait_ms=step.buffer_wait_ms, latency_ms=latency_ms,
-        queued_at=step.queued_at, started_at=step.started_at, finished_at=step.finished_at,
+        id=str(step.id),
+        seq=step.seq,
+        agent=step.agent,
+        model=step.model,
+        status=step.status,
+        input=step.input,
+        output=step.output,
+        error=step.error,
+        attempts=step.attempts,
+        batch_id=str(step.batch_id) if step.batch_id else None,
+        tokens_in=step.tokens_in,
+        tokens_out=step.tokens_out,
+        cost_usd=float(step.cost_usd),
+        wait_ms=wait_ms,
+        buffer_wait_ms=step.buffer_wait_ms,
+        latency_ms=latency_ms,
+        queued_at=step.queued_at,
+        started_at=step.started_at,
+        finished_at=step.finished_at,
     )
 
 
 def _summary_fields(run: Run, progress: tuple[int, int] | None) -> dict[str, Any]:
     done, total = progress or (0, 0)
     return {
-        "id": str(run.id), "workflow": run.workflow, "status": run.status,
-        "created_at": run.created_at, "started_at": run.started_at,
-        "finished_at": run.finished_at, "error": run.error,
-        "progress": Progress(steps_done=done, steps=total), "links": links(run),
+        "id": str(run.id),
+        "workflow": run.workflow,
+        "status": run.status,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "error": run.error,
+        "progress": Progress(steps_done=done, steps=total),
+        "links": links(run),
     }
 
 
@@ -43,10 +64,17 @@ def run_detail(run: Run, steps: list[Step]) -> RunDetail:
     totals = run_totals(steps)
     return RunDetail(
         **_summary_fields(run, (totals.steps_done, totals.steps)),
-        input=run.input, options=run.options, output=run.output,
-        totals=RunTotals(steps=totals.steps, steps_done=totals.steps_done, tokens_in=totals.tokens_in,
-                         tokens_out=totals.tokens_out, cost_usd=float(totals.cost_usd),
-                         llm_calls=totals.llm_calls),
+        input=run.input,
+        options=run.options,
+        output=run.output,
+        totals=RunTotals(
+            steps=totals.steps,
+            steps_done=totals.steps_done,
+            tokens_in=totals.tokens_in,
+            tokens_out=totals.tokens_out,
+            cost_usd=float(totals.cost_usd),
+            llm_calls=totals.llm_calls,
+        ),
         steps=[step_view(s) for s in steps],
     )
 

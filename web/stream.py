@@ -49,8 +49,9 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
     def redis(self) -> redis.Redis:
         return get_redis(current_app.config["SSE_REDIS_URL"])
 
-    def run_messages(self, run_id: uuid.UUID, last_id: int,
-                     allowed: Callable[[Connection], bool] = lambda _: True) -> Iterator[Message | str]:
+    def run_messages(
+        self, run_id: uuid.UUID, last_id: int, allowed: Callable[[Connection], bool] = lambda _: True
+    ) -> Iterator[Message | str]:
         """Messages after `last_id` until the run's final event; str items are keep-alive comments.
 
         `allowed` is asked every AUTH_RECHECK_S: a stream whose key is revoked, or whose
@@ -58,8 +59,7 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
         """
         bound = engine()
         keepalive_s = current_app.config["SSE_KEEPALIVE_S"]
-        query = (select(Event.id, Event.type, Event.data).where(Event.run_id == run_id)
-                 .order_by(Event.id).limit(BATCH))
+        query = select(Event.id, Event.type, Event.data).where(Event.run_id == run_id).order_by(Event.id).limit(BATCH)
         pubsub = None
         retry_redis_at = 0.0
         last_write = last_read = 0.0
@@ -110,8 +110,12 @@ class RunEventsBlueprint(ServerSentEventsBlueprint):
             pubsub.subscribe(run_channel(run_id))
             return pubsub
         except (redis.RedisError, OSError, ValueError) as exc:
-            log.warning("event stream for run %s tails the table: Redis subscribe failed: %r", run_id, exc,
-                        extra={"run_id": str(run_id)})
+            log.warning(
+                "event stream for run %s tails the table: Redis subscribe failed: %r",
+                run_id,
+                exc,
+                extra={"run_id": str(run_id)},
+            )
             return None
 
     @staticmethod
@@ -139,9 +143,12 @@ bp = RunEventsBlueprint("stream", __name__)
 
 
 @bp.get("/api/runs/<run_id>/events")
-@documented(query=RunEventsQuery, headers=RunEventsHeaders, tags=["runs"],
-            resp=answers(200, media_type="text/event-stream", errors=(400, 401, 404, 429),
-                         also={204: None}))
+@documented(
+    query=RunEventsQuery,
+    headers=RunEventsHeaders,
+    tags=["runs"],
+    resp=answers(200, media_type="text/event-stream", errors=(400, 401, 404, 429), also={204: None}),
+)
 @require_team
 def run_events(run_id: str):
     """`text/event-stream` of a run's events; honours `Last-Event-ID` (header or query)."""
@@ -175,13 +182,15 @@ def _after(last_id: int) -> ColumnElement[bool]:
 def _last_event_id(raw: str) -> int:
     """An event id as a client sends it back: ASCII digits within a bigint (ids are bigints)."""
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or int(raw) > MAX_EVENT_ID:
-        raise ApiError(400, "invalid_last_event_id",
-                       f"Last-Event-ID must be an event id: an integer from 0 to {MAX_EVENT_ID}")
+        raise ApiError(
+            400, "invalid_last_event_id", f"Last-Event-ID must be an event id: an integer from 0 to {MAX_EVENT_ID}"
+        )
     return int(raw)
 
 
 def _ended_by(run_id: uuid.UUID, last_id: int) -> bool:
     """Whether the run's final event is at or before `last_id` (nothing is left to send)."""
-    final = request_session().scalar(select(func.min(Event.id)).where(Event.run_id == run_id,
-                                                                      Event.type.in_(FINAL_EVENTS)))
+    final = request_session().scalar(
+        select(func.min(Event.id)).where(Event.run_id == run_id, Event.type.in_(FINAL_EVENTS))
+    )
     return final is not None and final <= last_id

@@ -30,12 +30,21 @@ def submit(team_id: uuid.UUID, body: Any, idempotency_key: str | None = None) ->
     except ValidationError as exc:
         raise ApiError(422, "invalid_request", "request body is invalid", intake.field_errors(exc)) from None
     if idempotency_key is not None and not valid_idempotency_key(idempotency_key):
-        raise ApiError(400, "invalid_idempotency_key",
-                       f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+        )
     try:
-        return intake.submit_run(db(), team_id=team_id, workflow=spec.workflow, input=spec.input,
-                                 options=spec.options.model_dump(exclude_none=True),
-                                 idempotency_key=idempotency_key, max_waiting=settings().max_waiting_work)
+        return intake.submit_run(
+            db(),
+            team_id=team_id,
+            workflow=spec.workflow,
+            input=spec.input,
+            options=spec.options.model_dump(exclude_none=True),
+            idempotency_key=idempotency_key,
+            max_waiting=settings().max_waiting_work,
+        )
     except intake.Overloaded as exc:
         raise ApiError(429, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
     except intake.InvalidRun as exc:
@@ -49,4 +58,3 @@ def submit(team_id: uuid.UUID, body: Any, idempotency_key: str | None = None) ->
 def valid_idempotency_key(key: str) -> bool:
     """Printable ASCII: a key is stored and compared as text (a NUL cannot be stored)."""
     return 1 <= len(key) <= MAX_IDEMPOTENCY_KEY and key.isascii() and key.isprintable()
-

@@ -55,7 +55,8 @@ def run(settings: Settings) -> int:
             env["GEMINI_BASE_URL"] = f"http://127.0.0.1:{port}"
             env["GEMINI_SIM_PORT"] = str(port)
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth or _remembered(
-            data / "flower_auth", lambda: "admin:" + secrets.token_urlsafe(12))
+            data / "flower_auth", lambda: "admin:" + secrets.token_urlsafe(12)
+        )
         # The web process refuses to start without a real secret: dev makes one and keeps it,
         # so sessions survive a restart. Plain http on localhost: cookies cannot be Secure-only.
         env["SECRET_KEY"] = settings.secret_key or _remembered(data / "secret_key", lambda: secrets.token_urlsafe(48))

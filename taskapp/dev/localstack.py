@@ -30,8 +30,16 @@ ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests and benchmarks
 
 
 class LocalStack:
-    def __init__(self, workdir: Path, *, admin_database_url: str | None = None, redis_url: str | None = None,
-                 sim_latency_ms: int = 0, sim_in_process: bool = True, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        admin_database_url: str | None = None,
+        redis_url: str | None = None,
+        sim_latency_ms: int = 0,
+        sim_in_process: bool = True,
+        log_dir: Path | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.admin_database_url = admin_database_url
         self.redis_url = redis_url
@@ -74,8 +82,19 @@ class LocalStack:
         else:  # its own process: benchmarks must not measure our GIL
             port = free_port()
             self.sim_url = f"http://127.0.0.1:{port}"
-            self.spawn("gemini-sim", [sys.executable, "-m", "taskapp.cli", "gemini-sim", "--port", str(port),
-                                      "--latency-ms", str(self.sim_latency_ms)])
+            self.spawn(
+                "gemini-sim",
+                [
+                    sys.executable,
+                    "-m",
+                    "taskapp.cli",
+                    "gemini-sim",
+                    "--port",
+                    str(port),
+                    "--latency-ms",
+                    str(self.sim_latency_ms),
+                ],
+            )
             self._wait_http(f"{self.sim_url}/_sim/health", "the Gemini simulator")
         return self
 
@@ -97,25 +116,53 @@ class LocalStack:
         """The environment every process of this stack runs with."""
         assert self.sim_url, "start() first"
         base: dict[str, str | None] = {
-            "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "GEMINI_BASE_URL": self.sim_url,
-            "GEMINI_API_KEY": None, "LOG_FORMAT": "json", "GEMINI_TIMEOUT_MS": "20000",
-            "SECRET_KEY": self.secret_key}
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "GEMINI_BASE_URL": self.sim_url,
+            "GEMINI_API_KEY": None,
+            "LOG_FORMAT": "json",
+            "GEMINI_TIMEOUT_MS": "20000",
+            "SECRET_KEY": self.secret_key,
+        }
         return child_environment(**(base | extra))
 
     def spawn(self, name: str, args: list[str], **env: str | None) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop())
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=die_with_parent)
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=self.env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         proc.log_file = log  # type: ignore[attr-defined]
         self._procs.append(proc)
         return proc
 
-    def start_worker(self, name: str, concurrency: int = 2, app: str = "taskapp.celery_app",
-                     **env: str | None) -> subprocess.Popen:
+    def start_worker(
+        self, name: str, concurrency: int = 2, app: str = "taskapp.celery_app", **env: str | None
+    ) -> subprocess.Popen:
         """A real `celery worker` node, returned once it answers a ping."""
-        proc = self.spawn(f"worker-{name}", [sys.executable, "-m", "celery", "-A", app, "worker", "-n",
-                                             f"{name}@%h", f"--concurrency={concurrency}", "--loglevel=INFO",
-                                             "--without-mingle", "--without-gossip"], **env)
+        proc = self.spawn(
+            f"worker-{name}",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                app,
+                "worker",
+                "-n",
+                f"{name}@%h",
+                f"--concurrency={concurrency}",
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            **env,
+        )
         self._wait_worker(proc, name)
         return proc
 
@@ -137,8 +184,13 @@ class LocalStack:
     def start_web(self, workers: int = 1, **env: str | None) -> tuple[str, subprocess.Popen]:
         """gunicorn with gevent workers, as the Procfile runs it; returns its base URL and process."""
         port = free_port()
-        proc = self.spawn("web", [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py",
-                                  "web:create_app()"], PORT=str(port), WEB_CONCURRENCY=str(workers), **env)
+        proc = self.spawn(
+            "web",
+            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "web:create_app()"],
+            PORT=str(port),
+            WEB_CONCURRENCY=str(workers),
+            **env,
+        )
         url = f"http://127.0.0.1:{port}"
         self._wait_http(f"{url}/healthz", "web")
         return url, proc

@@ -30,13 +30,15 @@ class BatchPolicy:
 def policy_for(agent: str, default: BatchPolicy, overrides: Mapping[str, Mapping[str, Any]]) -> BatchPolicy:
     """The agent's own policy where configured (BATCH_POLICIES), else the default."""
     own = overrides.get(agent) or {}
-    return BatchPolicy(max_size=int(own.get("max_size", default.max_size)),
-                       max_wait_ms=int(own.get("max_wait_ms", default.max_wait_ms)))
+    return BatchPolicy(
+        max_size=int(own.get("max_size", default.max_size)),
+        max_wait_ms=int(own.get("max_wait_ms", default.max_wait_ms)),
+    )
 
 
 def chunks(items: Sequence[T], size: int) -> list[list[T]]:
     """Items cut into batches of at most `size`, oldest first (the order they were taken in)."""
-    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 @dataclass(frozen=True)

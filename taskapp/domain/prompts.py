@@ -20,8 +20,8 @@ from taskapp.domain.tokens import estimate_tokens
 
 BATCH_RULES = (
     "You receive a JSON list of tasks, each with a step_id and an input. Handle each task "
-    "independently. Reply with JSON: {\"answers\": [{\"step_id\": <the task's step_id>, "
-    "\"output\": <your answer>}]}, exactly one answer per step_id, copying each step_id verbatim."
+    'independently. Reply with JSON: {"answers": [{"step_id": <the task\'s step_id>, '
+    '"output": <your answer>}]}, exactly one answer per step_id, copying each step_id verbatim.'
 )
 
 
@@ -50,8 +50,7 @@ def batch_schema(agent: Agent) -> type[BaseModel]:
     """The response schema for a batch of this agent's steps."""
     answer = create_model(f"{agent.name.title()}Answer", step_id=(str, ...), output=(agent.output_schema, ...))
     # `answer` is a model built at run time, which mypy cannot use as a type argument.
-    return create_model(f"{agent.name.title()}Batch", __base__=_BatchSchema,
-                        answers=(list[answer], ...))  # type: ignore[valid-type]
+    return create_model(f"{agent.name.title()}Batch", __base__=_BatchSchema, answers=(list[answer], ...))  # type: ignore[valid-type]
 
 
 def system_instruction(agent: Agent) -> str:

@@ -98,6 +98,8 @@ class TeamShare:
     def budget_exhausted(self, tokens_today: int) -> str | None:
         """Why a run of this team may not make more calls today, or None."""
         if self.daily_token_budget is not None and tokens_today >= self.daily_token_budget:
-            return (f"team_daily_token_budget_exhausted: {tokens_today} tokens used today "
-                    f"(budget {self.daily_token_budget}, resets at midnight US Pacific)")
+            return (
+                f"team_daily_token_budget_exhausted: {tokens_today} tokens used today "
+                f"(budget {self.daily_token_budget}, resets at midnight US Pacific)"
+            )
         return None

@@ -33,8 +33,9 @@ class AfterError:
     delay_s: float = 0.0
 
 
-def after_call_error(*, quota_delay_s: float | None, retryable: bool, retry_after_s: float | None,
-                     give_up: bool, default_delay_s: float) -> AfterError:
+def after_call_error(
+    *, quota_delay_s: float | None, retryable: bool, retry_after_s: float | None, give_up: bool, default_delay_s: float
+) -> AfterError:
     """The choice, from the error alone: a quota refusal waits (never a failure), a transient error
     is retried after Gemini's delay (or ours) until the task gives up, anything else fails."""
     if quota_delay_s is not None:

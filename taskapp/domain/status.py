@@ -15,8 +15,18 @@ PENDING_STEP_STATUSES = frozenset({"queued", "batched", "running"})
 FINAL_STEP_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 EVENT_TYPES = (
-    "run.queued", "run.started", "step.queued", "step.batched", "step.started", "step.succeeded",
-    "step.failed", "step.retrying", "quota.wait", "run.succeeded", "run.failed", "run.cancelled",
+    "run.queued",
+    "run.started",
+    "step.queued",
+    "step.batched",
+    "step.started",
+    "step.succeeded",
+    "step.failed",
+    "step.retrying",
+    "quota.wait",
+    "run.succeeded",
+    "run.failed",
+    "run.cancelled",
 )
 # The event that ends a run's stream: one per final status.
 FINAL_EVENTS = frozenset(f"run.{status}" for status in FINAL_RUN_STATUSES)

@@ -63,8 +63,11 @@ class ResearchWorkflow:
             return Decision(new_steps=(NewStep("writer", self._writer_input(question, steps, limits)),))
         if last.agent == "writer":
             return Decision(
-                new_steps=(NewStep("reviewer", {"question": question, "title": out.get("title", ""),
-                                                "draft": out.get("draft", "")}),)
+                new_steps=(
+                    NewStep(
+                        "reviewer", {"question": question, "title": out.get("title", ""), "draft": out.get("draft", "")}
+                    ),
+                )
             )
         if last.agent == "reviewer":
             drafts = [s for s in steps if s.agent == "writer"]
@@ -72,13 +75,15 @@ class ResearchWorkflow:
             latest = drafts[-1].output or {}
             max_revisions = int(run_input.get("max_revisions", 2))
             if out.get("approved") or revisions >= max_revisions:
-                return Decision(output={
-                    "title": latest.get("title", ""),
-                    "answer": latest.get("draft", ""),
-                    "approved": bool(out.get("approved")),
-                    "revisions": revisions,
-                    "review": out.get("feedback", ""),
-                })
+                return Decision(
+                    output={
+                        "title": latest.get("title", ""),
+                        "answer": latest.get("draft", ""),
+                        "approved": bool(out.get("approved")),
+                        "revisions": revisions,
+                        "review": out.get("feedback", ""),
+                    }
+                )
             writer_input = self._writer_input(question, steps, limits)
             writer_input.update(previous_draft=latest.get("draft", ""), feedback=out.get("feedback", ""))
             return Decision(new_steps=(NewStep("writer", writer_input, handoff=True),))
@@ -96,8 +101,11 @@ SUMMARIZE_MAX_CHARS = 12_000
 
 
 class SummarizeInput(RunInput):
-    text: NonBlank = Field(min_length=1, max_length=SUMMARIZE_MAX_CHARS,
-                           description=f"The text to summarise (at most {SUMMARIZE_MAX_CHARS:,} characters)")
+    text: NonBlank = Field(
+        min_length=1,
+        max_length=SUMMARIZE_MAX_CHARS,
+        description=f"The text to summarise (at most {SUMMARIZE_MAX_CHARS:,} characters)",
+    )
 
 
 @dataclass(frozen=True)

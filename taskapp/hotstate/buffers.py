@@ -48,16 +48,17 @@ class Batcher:
             return self.size(agent, model)
         return int(self._offer(keys=[buffer_key(agent, model)], args=list(step_ids)))
 
-    def take(self, agent: str, model: str, policy: BatchPolicy, *, force: bool = False,
-             max_batches: int = 16) -> list[Taken]:
+    def take(
+        self, agent: str, model: str, policy: BatchPolicy, *, force: bool = False, max_batches: int = 16
+    ) -> list[Taken]:
         """What is due to flush: full batches now, the rest once the oldest has waited the window."""
-        reply = self._take(keys=[buffer_key(agent, model)],
-                           args=[policy.max_size, policy.max_wait_ms, "1" if force else "0",
-                                 policy.max_size * max_batches])
+        reply = self._take(
+            keys=[buffer_key(agent, model)],
+            args=[policy.max_size, policy.max_wait_ms, "1" if force else "0", policy.max_size * max_batches],
+        )
         now = int(reply[0])
         pairs = reply[1:]
-        return [Taken(_text(pairs[i]), max(0, now - int(float(pairs[i + 1]))))
-                for i in range(0, len(pairs), 2)]
+        return [Taken(_text(pairs[i]), max(0, now - int(float(pairs[i + 1])))) for i in range(0, len(pairs), 2)]
 
     def size(self, agent: str, model: str) -> int:
         return int(cast(int, self.client.zcard(buffer_key(agent, model))))

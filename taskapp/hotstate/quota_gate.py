@@ -71,14 +71,25 @@ def gate_for(settings: Settings, lease_ms: int) -> QuotaGate:
     from taskapp.domain.agents import models_in_use
     from taskapp.hotstate.client import get_redis
 
-    return QuotaGate(get_redis(settings.require("redis_url")), {m: settings.quota(m) for m in models_in_use()},
-                     lease_ms=lease_ms, day_seconds=settings.quota_day_seconds,
-                     minute_seconds=settings.quota_minute_seconds)
+    return QuotaGate(
+        get_redis(settings.require("redis_url")),
+        {m: settings.quota(m) for m in models_in_use()},
+        lease_ms=lease_ms,
+        day_seconds=settings.quota_day_seconds,
+        minute_seconds=settings.quota_minute_seconds,
+    )
 
 
 class QuotaGate:
-    def __init__(self, client: redis.Redis, quotas: dict[str, ModelQuota], *, lease_ms: int,
-                 day_seconds: int | None = None, minute_seconds: int = MINUTE_S) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        quotas: dict[str, ModelQuota],
+        *,
+        lease_ms: int,
+        day_seconds: int | None = None,
+        minute_seconds: int = MINUTE_S,
+    ) -> None:
         self.client = client
         self.quotas = quotas
         self.lease_ms = lease_ms
@@ -90,9 +101,17 @@ class QuotaGate:
 
     def _keys(self, model: str, day: str) -> dict[str, str]:
         base = f"{QUOTA_PREFIX}:{model}"
-        return {"req": f"{base}:req", "tok": f"{base}:tok", "toksum": f"{base}:toksum", "day": f"{base}:day:{day}",
-                "leases": f"{base}:leases", "waiters": f"{base}:waiters", "pause": f"{base}:pause",
-                "breaker": f"{base}:breaker", "probe": f"{base}:probe"}
+        return {
+            "req": f"{base}:req",
+            "tok": f"{base}:tok",
+            "toksum": f"{base}:toksum",
+            "day": f"{base}:day:{day}",
+            "leases": f"{base}:leases",
+            "waiters": f"{base}:waiters",
+            "pause": f"{base}:pause",
+            "breaker": f"{base}:breaker",
+            "probe": f"{base}:probe",
+        }
 
     def quota(self, model: str) -> ModelQuota:
         return self.quotas[model]
@@ -104,11 +123,33 @@ class QuotaGate:
         k = self._keys(model, day.key)
         grant_id = uuid.uuid4().hex
         reply = self._acquire(
-            keys=[k["req"], k["tok"], k["toksum"], k["day"], k["leases"], k["waiters"], k["pause"], k["breaker"],
-                  k["probe"]],
-            args=[ticket, grant_id, tokens, _lim(q.rpm), _lim(q.tpm), _lim(q.rpd), q.concurrency,
-                  self.window_ms + WINDOW_MARGIN_MS, day.resets_at_ms, self.lease_ms, WAITER_TTL_MS,
-                  BREAKER_THRESHOLD, CONCURRENCY_POLL_MS])
+            keys=[
+                k["req"],
+                k["tok"],
+                k["toksum"],
+                k["day"],
+                k["leases"],
+                k["waiters"],
+                k["pause"],
+                k["breaker"],
+                k["probe"],
+            ],
+            args=[
+                ticket,
+                grant_id,
+                tokens,
+                _lim(q.rpm),
+                _lim(q.tpm),
+                _lim(q.rpd),
+                q.concurrency,
+                self.window_ms + WINDOW_MARGIN_MS,
+                day.resets_at_ms,
+                self.lease_ms,
+                WAITER_TTL_MS,
+                BREAKER_THRESHOLD,
+                CONCURRENCY_POLL_MS,
+            ],
+        )
         status, wait_ms, reason, ahead = int(reply[0]), int(reply[1]), _text(reply[2]), int(reply[3])
         return Grant(model, grant_id, tokens, status == 1, wait_ms, reason if status != 1 else "", ahead)
 
@@ -121,20 +162,32 @@ class QuotaGate:
         day = quota_day(datetime.now(UTC), self.day_seconds)
         k = self._keys(grant.model, day.key)
         try:
-            self._finish(keys=[k["tok"], k["toksum"], k["leases"], k["breaker"], k["probe"], k["req"], k["day"]],
-                         args=[grant.grant_id, grant.tokens, grant.tokens if tokens_in is None else tokens_in,
-                               outcome, BREAKER_THRESHOLD, BREAKER_COOLDOWN_MS])
+            self._finish(
+                keys=[k["tok"], k["toksum"], k["leases"], k["breaker"], k["probe"], k["req"], k["day"]],
+                args=[
+                    grant.grant_id,
+                    grant.tokens,
+                    grant.tokens if tokens_in is None else tokens_in,
+                    outcome,
+                    BREAKER_THRESHOLD,
+                    BREAKER_COOLDOWN_MS,
+                ],
+            )
         except REDIS_ERRORS as exc:
-            log.warning("quota gate: could not record the end of a %s call (%s); its lease will expire",
-                        grant.model, exc)
+            log.warning(
+                "quota gate: could not record the end of a %s call (%s); its lease will expire", grant.model, exc
+            )
 
     def pause(self, model: str, *, seconds: float | None = None, until_day_reset: bool = False) -> int:
         """Hold every worker back from a model: Gemini said 429 (per minute: its retryDelay;
         per day: until the reset). Returns when the pause ends (epoch ms)."""
         day = quota_day(datetime.now(UTC), self.day_seconds)
         k = self._keys(model, day.key)
-        return int(self._pause(keys=[k["pause"]], args=[int((seconds or 1) * 1000),
-                                                        str(day.resets_at_ms) if until_day_reset else ""]))
+        return int(
+            self._pause(
+                keys=[k["pause"]], args=[int((seconds or 1) * 1000), str(day.resets_at_ms) if until_day_reset else ""]
+            )
+        )
 
     def usage(self, model: str) -> dict[str, object]:
         """Used against limit per dimension, for /api/metrics and the dashboard."""
@@ -153,14 +206,16 @@ class QuotaGate:
         rpm, tpm, rpd, leases, waiters, pause, breaker = pipe.execute()
         open_until = int(breaker.get(b"open_until", 0) or 0)
         return {
-            "rpm": {"used": rpm, "limit": q.rpm}, "tpm": {"used": int(tpm or 0), "limit": q.tpm},
+            "rpm": {"used": rpm, "limit": q.rpm},
+            "tpm": {"used": int(tpm or 0), "limit": q.tpm},
             "rpd": {"used": int(rpd or 0), "limit": q.rpd, "resets_at": _iso(day.resets_at_ms)},
-            "concurrency": {"used": leases, "limit": q.concurrency}, "waiting": waiters,
+            "concurrency": {"used": leases, "limit": q.concurrency},
+            "waiting": waiters,
             "paused_until": _iso(int(pause)) if pause and int(pause) > now_ms else None,
-            "circuit": "open" if open_until > now_ms else (
-                "half_open" if int(breaker.get(b"fails", 0) or 0) >= BREAKER_THRESHOLD else "closed"),
+            "circuit": "open"
+            if open_until > now_ms
+            else ("half_open" if int(breaker.get(b"fails", 0) or 0) >= BREAKER_THRESHOLD else "closed"),
         }
-
 
 
 def _lim(value: int | None) -> int:

@@ -39,8 +39,15 @@ class LlmResponse:
 class LlmError(Exception):
     """A failed call, classified so callers can decide between retry, wait and fail."""
 
-    def __init__(self, kind: str, message: str, *, status: int | None = None,
-                 retry_after_s: float | None = None, quota_id: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        quota_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind  # rate_limited | daily_quota | server | timeout | client
         self.status = status
@@ -65,8 +72,16 @@ class GeminiClient:
         )
         self._client = genai.Client(api_key=settings.gemini_api_key or "simulator", http_options=options)
 
-    def generate(self, *, model: str, system_instruction: str, prompt: str,
-                 response_schema: type[BaseModel], temperature: float, max_output_tokens: int) -> LlmResponse:
+    def generate(
+        self,
+        *,
+        model: str,
+        system_instruction: str,
+        prompt: str,
+        response_schema: type[BaseModel],
+        temperature: float,
+        max_output_tokens: int,
+    ) -> LlmResponse:
         config = types.GenerateContentConfig(
             system_instruction=system_instruction,
             temperature=temperature,
@@ -126,8 +141,6 @@ def _quota_details(details: object) -> tuple[float | None, str | None]:
     return retry_after, quota_id
 
 
-
-
 def warm_up(response_schemas: Iterable[type[BaseModel]]) -> None:
     """Build now what the SDK's pydantic types and our schemas otherwise build on a process's
     first calls (a few hundred ms of CPU). A worker node calls it before it forks its pool,
@@ -140,8 +153,11 @@ def warm_up(response_schemas: Iterable[type[BaseModel]]) -> None:
     types.Schema.model_validate({"type": "OBJECT", "properties": {"a": {"type": "STRING"}}})
     types.UserContent(parts=[types.Part(text="")])
     types.GenerateContentResponse.model_validate(
-        {"candidates": [{"content": {"parts": [{"text": "{}"}], "role": "model"}}],
-         "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1}})
+        {
+            "candidates": [{"content": {"parts": [{"text": "{}"}], "role": "model"}}],
+            "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1},
+        }
+    )
 
 
 @per_process(key=lambda *_: ())  # one per process: settings do not change in one

@@ -97,8 +97,9 @@ class BatchCaller:
             answers[sid] = answer
         return answers, calls, deferred
 
-    def call(self, steps: list[Step], grant: Grant | None,
-             repair: str | None = None) -> tuple[dict[str, Answer], tuple[LlmCall, list[str]]]:
+    def call(
+        self, steps: list[Step], grant: Grant | None, repair: str | None = None
+    ) -> tuple[dict[str, Answer], tuple[LlmCall, list[str]]]:
         agent, model = self.agent, steps[0].model
         items = [(str(s.id), s.input) for s in steps]
         system, prompt = system_instruction(agent), build_prompt(items, repair=repair)
@@ -108,20 +109,32 @@ class BatchCaller:
                 raise QuotaWait(grant.wait_ms / 1000, grant.reason)
         try:
             response = self.client.generate(
-                model=model, system_instruction=system, prompt=prompt, response_schema=batch_schema(agent),
-                temperature=agent.temperature, max_output_tokens=agent.max_output_tokens * len(items),
+                model=model,
+                system_instruction=system,
+                prompt=prompt,
+                response_schema=batch_schema(agent),
+                temperature=agent.temperature,
+                max_output_tokens=agent.max_output_tokens * len(items),
             )
         except LlmError as exc:
             if self.gate is not None and grant is not None:
-                self.gate.finish(grant, tokens_in=None,
-                                 outcome="failed" if exc.kind in ("server", "timeout") else "other")
+                self.gate.finish(
+                    grant, tokens_in=None, outcome="failed" if exc.kind in ("server", "timeout") else "other"
+                )
             raise
         if self.gate is not None and grant is not None:
             self.gate.finish(grant, tokens_in=response.usage.tokens_in, outcome="ok")
         answers = parse_answers(response.text, agent, [sid for sid, _ in items])
-        row = LlmCall(batch_id=self.batch_id, agent=agent.name, model=model, step_count=len(items),
-                      status="ok" if all(a.ok for a in answers.values()) else "partial",
-                      tokens_in=response.usage.tokens_in, tokens_out=response.usage.tokens_out,
-                      latency_ms=response.latency_ms, cost_usd=cost_usd(model, response.usage))
+        row = LlmCall(
+            batch_id=self.batch_id,
+            agent=agent.name,
+            model=model,
+            step_count=len(items),
+            status="ok" if all(a.ok for a in answers.values()) else "partial",
+            tokens_in=response.usage.tokens_in,
+            tokens_out=response.usage.tokens_out,
+            latency_ms=response.latency_ms,
+            cost_usd=cost_usd(model, response.usage),
+        )
         row.id = uuid.uuid4()
         return answers, (row, [sid for sid, _ in items])

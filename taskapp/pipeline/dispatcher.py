@@ -56,8 +56,7 @@ class Dispatcher:
 
     # -- runs -----------------------------------------------------------------------------
 
-    def advance(self, run_ids: Iterable[uuid.UUID | str], origin: str | None = None,
-                skip_locked: bool = False) -> None:
+    def advance(self, run_ids: Iterable[uuid.UUID | str], origin: str | None = None, skip_locked: bool = False) -> None:
         """Take each run one decision further (a transaction per ADVANCE_CHUNK runs), then offer what it queued."""
         ids = sorted({uuid.UUID(str(r)) for r in run_ids})
         done = orchestrator.Advanced()
@@ -155,8 +154,12 @@ class Dispatcher:
             log.exception("flush failed; putting %d step(s) back", len(taken), extra={"agent": agent, "model": model})
             return []
         for batch_id, ids, reason in batches:
-            log.info("flushed %d step(s) (%s)", len(ids), reason,
-                     extra={"agent": agent, "model": model, "batch_id": str(batch_id)})
+            log.info(
+                "flushed %d step(s) (%s)",
+                len(ids),
+                reason,
+                extra={"agent": agent, "model": model, "batch_id": str(batch_id)},
+            )
         return [b for b, _, _ in batches]
 
     def flush_idle(self, buffers: list[tuple[str, str]]) -> list[uuid.UUID]:
@@ -180,12 +183,17 @@ class Dispatcher:
 
     def _send_chord(self, agent: str, model: str, batches: list[tuple[uuid.UUID, list[str]]]) -> None:
         header = [
-            self.app.signature(EXECUTE_BATCH_TASK, args=[str(batch_id), ids],
-                               kwargs={"agent": agent, "model": model}, queue=llm_queue(model))
+            self.app.signature(
+                EXECUTE_BATCH_TASK,
+                args=[str(batch_id), ids],
+                kwargs={"agent": agent, "model": model},
+                queue=llm_queue(model),
+            )
             for batch_id, ids in batches
         ]
-        body = self.app.signature(FINISH_BATCHES_TASK,
-                                  kwargs={"batch_ids": [str(b) for b, _ in batches]}, queue=ORCHESTRATION_QUEUE)
+        body = self.app.signature(
+            FINISH_BATCHES_TASK, kwargs={"batch_ids": [str(b) for b, _ in batches]}, queue=ORCHESTRATION_QUEUE
+        )
         chord(header, body).apply_async(retry=True, retry_policy=_PUBLISH_RETRY)
 
     # -- the aggregator -------------------------------------------------------------------

@@ -54,21 +54,45 @@ log = logging.getLogger(__name__)
 # up (its steps are then called again): well inside the task's soft time limit.
 COMMIT_RETRY_S = 120
 # A batch's answers as rows: jsonb_to_recordset(:answers) AS answers(id uuid, attempts integer, ...).
-_ANSWERS = func.jsonb_to_recordset(bindparam("answers", type_=JSONB)).table_valued(
-    column("id", Uuid), column("attempts", Integer), column("status", String), column("output", JSONB),
-    column("error", Text), column("llm_call_id", Uuid), column("tokens_in", Integer), column("tokens_out", Integer),
-    column("cost_usd", Numeric), name="answers",
-).render_derived(with_types=True)
+_ANSWERS = (
+    func.jsonb_to_recordset(bindparam("answers", type_=JSONB))
+    .table_valued(
+        column("id", Uuid),
+        column("attempts", Integer),
+        column("status", String),
+        column("output", JSONB),
+        column("error", Text),
+        column("llm_call_id", Uuid),
+        column("tokens_in", Integer),
+        column("tokens_out", Integer),
+        column("cost_usd", Numeric),
+        name="answers",
+    )
+    .render_derived(with_types=True)
+)
 # A batch's answers, each committed only if its claim still holds (built once: every batch runs it).
 _COMMIT = (
     update(Step)
     # (the ids again, as a list: a join on the function alone is planned as a scan of steps)
-    .where(Step.id.in_(bindparam("ids", expanding=True)), Step.id == _ANSWERS.c.id,
-           Step.attempts == _ANSWERS.c.attempts, Step.status.in_(tuple(PENDING_STEP_STATUSES)), of_running_run())
-    .values(status=_ANSWERS.c.status, output=_ANSWERS.c.output, error=_ANSWERS.c.error,
-            finished_at=bindparam("now"), lease_until=None, batch_id=bindparam("commit_batch_id"),
-            llm_call_id=_ANSWERS.c.llm_call_id, tokens_in=_ANSWERS.c.tokens_in, tokens_out=_ANSWERS.c.tokens_out,
-            cost_usd=_ANSWERS.c.cost_usd)
+    .where(
+        Step.id.in_(bindparam("ids", expanding=True)),
+        Step.id == _ANSWERS.c.id,
+        Step.attempts == _ANSWERS.c.attempts,
+        Step.status.in_(tuple(PENDING_STEP_STATUSES)),
+        of_running_run(),
+    )
+    .values(
+        status=_ANSWERS.c.status,
+        output=_ANSWERS.c.output,
+        error=_ANSWERS.c.error,
+        finished_at=bindparam("now"),
+        lease_until=None,
+        batch_id=bindparam("commit_batch_id"),
+        llm_call_id=_ANSWERS.c.llm_call_id,
+        tokens_in=_ANSWERS.c.tokens_in,
+        tokens_out=_ANSWERS.c.tokens_out,
+        cost_usd=_ANSWERS.c.cost_usd,
+    )
     .returning(Step.id)
 )
 
@@ -93,13 +117,29 @@ class BatchOutcome:
 
     def as_result(self) -> dict:
         """What a chord header returns: per-item outcomes, never an exception for a bad item."""
-        return {"batch_id": str(self.batch_id), "succeeded": self.succeeded, "failed": self.failed,
-                "skipped": self.skipped, "items": self.items, "run_ids": sorted(self.run_ids)}
+        return {
+            "batch_id": str(self.batch_id),
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "items": self.items,
+            "run_ids": sorted(self.run_ids),
+        }
 
 
-def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id: uuid.UUID, step_ids: list[str],
-                  *, lease_s: float, stranded_s: float, retry_delay_s: float = 1.0, give_up: bool = False,
-                  gate: QuotaGate | None = None, max_attempts: int | None = None) -> BatchOutcome:
+def execute_batch(
+    factory: sessionmaker[Session],
+    client: GeminiClient,
+    batch_id: uuid.UUID,
+    step_ids: list[str],
+    *,
+    lease_s: float,
+    stranded_s: float,
+    retry_delay_s: float = 1.0,
+    give_up: bool = False,
+    gate: QuotaGate | None = None,
+    max_attempts: int | None = None,
+) -> BatchOutcome:
     """Run one batch end to end: claim its steps (one transaction), call Gemini, commit the answers
     (another); a failed call releases or fails the steps (a third).
 
@@ -108,8 +148,9 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
     """
     outcome = BatchOutcome(batch_id=batch_id)
     ids = [uuid.UUID(s) for s in step_ids]
-    claimed = _claim(factory, batch_id, ids, outcome, gate=gate, lease_s=lease_s, stranded_s=stranded_s,
-                     max_attempts=max_attempts)
+    claimed = _claim(
+        factory, batch_id, ids, outcome, gate=gate, lease_s=lease_s, stranded_s=stranded_s, max_attempts=max_attempts
+    )
     if claimed is None:
         return outcome
     agent, steps, grant = claimed
@@ -118,27 +159,48 @@ def execute_batch(factory: sessionmaker[Session], client: GeminiClient, batch_id
         if gate and grant:
             gate.finish(grant, tokens_in=None, outcome="unused")
         return outcome
-    log.info("calling %s for %d step(s)", steps[0].model, len(steps), extra={"agent": agent.name,
-                                                                             "batch_id": str(batch_id)})
+    log.info(
+        "calling %s for %d step(s)", steps[0].model, len(steps), extra={"agent": agent.name, "batch_id": str(batch_id)}
+    )
     caller = BatchCaller(client, gate, agent, batch_id)
     try:
         with LeaseKeeper(factory, steps, lease_s):
             answers, calls, deferred = caller.call_with_repairs(steps, grant)
     except LlmError as exc:
-        return _after_call_error(factory, agent, batch_id, steps, exc, outcome, gate=gate, give_up=give_up,
-                                 retry_delay_s=retry_delay_s, stranded_s=stranded_s)
+        return _after_call_error(
+            factory,
+            agent,
+            batch_id,
+            steps,
+            exc,
+            outcome,
+            gate=gate,
+            give_up=give_up,
+            retry_delay_s=retry_delay_s,
+            stranded_s=stranded_s,
+        )
     # The answers are paid for: a database restart now is waited out, not turned into a second call.
-    outcome = retry_database(lambda: _commit_results(factory, batch_id, steps, answers, calls, deferred,
-                                                     outcome.skipped, stranded_s),
-                             budget_s=COMMIT_RETRY_S, what=f"committing batch {batch_id}")
+    outcome = retry_database(
+        lambda: _commit_results(factory, batch_id, steps, answers, calls, deferred, outcome.skipped, stranded_s),
+        budget_s=COMMIT_RETRY_S,
+        what=f"committing batch {batch_id}",
+    )
     if deferred.step_ids:
         raise QuotaWait(deferred.delay_s, deferred.reason)
     return outcome
 
 
-def _claim(factory: sessionmaker[Session], batch_id: uuid.UUID, ids: list[uuid.UUID], outcome: BatchOutcome, *,
-           gate: QuotaGate | None, lease_s: float, stranded_s: float, max_attempts: int | None
-           ) -> tuple[Agent, list[Step], Grant | None] | None:
+def _claim(
+    factory: sessionmaker[Session],
+    batch_id: uuid.UUID,
+    ids: list[uuid.UUID],
+    outcome: BatchOutcome,
+    *,
+    gate: QuotaGate | None,
+    lease_s: float,
+    stranded_s: float,
+    max_attempts: int | None,
+) -> tuple[Agent, list[Step], Grant | None] | None:
     """One transaction: lock the batch's steps, pass the gate, claim them.
 
     None when there is nothing left to call (none waiting, or the batch can never fit the
@@ -166,13 +228,28 @@ def _claim(factory: sessionmaker[Session], batch_id: uuid.UUID, ids: list[uuid.U
     raise wait  # after the transaction committed the wait's notes
 
 
-def _after_call_error(factory: sessionmaker[Session], agent: Agent, batch_id: uuid.UUID, steps: list[Step],
-                      exc: LlmError, outcome: BatchOutcome, *, gate: QuotaGate | None, give_up: bool,
-                      retry_delay_s: float, stranded_s: float) -> BatchOutcome:
+def _after_call_error(
+    factory: sessionmaker[Session],
+    agent: Agent,
+    batch_id: uuid.UUID,
+    steps: list[Step],
+    exc: LlmError,
+    outcome: BatchOutcome,
+    *,
+    gate: QuotaGate | None,
+    give_up: bool,
+    retry_delay_s: float,
+    stranded_s: float,
+) -> BatchOutcome:
     """Record the failed call (429s too), then wait, retry or fail as `after_call_error` decides."""
     model = steps[0].model
-    choice = after_call_error(quota_delay_s=after_quota_error(gate, model, exc), retryable=exc.retryable,
-                              retry_after_s=exc.retry_after_s, give_up=give_up, default_delay_s=retry_delay_s)
+    choice = after_call_error(
+        quota_delay_s=after_quota_error(gate, model, exc),
+        retryable=exc.retryable,
+        retry_after_s=exc.retry_after_s,
+        give_up=give_up,
+        default_delay_s=retry_delay_s,
+    )
     with factory.begin() as session:
         _record_failed_call(session, agent, model, batch_id, len(steps), exc)
         if choice.action == "fail":
@@ -185,9 +262,16 @@ def _after_call_error(factory: sessionmaker[Session], agent: Agent, batch_id: uu
     raise RetryLater(exc, choice.delay_s) from exc
 
 
-def _commit_results(factory: sessionmaker[Session], batch_id: uuid.UUID, steps: list[Step],
-                    answers: dict[str, Answer], calls: Carried, deferred: Deferred, skipped: int,
-                    stranded_s: float) -> BatchOutcome:
+def _commit_results(
+    factory: sessionmaker[Session],
+    batch_id: uuid.UUID,
+    steps: list[Step],
+    answers: dict[str, Answer],
+    calls: Carried,
+    deferred: Deferred,
+    skipped: int,
+    stranded_s: float,
+) -> BatchOutcome:
     """One transaction: the bill, every answered step, and the steps whose repairs must wait."""
     committed = BatchOutcome(batch_id=batch_id, skipped=skipped)
     with factory.begin() as session:
@@ -197,8 +281,13 @@ def _commit_results(factory: sessionmaker[Session], batch_id: uuid.UUID, steps: 
         _commit_answers(session, done, answers, calls, committed)
         if deferred.step_ids:
             # Repairs the gate could not serve now: the retry asks for these steps again.
-            release_steps(session, [s for s in steps if str(s.id) in deferred.step_ids],
-                          LlmError("rate_limited", deferred.reason), deferred.delay_s, stranded_s)
+            release_steps(
+                session,
+                [s for s in steps if str(s.id) in deferred.step_ids],
+                LlmError("rate_limited", deferred.reason),
+                deferred.delay_s,
+                stranded_s,
+            )
     return committed
 
 
@@ -208,8 +297,11 @@ def _acquire(gate: QuotaGate | None, agent: Agent, steps: list[Step], ticket: st
         return None
     grant = gate.acquire(steps[0].model, ticket, prompt_tokens(agent, [(str(s.id), s.input) for s in steps]))
     if grant.impossible:
-        raise LlmError("client", f"a batch of {len(steps)} step(s) needs more input tokens than the model's "
-                                 f"TPM quota allows; lower BATCH_MAX_SIZE for {agent.name}")
+        raise LlmError(
+            "client",
+            f"a batch of {len(steps)} step(s) needs more input tokens than the model's "
+            f"TPM quota allows; lower BATCH_MAX_SIZE for {agent.name}",
+        )
     return grant
 
 
@@ -217,27 +309,48 @@ def _note_quota_wait(session: Session, steps: list[Step], grant: Grant, stranded
     """The gate said wait: keep the steps the batch's past the wait, say so on each one."""
     delay_s = grant.wait_ms / 1000
     deadline = datetime.now(UTC) + timedelta(seconds=delay_s + stranded_s)
-    session.execute(update(Step).where(Step.id.in_([s.id for s in steps]), Step.status == "batched")
-                    .values(lease_until=deadline))
+    session.execute(
+        update(Step).where(Step.id.in_([s.id for s in steps]), Step.status == "batched").values(lease_until=deadline)
+    )
     for step in sorted(steps, key=event_order):
-        events.record(session, step.run_id, "quota.wait", step_id=step.id, seq=step.seq, agent=step.agent,
-                      model=step.model, batch_id=step.batch_id, reason=grant.reason,
-                      wait_s=round(delay_s, 3), ahead=grant.ahead)
+        events.record(
+            session,
+            step.run_id,
+            "quota.wait",
+            step_id=step.id,
+            seq=step.seq,
+            agent=step.agent,
+            model=step.model,
+            batch_id=step.batch_id,
+            reason=grant.reason,
+            wait_s=round(delay_s, 3),
+            ahead=grant.ahead,
+        )
     return QuotaWait(delay_s, grant.reason)
 
 
-def _record_failed_call(session: Session, agent: Agent, model: str, batch_id: uuid.UUID, size: int,
-                        exc: LlmError) -> None:
-    session.add(LlmCall(batch_id=batch_id, agent=agent.name, model=model, step_count=size, status="error",
-                        error=f"{exc.kind}: {exc}"[:2000]))
+def _record_failed_call(
+    session: Session, agent: Agent, model: str, batch_id: uuid.UUID, size: int, exc: LlmError
+) -> None:
+    session.add(
+        LlmCall(
+            batch_id=batch_id,
+            agent=agent.name,
+            model=model,
+            step_count=size,
+            status="error",
+            error=f"{exc.kind}: {exc}"[:2000],
+        )
+    )
 
 
 def _as_row(call: LlmCall) -> dict[str, object]:
     return {c.key: getattr(call, c.key) for c in LlmCall.__table__.columns if c.key != "created_at"}
 
 
-def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answer],
-                    calls: Carried, outcome: BatchOutcome) -> None:
+def _commit_answers(
+    session: Session, steps: list[Step], answers: dict[str, Answer], calls: Carried, outcome: BatchOutcome
+) -> None:
     """Commit each step unless another delivery claimed it since (its attempt number moved on).
 
     A step re-offered but not yet called again (its lease ran out while the database was
@@ -256,17 +369,28 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
         usage = shares.get(sid, Usage(0, 0))
         error = None if answer.ok else (f"{answer.error}; raw output: {answer.raw}" if answer.raw else answer.error)
         planned[step.id] = (step, answer, usage, error)
-        rows.append({"id": sid, "attempts": step.attempts, "status": "succeeded" if answer.ok else "failed",
-                     "output": answer.output, "error": error, "llm_call_id": str(call.id) if call else None,
-                     "tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out,
-                     "cost_usd": str(cost_usd(step.model, usage))})
+        rows.append(
+            {
+                "id": sid,
+                "attempts": step.attempts,
+                "status": "succeeded" if answer.ok else "failed",
+                "output": answer.output,
+                "error": error,
+                "llm_call_id": str(call.id) if call else None,
+                "tokens_in": usage.tokens_in,
+                "tokens_out": usage.tokens_out,
+                "cost_usd": str(cost_usd(step.model, usage)),
+            }
+        )
     committed: list[tuple[Step, Answer, Usage, str | None]] = []
     if rows:
         # One statement for the whole batch. The rows travel as one JSON parameter, so the
         # statement is the same (and compiled once) for any size.
-        done = session.execute(_COMMIT, {"answers": rows, "ids": list(planned), "now": now,
-                                         "commit_batch_id": outcome.batch_id},
-                               execution_options={"synchronize_session": False}).all()
+        done = session.execute(
+            _COMMIT,
+            {"answers": rows, "ids": list(planned), "now": now, "commit_batch_id": outcome.batch_id},
+            execution_options={"synchronize_session": False},
+        ).all()
         committed = [planned[i] for (i,) in done]
         # If the sweeper took these steps back meanwhile (this claim's lease ran out), it recorded
         # this call as lost; it is recorded here after all. Always asked (one delete by primary key):
@@ -278,13 +402,29 @@ def _commit_answers(session: Session, steps: list[Step], answers: dict[str, Answ
         outcome.items[str(step.id)] = "succeeded" if answer.ok else "failed"
         if answer.ok:
             outcome.succeeded += 1
-            events.record(session, step.run_id, "step.succeeded", step_id=step.id, seq=step.seq,
-                          agent=step.agent, batch_id=outcome.batch_id, tokens_in=usage.tokens_in,
-                          tokens_out=usage.tokens_out)
+            events.record(
+                session,
+                step.run_id,
+                "step.succeeded",
+                step_id=step.id,
+                seq=step.seq,
+                agent=step.agent,
+                batch_id=outcome.batch_id,
+                tokens_in=usage.tokens_in,
+                tokens_out=usage.tokens_out,
+            )
         else:
             outcome.failed += 1
-            events.record(session, step.run_id, "step.failed", step_id=step.id, seq=step.seq,
-                          agent=step.agent, batch_id=outcome.batch_id, error=error)
+            events.record(
+                session,
+                step.run_id,
+                "step.failed",
+                step_id=step.id,
+                seq=step.seq,
+                agent=step.agent,
+                batch_id=outcome.batch_id,
+                error=error,
+            )
 
 
 def _usage_shares(steps: list[Step], answers: dict[str, Answer], calls: Carried) -> dict[str, Usage]:
@@ -292,8 +432,9 @@ def _usage_shares(steps: list[Step], answers: dict[str, Answer], calls: Carried)
     inputs = {str(s.id): len(str(s.input)) for s in steps}
     shares: dict[str, Usage] = {}
     for row, sids in calls:
-        split = split_usage(Usage(row.tokens_in, row.tokens_out), [inputs[s] for s in sids],
-                            [len(answers[s].raw) or 1 for s in sids])
+        split = split_usage(
+            Usage(row.tokens_in, row.tokens_out), [inputs[s] for s in sids], [len(answers[s].raw) or 1 for s in sids]
+        )
         for sid, usage in zip(sids, split, strict=True):
             prev = shares.get(sid, Usage(0, 0))
             shares[sid] = Usage(prev.tokens_in + usage.tokens_in, prev.tokens_out + usage.tokens_out)

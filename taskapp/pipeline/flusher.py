@@ -60,14 +60,16 @@ class Flusher:
 
     def run(self) -> None:
         tick_s = self.dispatcher.settings.batch_tick_ms / 1000
-        log.info("flusher watching %d buffer(s), tick %d ms", len(self.buffers),
-                 self.dispatcher.settings.batch_tick_ms)
+        log.info("flusher watching %d buffer(s), tick %d ms", len(self.buffers), self.dispatcher.settings.batch_tick_ms)
         while not self.stopping:
             try:
                 self.tick()
             except OUTAGES as exc:
-                log.warning("flusher: %s unavailable (%s); retrying in 1 s", dependency_of(exc) or "a dependency",
-                            str(exc).splitlines()[0][:200])
+                log.warning(
+                    "flusher: %s unavailable (%s); retrying in 1 s",
+                    dependency_of(exc) or "a dependency",
+                    str(exc).splitlines()[0][:200],
+                )
                 time.sleep(1)
                 continue
             except Exception:

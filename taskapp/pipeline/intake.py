@@ -46,8 +46,10 @@ class IdempotencyConflict(ValueError):
     """The Idempotency-Key already made a run from a different request: reused for something else."""
 
     def __init__(self, run_id: uuid.UUID) -> None:
-        super().__init__(f"this Idempotency-Key was already used for a different request (run {run_id}); "
-                         "send a new key for a new run")
+        super().__init__(
+            f"this Idempotency-Key was already used for a different request (run {run_id}); "
+            "send a new key for a new run"
+        )
         self.run_id = run_id
 
 
@@ -72,8 +74,10 @@ def validate_input(workflow: str, payload: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRun(f"input does not match workflow {workflow!r}", field_errors(exc)) from None
     unstorable = unstorable_strings(clean)
     if unstorable:
-        raise InvalidRun(f"input does not match workflow {workflow!r}",
-                         [{"field": field, "message": UNSTORABLE} for field in unstorable])
+        raise InvalidRun(
+            f"input does not match workflow {workflow!r}",
+            [{"field": field, "message": UNSTORABLE} for field in unstorable],
+        )
     return clean
 
 
@@ -111,9 +115,16 @@ def _storable(text: str) -> bool:
     return True
 
 
-def submit_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: dict[str, Any],
-               options: dict[str, Any], idempotency_key: str | None = None,
-               max_waiting: int = 0) -> tuple[Run, bool]:
+def submit_run(
+    session: Session,
+    *,
+    team_id: uuid.UUID,
+    workflow: str,
+    input: dict[str, Any],
+    options: dict[str, Any],
+    idempotency_key: str | None = None,
+    max_waiting: int = 0,
+) -> tuple[Run, bool]:
     """Store (commit) and enqueue a run; the same idempotency key returns the run it made first.
 
     That key with a different request (another fingerprint) is an IdempotencyConflict,
@@ -129,11 +140,22 @@ def submit_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: di
     if max_waiting:
         waiting = _waiting_work(session)  # counted in the background: no query per request
         if waiting >= max_waiting and not (idempotency_key and run_by_key(session, team_id, idempotency_key)):
-            log.warning("backpressure: %d runs and steps waiting (MAX_WAITING_WORK %d); refusing a run",
-                        waiting, max_waiting, extra={"team_id": str(team_id)})
+            log.warning(
+                "backpressure: %d runs and steps waiting (MAX_WAITING_WORK %d); refusing a run",
+                waiting,
+                max_waiting,
+                extra={"team_id": str(team_id)},
+            )
             raise Overloaded(waiting, max_waiting)
-    run, created = create_run(session, team_id=team_id, workflow=workflow, input=clean,
-                                    options=options, idempotency_key=idempotency_key, request_hash=fingerprint)
+    run, created = create_run(
+        session,
+        team_id=team_id,
+        workflow=workflow,
+        input=clean,
+        options=options,
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint,
+    )
     if not created and run.request_hash is not None and run.request_hash != fingerprint:
         raise IdempotencyConflict(run.id)  # nothing was written: the caller's session rolls back
     session.commit()
@@ -147,8 +169,9 @@ def request_fingerprint(workflow: str, input: dict[str, Any], options: dict[str,
     """What makes two submissions the same request: the validated workflow, input and options
     as canonical JSON (key order, spacing, surrounding whitespace and spelt-out defaults do
     not count), hashed. Stored with an idempotency key to tell a retry from a reuse."""
-    canonical = json.dumps({"workflow": workflow, "input": input, "options": options},
-                           sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        {"workflow": workflow, "input": input, "options": options}, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -171,8 +194,9 @@ class WaitingWork:
         if self._value is None:
             self._store(count_waiting(session))
         elif time.monotonic() - self._at > self.max_age_s and self._refreshing.acquire(blocking=False):
-            threading.Thread(target=self._refresh, args=(session.get_bind(),), daemon=True,
-                             name="waiting-work-count").start()
+            threading.Thread(
+                target=self._refresh, args=(session.get_bind(),), daemon=True, name="waiting-work-count"
+            ).start()
         return self._value  # type: ignore[return-value]
 
     def _refresh(self, bind: Engine | Connection) -> None:
@@ -212,9 +236,13 @@ def publish_start(run_id: uuid.UUID) -> None:
         # asks the result backend to watch for a result that never comes, and the backend
         # is per thread, so under gevent each new connection's greenlet first builds one
         # (7-35 ms: it scans the installed packages' entry points): the enqueue tail.
-        celery_app.send_task(START_RUN_TASK, args=[str(run_id)], queue=ORCHESTRATION_QUEUE,
-                             ignore_result=True, retry=True,
-                             retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2,
-                                           "interval_max": 0.5})
+        celery_app.send_task(
+            START_RUN_TASK,
+            args=[str(run_id)],
+            queue=ORCHESTRATION_QUEUE,
+            ignore_result=True,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
+        )
     except Exception as exc:
         raise EnqueueFailed(f"broker unavailable: {exc}") from exc

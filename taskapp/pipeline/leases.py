@@ -41,8 +41,9 @@ class LeaseKeeper:
                 with self.factory.begin() as session:
                     for step in self.steps:
                         session.execute(
-                            update(Step).where(Step.id == step.id, Step.status == "running",
-                                               Step.attempts == step.attempts)
-                            .values(lease_until=datetime.now(UTC) + timedelta(seconds=self.lease_s)))
+                            update(Step)
+                            .where(Step.id == step.id, Step.status == "running", Step.attempts == step.attempts)
+                            .values(lease_until=datetime.now(UTC) + timedelta(seconds=self.lease_s))
+                        )
             except Exception as exc:  # noqa: BLE001 (a missed renewal only risks a duplicate claim, never a loss)
                 log.warning("lease renewal failed: %s", exc)

@@ -70,8 +70,13 @@ class _Plan:
     priority: str
 
 
-def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Settings, origin: str | None = None,
-                 skip_locked: bool = False) -> Advanced:
+def advance_runs(
+    session: Session,
+    run_ids: Iterable[uuid.UUID],
+    settings: Settings,
+    origin: str | None = None,
+    skip_locked: bool = False,
+) -> Advanced:
     """Take each run one decision further, all in the caller's transaction.
 
     A batch's runs are decided together so that a finished batch costs a handful of
@@ -85,19 +90,28 @@ def advance_runs(session: Session, run_ids: Iterable[uuid.UUID], settings: Setti
     `skip_locked` (the sweeper): a run someone is advancing right now is left to them.
     """
     rows = session.execute(
-        select(Run, Team).outerjoin(Team, Team.id == Run.team_id).where(Run.id.in_(list(run_ids)))
-        .order_by(Run.id).with_for_update(of=Run, skip_locked=skip_locked, key_share=True)
+        select(Run, Team)
+        .outerjoin(Team, Team.id == Run.team_id)
+        .where(Run.id.in_(list(run_ids)))
+        .order_by(Run.id)
+        .with_for_update(of=Run, skip_locked=skip_locked, key_share=True)
     ).all()
     out = Advanced()
-    out.freed_teams = {team.id for run, team in rows
-                       if run.status in FINAL_RUN_STATUSES and team and team.max_concurrent_runs is not None}
+    out.freed_teams = {
+        team.id
+        for run, team in rows
+        if run.status in FINAL_RUN_STATUSES and team and team.max_concurrent_runs is not None
+    }
     live = [(run, team) for run, team in rows if run.status not in FINAL_RUN_STATUSES]
     steps_of = _steps_of(session, [run.id for run, _ in live if run.status != "queued"])  # queued: no steps yet
     now = datetime.now(UTC)
     starts = _TeamStarts(session)
     with session.no_autoflush:
-        plans = [plan for run, team in live
-                 if (plan := _plan(session, run, team, steps_of.get(run.id, []), settings, now, starts))]
+        plans = [
+            plan
+            for run, team in live
+            if (plan := _plan(session, run, team, steps_of.get(run.id, []), settings, now, starts))
+        ]
     _carry_out(session, plans, origin, now, out)
     return out
 
@@ -123,18 +137,28 @@ class _TeamStarts:
         if share.max_concurrent_runs is None:
             return True
         self.session.get(Team, run.team_id, with_for_update=True)  # two workers starting its runs: one at a time
-        running = self.started[run.team_id] + (self.session.scalar(select(func.count()).select_from(Run).where(
-            Run.team_id == run.team_id, Run.status == "running")) or 0)
+        running = self.started[run.team_id] + (
+            self.session.scalar(
+                select(func.count()).select_from(Run).where(Run.team_id == run.team_id, Run.status == "running")
+            )
+            or 0
+        )
         if not share.may_start_run(running):
-            log.info("run waits for one of its team's %d running runs to end", running,
-                     extra={"run_id": str(run.id)})
+            log.info("run waits for one of its team's %d running runs to end", running, extra={"run_id": str(run.id)})
             return False  # stays queued: a run of the team that ends starts it, or the sweeper does
         self.started[run.team_id] += 1
         return True
 
 
-def _plan(session: Session, run: Run, team: Team | None, steps: list[Step], settings: Settings, now: datetime,
-          starts: _TeamStarts) -> _Plan | None:
+def _plan(
+    session: Session,
+    run: Run,
+    team: Team | None,
+    steps: list[Step],
+    settings: Settings,
+    now: datetime,
+    starts: _TeamStarts,
+) -> _Plan | None:
     """One run's next move (None: nothing to write), decided by the domain's rules."""
     share = TeamShare(team.max_concurrent_runs, team.daily_token_budget) if team else TeamShare()
     starting = run.status == "queued"
@@ -145,8 +169,10 @@ def _plan(session: Session, run: Run, team: Team | None, steps: list[Step], sett
     decision = decide(
         get_workflow(run.workflow),
         run.input,
-        [StepState(s.seq, s.agent, s.status, s.input, s.output, s.error, s.tokens_in + s.tokens_out, s.handoff)
-         for s in steps],
+        [
+            StepState(s.seq, s.agent, s.status, s.input, s.output, s.error, s.tokens_in + s.tokens_out, s.handoff)
+            for s in steps
+        ],
         run_options.limits(settings.limits()),
         elapsed_s=0.0 if starting else (now - (run.started_at or now)).total_seconds(),
     )
@@ -179,10 +205,14 @@ def _carry_out(session: Session, plans: list[_Plan], origin: str | None, now: da
 
 
 def _team_tokens_today(session: Session, team_id: uuid.UUID, now: datetime) -> int:
-    return int(session.scalar(
-        select(func.coalesce(func.sum(Step.tokens_in + Step.tokens_out), 0)).join(Run, Run.id == Step.run_id)
-        .where(Run.team_id == team_id, Step.finished_at >= pacific_day_start(now))
-    ) or 0)
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(Step.tokens_in + Step.tokens_out), 0))
+            .join(Run, Run.id == Step.run_id)
+            .where(Run.team_id == team_id, Step.finished_at >= pacific_day_start(now))
+        )
+        or 0
+    )
 
 
 def lock_queued_run(session: Session, run_id: uuid.UUID) -> Run | None:
@@ -204,33 +234,71 @@ def queued_runs_to_start(session: Session, run: Run, limit: int) -> list[uuid.UU
     runs to end, and are started then). `SKIP LOCKED`: a run another starter holds is its
     own, and waiting for it could deadlock two starters that each hold the other's run.
     """
-    return list(session.scalars(
-        select(Run.id).join(Team, Team.id == Run.team_id)
-        .where(Run.team_id == run.team_id, Run.status == "queued", Run.id != run.id,
-               Team.max_concurrent_runs.is_(None))
-        .order_by(Run.created_at).limit(limit).with_for_update(of=Run, skip_locked=True, key_share=True)
-    ))
+    return list(
+        session.scalars(
+            select(Run.id)
+            .join(Team, Team.id == Run.team_id)
+            .where(
+                Run.team_id == run.team_id, Run.status == "queued", Run.id != run.id, Team.max_concurrent_runs.is_(None)
+            )
+            .order_by(Run.created_at)
+            .limit(limit)
+            .with_for_update(of=Run, skip_locked=True, key_share=True)
+        )
+    )
 
 
 def next_queued_runs(session: Session, team_ids: set[uuid.UUID]) -> list[uuid.UUID]:
     """Each team's oldest queued run: the one to start when one of its runs ended."""
-    return [rid for rid in (session.scalar(
-        select(Run.id).where(Run.team_id == t, Run.status == "queued").order_by(Run.created_at).limit(1))
-        for t in team_ids) if rid is not None]
+    return [
+        rid
+        for rid in (
+            session.scalar(
+                select(Run.id).where(Run.team_id == t, Run.status == "queued").order_by(Run.created_at).limit(1)
+            )
+            for t in team_ids
+        )
+        if rid is not None
+    ]
 
 
-def _queue_steps(session: Session, run: Run, decision: Decision, next_seq: int, priority: str,
-                 origin: str | None, rows: list[dict[str, Any]]) -> list[Ready]:
+def _queue_steps(
+    session: Session,
+    run: Run,
+    decision: Decision,
+    next_seq: int,
+    priority: str,
+    origin: str | None,
+    rows: list[dict[str, Any]],
+) -> list[Ready]:
     """Add the decision's steps to `rows` (the caller inserts them) and record their events."""
     ready = []
     for offset, new in enumerate(decision.new_steps):
         agent = get_agent(new.agent)
         seq = next_seq + offset
         step_id = step_key(run.id, seq)
-        rows.append({"id": step_id, "run_id": run.id, "seq": seq, "agent": agent.name, "model": agent.model,
-                     "status": "queued", "input": new.input, "handoff": new.handoff})
-        events.record(session, run.id, "step.queued", step_id=step_id, seq=seq, agent=agent.name,
-                      model=agent.model, queued_by=origin)
+        rows.append(
+            {
+                "id": step_id,
+                "run_id": run.id,
+                "seq": seq,
+                "agent": agent.name,
+                "model": agent.model,
+                "status": "queued",
+                "input": new.input,
+                "handoff": new.handoff,
+            }
+        )
+        events.record(
+            session,
+            run.id,
+            "step.queued",
+            step_id=step_id,
+            seq=seq,
+            agent=agent.name,
+            model=agent.model,
+            queued_by=origin,
+        )
         ready.append(Ready(str(step_id), agent.name, agent.model, str(run.id), priority))
     return ready
 

@@ -93,9 +93,12 @@ def _ready(step: Step, priority: str = "batch") -> Ready:
 
 def _missing_from_buffers(dispatcher: Dispatcher, session: Session, now: datetime) -> list[Ready]:
     candidates = session.scalars(
-        select(Step).where(Step.status == "queued", _live(Step.run_id),
-                           Step.queued_at < now - timedelta(milliseconds=BUFFER_GRACE_MS))
-        .order_by(Step.queued_at).limit(BATCH_LIMIT)
+        select(Step)
+        .where(
+            Step.status == "queued", _live(Step.run_id), Step.queued_at < now - timedelta(milliseconds=BUFFER_GRACE_MS)
+        )
+        .order_by(Step.queued_at)
+        .limit(BATCH_LIMIT)
     ).all()
     by_buffer: dict[tuple[str, str], list[Step]] = {}
     for step in candidates:
@@ -115,18 +118,30 @@ def _requeue(session: Session, condition, now: datetime, why: str) -> list[Ready
     is on its way any more, so the idle flush stops waiting for them)."""
     # Read as they were (batch, claim) and locked; steps a claim holds right now are skipped.
     rows = session.scalars(
-        select(Step).where(condition, Step.lease_until < now, _live(Step.run_id))
-        .order_by(Step.id).limit(BATCH_LIMIT).with_for_update(key_share=True, skip_locked=True, of=Step)
+        select(Step)
+        .where(condition, Step.lease_until < now, _live(Step.run_id))
+        .order_by(Step.id)
+        .limit(BATCH_LIMIT)
+        .with_for_update(key_share=True, skip_locked=True, of=Step)
     ).all()
     if not rows:
         return []
     record_lost_calls(session, list(rows))
-    session.execute(update(Step).where(Step.id.in_([s.id for s in rows]))
-                    .values(status="queued", batch_id=None, lease_until=None),
-                    execution_options={"synchronize_session": False})
+    session.execute(
+        update(Step).where(Step.id.in_([s.id for s in rows])).values(status="queued", batch_id=None, lease_until=None),
+        execution_options={"synchronize_session": False},
+    )
     for step in sorted(rows, key=lambda s: (str(s.run_id), s.seq)):
-        events.record(session, step.run_id, "step.queued", step_id=step.id, seq=step.seq, agent=step.agent,
-                      model=step.model, reason=why)
+        events.record(
+            session,
+            step.run_id,
+            "step.queued",
+            step_id=step.id,
+            seq=step.seq,
+            agent=step.agent,
+            model=step.model,
+            reason=why,
+        )
     close_abandoned_batches(session, {s.batch_id for s in rows if s.batch_id is not None})
     return [_ready(s) for s in rows]
 
@@ -136,13 +151,13 @@ def runs_to_nudge(session: Session, now: datetime, server_timeout_s: float, nudg
     pending = exists().where(Step.run_id == Run.id, Step.status.in_(tuple(PENDING_STEP_STATUSES)))
     last_finished = select(func.max(Step.finished_at)).where(Step.run_id == Run.id).scalar_subquery()
     nudge_before = now - timedelta(seconds=nudge_after_s)
-    idle = select(Run.id).where(Run.status == "running", ~pending,
-                                func.coalesce(last_finished, Run.started_at) < nudge_before)
+    idle = select(Run.id).where(
+        Run.status == "running", ~pending, func.coalesce(last_finished, Run.started_at) < nudge_before
+    )
     never_started = select(Run.id).where(Run.status == "queued", Run.created_at < nudge_before)
     own_timeout = cast(Run.options[("limits", "run_timeout_s")].astext, Float)
     timeout_s = func.least(func.coalesce(own_timeout, server_timeout_s), server_timeout_s)
-    overdue = select(Run.id).where(Run.status == "running",
-                                   func.extract("epoch", now - Run.started_at) > timeout_s)
+    overdue = select(Run.id).where(Run.status == "running", func.extract("epoch", now - Run.started_at) > timeout_s)
     ids: list[uuid.UUID] = []
     for query in (idle, never_started, overdue):
         ids += session.scalars(query.limit(BATCH_LIMIT)).all()

@@ -31,8 +31,9 @@ from taskapp.store import events
 from taskapp.store.models import PENDING_STEP_STATUSES, Batch, LlmCall, Step, of_running_run
 
 
-def open_batch(session: Session, batch_id: uuid.UUID, agent: str, model: str, taken: list[Taken],
-               reason: str, stranded_s: float) -> list[str]:
+def open_batch(
+    session: Session, batch_id: uuid.UUID, agent: str, model: str, taken: list[Taken], reason: str, stranded_s: float
+) -> list[str]:
     """Mark the taken steps as this batch's; returns the ids that joined (others were gone)."""
     if not taken:
         return []
@@ -40,11 +41,20 @@ def open_batch(session: Session, batch_id: uuid.UUID, agent: str, model: str, ta
     waits = {uuid.UUID(t.step_id): t.wait_ms for t in taken}
     rows = session.execute(
         update(Step)
-        .where(Step.id.in_(list(waits)), Step.status == "queued", Step.agent == agent, Step.model == model,
-               of_running_run())
-        .values(status="batched", batch_id=batch_id, batched_at=now,
-                lease_until=now + timedelta(seconds=stranded_s),
-                buffer_wait_ms=case(waits, value=Step.id))
+        .where(
+            Step.id.in_(list(waits)),
+            Step.status == "queued",
+            Step.agent == agent,
+            Step.model == model,
+            of_running_run(),
+        )
+        .values(
+            status="batched",
+            batch_id=batch_id,
+            batched_at=now,
+            lease_until=now + timedelta(seconds=stranded_s),
+            buffer_wait_ms=case(waits, value=Step.id),
+        )
         .returning(Step.id, Step.run_id, Step.seq),
         execution_options={"synchronize_session": False},
     ).all()
@@ -53,12 +63,32 @@ def open_batch(session: Session, batch_id: uuid.UUID, agent: str, model: str, ta
     joined = sorted(rows, key=lambda r: (str(r.run_id), r.seq))
     stats = wait_stats([waits[r.id] for r in joined])
     batches = cast(Table, Batch.__table__)  # a mapped class's table (SQLAlchemy types it as a FromClause)
-    session.connection().execute(insert(batches).values(
-        id=batch_id, agent=agent, model=model, size=len(joined), reason=reason, mean_wait_ms=stats.mean_ms,
-        max_wait_ms=stats.max_ms, flushed_at=now))
+    session.connection().execute(
+        insert(batches).values(
+            id=batch_id,
+            agent=agent,
+            model=model,
+            size=len(joined),
+            reason=reason,
+            mean_wait_ms=stats.mean_ms,
+            max_wait_ms=stats.max_ms,
+            flushed_at=now,
+        )
+    )
     for r in joined:
-        events.record(session, r.run_id, "step.batched", step_id=r.id, seq=r.seq, agent=agent, model=model,
-                      batch_id=batch_id, batch_size=len(joined), wait_ms=waits[r.id], reason=reason)
+        events.record(
+            session,
+            r.run_id,
+            "step.batched",
+            step_id=r.id,
+            seq=r.seq,
+            agent=agent,
+            model=model,
+            batch_id=batch_id,
+            batch_size=len(joined),
+            wait_ms=waits[r.id],
+            reason=reason,
+        )
     return [str(r.id) for r in joined]
 
 
@@ -79,8 +109,11 @@ def close_abandoned_batches(session: Session, batch_ids: set[uuid.UUID]) -> None
     delivery of one finds nothing to do, and its aggregator totals it again.
     """
     if batch_ids:
-        session.execute(_CLOSE_ABANDONED, {"ids": list(batch_ids), "now": datetime.now(UTC)},
-                        execution_options={"synchronize_session": False})
+        session.execute(
+            _CLOSE_ABANDONED,
+            {"ids": list(batch_ids), "now": datetime.now(UTC)},
+            execution_options={"synchronize_session": False},
+        )
 
 
 def _steps_with(status: str) -> ScalarSelect[int]:
@@ -97,20 +130,31 @@ def _sum(column: InstrumentedAttribute[Any]) -> ColumnElement[Any]:
 
 # What a batch did, from what was committed and billed.
 _TOTALS = {
-    "succeeded": _steps_with("succeeded"), "failed": _steps_with("failed"),
-    "calls": _of_calls(func.count()), "latency_ms": _of_calls(_sum(LlmCall.latency_ms)),
-    "tokens_in": _of_calls(_sum(LlmCall.tokens_in)), "tokens_out": _of_calls(_sum(LlmCall.tokens_out)),
+    "succeeded": _steps_with("succeeded"),
+    "failed": _steps_with("failed"),
+    "calls": _of_calls(func.count()),
+    "latency_ms": _of_calls(_sum(LlmCall.latency_ms)),
+    "tokens_in": _of_calls(_sum(LlmCall.tokens_in)),
+    "tokens_out": _of_calls(_sum(LlmCall.tokens_out)),
     "cost_usd": _of_calls(_sum(LlmCall.cost_usd)),
 }
 # Built once, the aggregator runs it for every chord: the totals (an UPDATE in a WITH is
 # carried out whether or not the query reads it), then the runs the batches touched.
-_CLOSE = update(Batch).where(Batch.id.in_(bindparam("ids", expanding=True))).values(
-    finished_at=bindparam("now"), **_TOTALS)
-_CLOSE_AND_LIST_RUNS = (
-    select(Step.run_id).add_cte(_CLOSE.cte("closed")).where(Step.batch_id.in_(bindparam("ids", expanding=True)))
-    .distinct().order_by(Step.run_id)
+_CLOSE = (
+    update(Batch).where(Batch.id.in_(bindparam("ids", expanding=True))).values(finished_at=bindparam("now"), **_TOTALS)
 )
-_CLOSE_ABANDONED = update(Batch).where(
-    Batch.id.in_(bindparam("ids", expanding=True)),
-    ~exists().where(Step.batch_id == Batch.id, Step.status.in_(tuple(PENDING_STEP_STATUSES))),
-).values(finished_at=func.coalesce(Batch.finished_at, bindparam("now")), **_TOTALS)
+_CLOSE_AND_LIST_RUNS = (
+    select(Step.run_id)
+    .add_cte(_CLOSE.cte("closed"))
+    .where(Step.batch_id.in_(bindparam("ids", expanding=True)))
+    .distinct()
+    .order_by(Step.run_id)
+)
+_CLOSE_ABANDONED = (
+    update(Batch)
+    .where(
+        Batch.id.in_(bindparam("ids", expanding=True)),
+        ~exists().where(Step.batch_id == Batch.id, Step.status.in_(tuple(PENDING_STEP_STATUSES))),
+    )
+    .values(finished_at=func.coalesce(Batch.finished_at, bindparam("now")), **_TOTALS)
+)

@@ -40,17 +40,26 @@ def claimable(session: Session, batch_id: uuid.UUID, step_ids: list[uuid.UUID]) 
     """
     now = datetime.now(UTC)
     rows = session.scalars(
-        select(Step).where(Step.id.in_(step_ids), of_running_run()).order_by(Step.id)
+        select(Step)
+        .where(Step.id.in_(step_ids), of_running_run())
+        .order_by(Step.id)
         .with_for_update(key_share=True, of=Step)
         .execution_options(populate_existing=True)
     ).all()
-    return sorted((s for s in rows if s.batch_id == batch_id and (
-        s.status == "batched" or (s.status == "running" and s.lease_until is not None and s.lease_until < now))),
-        key=lambda s: s.seq)
+    return sorted(
+        (
+            s
+            for s in rows
+            if s.batch_id == batch_id
+            and (s.status == "batched" or (s.status == "running" and s.lease_until is not None and s.lease_until < now))
+        ),
+        key=lambda s: s.seq,
+    )
 
 
-def claim(session: Session, batch_id: uuid.UUID, steps: list[Step], lease_s: float,
-          max_attempts: int | None) -> list[Step]:
+def claim(
+    session: Session, batch_id: uuid.UUID, steps: list[Step], lease_s: float, max_attempts: int | None
+) -> list[Step]:
     """Claim steps that `claimable` locked in this transaction (nothing to check again).
 
     Steps still `running` were a dead worker's claim: its call is recorded as lost.
@@ -67,32 +76,58 @@ def claim(session: Session, batch_id: uuid.UUID, steps: list[Step], lease_s: flo
     claimed = session.scalars(
         update(Step)
         .where(Step.id.in_([s.id for s in steps]))
-        .values(status="running", attempts=Step.attempts + 1, started_at=now,
-                lease_until=now + timedelta(seconds=lease_s))
+        .values(
+            status="running", attempts=Step.attempts + 1, started_at=now, lease_until=now + timedelta(seconds=lease_s)
+        )
         .returning(Step),
         execution_options={"synchronize_session": False, "populate_existing": True},
     ).all()
     claimed = sorted(claimed, key=event_order)
     for step in claimed:
-        events.record(session, step.run_id, "step.started", step_id=step.id, seq=step.seq, agent=step.agent,
-                      batch_id=batch_id, attempt=step.attempts)
+        events.record(
+            session,
+            step.run_id,
+            "step.started",
+            step_id=step.id,
+            seq=step.seq,
+            agent=step.agent,
+            batch_id=batch_id,
+            attempt=step.attempts,
+        )
     return list(claimed)
 
 
-def _fail_poisoned(session: Session, batch_id: uuid.UUID, poisoned: list[Step], max_attempts: int,
-                   now: datetime) -> None:
+def _fail_poisoned(
+    session: Session, batch_id: uuid.UUID, poisoned: list[Step], max_attempts: int, now: datetime
+) -> None:
     """A step claimed `max_attempts` times never finished: its deliveries keep dying (a worker
     crash, a hard time limit). Fail it, saying so, instead of delivering it forever."""
-    reason = (f"poison: claimed {max_attempts} times without finishing (its worker died or hit the time "
-              f"limit each time); not retried again")
-    session.execute(update(Step).where(Step.id.in_([s.id for s in poisoned]))
-                    .values(status="failed", error=reason, finished_at=now, lease_until=None),
-                    execution_options={"synchronize_session": False})
+    reason = (
+        f"poison: claimed {max_attempts} times without finishing (its worker died or hit the time "
+        f"limit each time); not retried again"
+    )
+    session.execute(
+        update(Step)
+        .where(Step.id.in_([s.id for s in poisoned]))
+        .values(status="failed", error=reason, finished_at=now, lease_until=None),
+        execution_options={"synchronize_session": False},
+    )
     for step in sorted(poisoned, key=event_order):
-        log.error("poison step failed after %d attempts", step.attempts,
-                  extra={"run_id": str(step.run_id), "step_id": str(step.id), "batch_id": str(batch_id)})
-        events.record(session, step.run_id, "step.failed", step_id=step.id, seq=step.seq, agent=step.agent,
-                      batch_id=batch_id, error=reason)
+        log.error(
+            "poison step failed after %d attempts",
+            step.attempts,
+            extra={"run_id": str(step.run_id), "step_id": str(step.id), "batch_id": str(batch_id)},
+        )
+        events.record(
+            session,
+            step.run_id,
+            "step.failed",
+            step_id=step.id,
+            seq=step.seq,
+            agent=step.agent,
+            batch_id=batch_id,
+            error=reason,
+        )
 
 
 def event_order(step: Step) -> tuple[str, int]:
@@ -113,5 +148,14 @@ def release_steps(session: Session, steps: list[Step], error: LlmError, delay_s:
         if cast(CursorResult[Any], result).rowcount:  # an UPDATE's result has a row count
             released.append(step)
     for step in released:
-        events.record(session, step.run_id, "step.retrying", step_id=step.id, seq=step.seq,
-                      agent=step.agent, batch_id=step.batch_id, reason=error.kind, delay_s=round(delay_s, 3))
+        events.record(
+            session,
+            step.run_id,
+            "step.retrying",
+            step_id=step.id,
+            seq=step.seq,
+            agent=step.agent,
+            batch_id=step.batch_id,
+            reason=error.kind,
+            delay_s=round(delay_s, 3),
+        )

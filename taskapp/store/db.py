@@ -35,8 +35,7 @@ def _engine(url: str, size: int, pre_ping: bool) -> Engine:
 def session_factory(settings: Settings | None = None, pool_size: int | None = None) -> sessionmaker[Session]:
     """Sessions that know where to publish their events once they commit."""
     settings = settings or get_settings()
-    return sessionmaker(get_engine(settings, pool_size), expire_on_commit=False,
-                        info={"redis_url": settings.redis_url})
+    return sessionmaker(get_engine(settings, pool_size), expire_on_commit=False, info={"redis_url": settings.redis_url})
 
 
 @contextmanager

@@ -31,11 +31,24 @@ def read_outlook(session: Session, batcher: Batcher, stranded_s: float) -> Outlo
     now = datetime.now(UTC)
     checks = (
         ("runs_to_start", lambda: session.scalar(select(exists().where(Run.status == "queued")))),
-        ("batches_in_flight", lambda: session.scalar(select(exists().where(
-            Batch.finished_at.is_(None), Batch.flushed_at > now - timedelta(seconds=stranded_s))))),
-        ("runs_between_steps", lambda: session.scalar(select(exists().where(
-            Run.status == "running",
-            ~exists().where(Step.run_id == Run.id, Step.status == "queued"))))),
+        (
+            "batches_in_flight",
+            lambda: session.scalar(
+                select(
+                    exists().where(Batch.finished_at.is_(None), Batch.flushed_at > now - timedelta(seconds=stranded_s))
+                )
+            ),
+        ),
+        (
+            "runs_between_steps",
+            lambda: session.scalar(
+                select(
+                    exists().where(
+                        Run.status == "running", ~exists().where(Step.run_id == Run.id, Step.status == "queued")
+                    )
+                )
+            ),
+        ),
         ("steps_unbuffered", lambda: _steps_unbuffered(session, batcher)),
     )
     answers: dict[str, bool] = {}
@@ -47,8 +60,11 @@ def read_outlook(session: Session, batcher: Batcher, stranded_s: float) -> Outlo
 
 
 def _steps_unbuffered(session: Session, batcher: Batcher) -> bool:
-    rows = session.execute(select(Step.id, Step.agent, Step.model)
-                           .where(Step.status == "queued", of_running_run()).limit(MAX_STEPS_CHECKED)).all()
+    rows = session.execute(
+        select(Step.id, Step.agent, Step.model)
+        .where(Step.status == "queued", of_running_run())
+        .limit(MAX_STEPS_CHECKED)
+    ).all()
     if len(rows) >= MAX_STEPS_CHECKED:
         return True
     by_buffer: dict[tuple[str, str], list[str]] = defaultdict(list)

@@ -56,16 +56,27 @@ def record_lost_calls(session: Session, taken_over: list[Step]) -> int:
     for (batch_id, claimed_at), steps in claims.items():
         agent, model = get_agent(steps[0].agent), steps[0].model
         tokens_in = prompt_tokens(agent, [(str(s.id), s.input) for s in steps])
-        rows.append({
-            "id": lost_call_id(batch_id, claimed_at), "batch_id": batch_id, "agent": agent.name, "model": model,
-            "step_count": len(steps), "status": LOST, "tokens_in": tokens_in, "tokens_out": 0, "latency_ms": 0,
-            "cost_usd": cost_usd(model, Usage(tokens_in, 0)), "created_at": claimed_at,
-            "error": "worker lost mid-call: Gemini may have billed the call; its answer never arrived "
-                     "(input tokens estimated, output unknown)",
-        })
+        rows.append(
+            {
+                "id": lost_call_id(batch_id, claimed_at),
+                "batch_id": batch_id,
+                "agent": agent.name,
+                "model": model,
+                "step_count": len(steps),
+                "status": LOST,
+                "tokens_in": tokens_in,
+                "tokens_out": 0,
+                "latency_ms": 0,
+                "cost_usd": cost_usd(model, Usage(tokens_in, 0)),
+                "created_at": claimed_at,
+                "error": "worker lost mid-call: Gemini may have billed the call; its answer never arrived "
+                "(input tokens estimated, output unknown)",
+            }
+        )
     calls = cast(Table, LlmCall.__table__)  # a mapped class's table (SQLAlchemy types it as a FromClause)
-    recorded = session.execute(insert(calls).values(rows).on_conflict_do_nothing(index_elements=["id"])
-                               .returning(calls.c.batch_id)).all()
+    recorded = session.execute(
+        insert(calls).values(rows).on_conflict_do_nothing(index_elements=["id"]).returning(calls.c.batch_id)
+    ).all()
     for (batch_id,) in recorded:
         log.warning("a call in flight was lost with its worker; recorded as lost", extra={"batch_id": str(batch_id)})
     return len(recorded)
@@ -75,5 +86,7 @@ def take_back_lost_call(session: Session, batch_id: uuid.UUID, claimed: list[Ste
     """The claim's holder got its answer after all (and records the call itself)."""
     ids = {lost_call_id(batch_id, s.started_at) for s in claimed if s.started_at is not None}
     if ids:
-        session.execute(delete(LlmCall).where(LlmCall.id.in_(ids), LlmCall.status == LOST),
-                        execution_options={"synchronize_session": False})
+        session.execute(
+            delete(LlmCall).where(LlmCall.id.in_(ids), LlmCall.status == LOST),
+            execution_options={"synchronize_session": False},
+        )

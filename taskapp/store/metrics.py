@@ -41,8 +41,11 @@ FLEET = Scope()
 
 def _team_batch_ids(scope: Scope, since: datetime) -> Select[uuid.UUID | None]:
     """The batches that carried the team's steps queued since `since`."""
-    return (select(Step.batch_id).join(Run, Run.id == Step.run_id)
-            .where(Run.team_id == scope.team_id, Step.queued_at >= since))
+    return (
+        select(Step.batch_id)
+        .join(Run, Run.id == Step.run_id)
+        .where(Run.team_id == scope.team_id, Step.queued_at >= since)
+    )
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ def agent_stats(session: Session, since: datetime, scope: Scope = FLEET) -> list
         (r.agent, r.model): r
         for r in session.execute(
             select(
-                LlmCall.agent, LlmCall.model,
+                LlmCall.agent,
+                LlmCall.model,
                 func.count().label("calls"),
                 func.percentile_cont(0.5).within_group(LlmCall.latency_ms).filter(ok).label("p50"),
                 func.percentile_cont(0.95).within_group(LlmCall.latency_ms).filter(ok).label("p95"),
@@ -95,25 +99,32 @@ def agent_stats(session: Session, since: datetime, scope: Scope = FLEET) -> list
                 func.coalesce(func.sum(LlmCall.tokens_out), 0).label("tokens_out"),
                 func.coalesce(func.sum(LlmCall.cost_usd), 0).label("cost"),
                 func.count().filter(LlmCall.error.like("rate_limited%")).label("rate_limited"),
-            ).where(*call_filter).group_by(LlmCall.agent, LlmCall.model)
+            )
+            .where(*call_filter)
+            .group_by(LlmCall.agent, LlmCall.model)
         )
     }
     batches: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}  # reason -> (batches, steps)
     if scope.fleet:
         batch_rows = session.execute(
             select(Batch.agent, Batch.model, Batch.reason, func.count(), func.sum(Batch.size))
-            .where(*batch_filter).group_by(Batch.agent, Batch.model, Batch.reason))
+            .where(*batch_filter)
+            .group_by(Batch.agent, Batch.model, Batch.reason)
+        )
     else:  # the team's batches, and only the team's own steps in them
         batch_rows = session.execute(
             select(Batch.agent, Batch.model, Batch.reason, func.count(func.distinct(Batch.id)), func.count())
-            .join(Step, Step.batch_id == Batch.id).where(*batch_filter, *step_filter)
-            .group_by(Batch.agent, Batch.model, Batch.reason))
+            .join(Step, Step.batch_id == Batch.id)
+            .where(*batch_filter, *step_filter)
+            .group_by(Batch.agent, Batch.model, Batch.reason)
+        )
     for agent, model, reason, n, size in batch_rows:
         batches.setdefault((agent, model), {})[reason] = (int(n), int(size))
     wait_ms = func.extract("epoch", Step.started_at - Step.queued_at) * 1000
     steps = session.execute(
         select(
-            Step.agent, Step.model,
+            Step.agent,
+            Step.model,
             func.count().filter(Step.status.in_(("succeeded", "failed"))).label("done"),
             func.count().filter(Step.status == "failed").label("failed"),
             func.avg(cast(wait_ms, Float)).filter(Step.started_at.is_not(None)).label("wait"),
@@ -122,7 +133,9 @@ def agent_stats(session: Session, since: datetime, scope: Scope = FLEET) -> list
             func.coalesce(func.sum(Step.tokens_in), 0).label("tokens_in"),
             func.coalesce(func.sum(Step.tokens_out), 0).label("tokens_out"),
             func.coalesce(func.sum(Step.cost_usd), 0).label("cost"),
-        ).where(*step_filter).group_by(Step.agent, Step.model)
+        )
+        .where(*step_filter)
+        .group_by(Step.agent, Step.model)
     ).all()
     out = []
     for s in steps:
@@ -133,43 +146,60 @@ def agent_stats(session: Session, since: datetime, scope: Scope = FLEET) -> list
             tokens_in, tokens_out, cost = int(s.tokens_in), int(s.tokens_out), float(s.cost)
         by_reason = batches.get((s.agent, s.model), {})
         n_batches, n_batched = sum(n for n, _ in by_reason.values()), sum(size for _, size in by_reason.values())
-        out.append(AgentStats(
-            agent=s.agent, model=s.model, steps=s.done, steps_failed=s.failed, batches=n_batches,
-            batches_by_reason={reason: n for reason, (n, _) in sorted(by_reason.items())},
-            mean_batch_size=round(n_batched / n_batches, 2) if n_batches else 0.0,
-            llm_calls=c.calls if c else 0,
-            latency_p50_ms=_num(c.p50) if c else None, latency_p95_ms=_num(c.p95) if c else None,
-            mean_wait_ms=_num(s.wait), buffer_wait_p50_ms=_num(s.buffer_p50), buffer_wait_p95_ms=_num(s.buffer_p95),
-            tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost,
-            rate_limited=c.rate_limited if c else 0,
-        ))
+        out.append(
+            AgentStats(
+                agent=s.agent,
+                model=s.model,
+                steps=s.done,
+                steps_failed=s.failed,
+                batches=n_batches,
+                batches_by_reason={reason: n for reason, (n, _) in sorted(by_reason.items())},
+                mean_batch_size=round(n_batched / n_batches, 2) if n_batches else 0.0,
+                llm_calls=c.calls if c else 0,
+                latency_p50_ms=_num(c.p50) if c else None,
+                latency_p95_ms=_num(c.p95) if c else None,
+                mean_wait_ms=_num(s.wait),
+                buffer_wait_p50_ms=_num(s.buffer_p50),
+                buffer_wait_p95_ms=_num(s.buffer_p95),
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cost_usd=cost,
+                rate_limited=c.rate_limited if c else 0,
+            )
+        )
     return sorted(out, key=lambda a: (a.agent, a.model))
 
 
-def usage_by_minute(session: Session, minutes: int = 30, now: datetime | None = None,
-                    scope: Scope = FLEET) -> list[ModelMinute]:
+def usage_by_minute(
+    session: Session, minutes: int = 30, now: datetime | None = None, scope: Scope = FLEET
+) -> list[ModelMinute]:
     """Requests and input tokens per model per minute: quota use over time (a team: its own)."""
     now = now or datetime.now(UTC)
     since = now - timedelta(minutes=minutes)
     if scope.fleet:
         minute = func.date_trunc("minute", LlmCall.created_at)
-        query = (select(LlmCall.model, minute.label("minute"), func.count(),
-                        func.coalesce(func.sum(LlmCall.tokens_in), 0))
-                 .where(and_(LlmCall.created_at >= since, LlmCall.status != "error")))
+        query = select(
+            LlmCall.model, minute.label("minute"), func.count(), func.coalesce(func.sum(LlmCall.tokens_in), 0)
+        ).where(and_(LlmCall.created_at >= since, LlmCall.status != "error"))
         model = LlmCall.model
     else:  # the calls that served the team's steps, with the team's own input tokens
         minute = func.date_trunc("minute", Step.finished_at)
-        query = (select(Step.model, minute.label("minute"), func.count(func.distinct(Step.llm_call_id)),
-                        func.coalesce(func.sum(Step.tokens_in), 0))
-                 .join(Run, Run.id == Step.run_id)
-                 .where(Run.team_id == scope.team_id, Step.finished_at >= since, Step.llm_call_id.is_not(None)))
+        query = (
+            select(
+                Step.model,
+                minute.label("minute"),
+                func.count(func.distinct(Step.llm_call_id)),
+                func.coalesce(func.sum(Step.tokens_in), 0),
+            )
+            .join(Run, Run.id == Step.run_id)
+            .where(Run.team_id == scope.team_id, Step.finished_at >= since, Step.llm_call_id.is_not(None))
+        )
         model = Step.model
     rows = session.execute(query.group_by(model, minute).order_by(minute)).all()
     return [ModelMinute(m_, m, int(n), int(t)) for m_, m, n, t in rows]
 
 
-def minute_series(points: list[ModelMinute], minutes: int, now: datetime | None = None
-                  ) -> dict[str, list[ModelMinute]]:
+def minute_series(points: list[ModelMinute], minutes: int, now: datetime | None = None) -> dict[str, list[ModelMinute]]:
     """Per model, one point for each of the last `minutes` minutes, zero where nothing was called."""
     end = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
     slots = [end - timedelta(minutes=k) for k in range(minutes - 1, -1, -1)]
@@ -191,14 +221,19 @@ def quota_use(session: Session, scope: Scope = FLEET, now: datetime | None = Non
             func.count().filter(LlmCall.created_at >= minute_ago),
             func.coalesce(func.sum(LlmCall.tokens_in).filter(LlmCall.created_at >= minute_ago), 0),
             func.count(),
-        ).where(LlmCall.created_at >= day_ago, LlmCall.status != "error").group_by(LlmCall.model)
+        )
+        .where(LlmCall.created_at >= day_ago, LlmCall.status != "error")
+        .group_by(LlmCall.model)
     ).all()
-    return {m: {"requests_last_minute": rpm, "input_tokens_last_minute": int(tpm), "requests_last_day": rpd}
-            for m, rpm, tpm, rpd in rows}
+    return {
+        m: {"requests_last_minute": rpm, "input_tokens_last_minute": int(tpm), "requests_last_day": rpd}
+        for m, rpm, tpm, rpd in rows
+    }
 
 
-def _team_quota_use(session: Session, scope: Scope, minute_ago: datetime, day_ago: datetime
-                    ) -> dict[str, dict[str, int]]:
+def _team_quota_use(
+    session: Session, scope: Scope, minute_ago: datetime, day_ago: datetime
+) -> dict[str, dict[str, int]]:
     call = Step.llm_call_id
     rows = session.execute(
         select(
@@ -206,11 +241,15 @@ def _team_quota_use(session: Session, scope: Scope, minute_ago: datetime, day_ag
             func.count(func.distinct(call)).filter(Step.finished_at >= minute_ago),
             func.coalesce(func.sum(Step.tokens_in).filter(Step.finished_at >= minute_ago), 0),
             func.count(func.distinct(call)),
-        ).join(Run, Run.id == Step.run_id)
-        .where(Run.team_id == scope.team_id, Step.finished_at >= day_ago, call.is_not(None)).group_by(Step.model)
+        )
+        .join(Run, Run.id == Step.run_id)
+        .where(Run.team_id == scope.team_id, Step.finished_at >= day_ago, call.is_not(None))
+        .group_by(Step.model)
     ).all()
-    return {m: {"requests_last_minute": rpm, "input_tokens_last_minute": int(tpm), "requests_last_day": rpd}
-            for m, rpm, tpm, rpd in rows}
+    return {
+        m: {"requests_last_minute": rpm, "input_tokens_last_minute": int(tpm), "requests_last_day": rpd}
+        for m, rpm, tpm, rpd in rows
+    }
 
 
 def run_counts(session: Session, scope: Scope = FLEET) -> dict[str, int]:
@@ -240,8 +279,13 @@ def gate_view(usage: dict[str, dict[str, Any]], scope: Scope) -> dict[str, dict[
     return {model: {k: v for k, v in dims.items() if k not in FLEET_ONLY_GATE_FIELDS} for model, dims in usage.items()}
 
 
-def snapshot(session: Session, queue_depths: dict[str, int | None] | None, window_s: int,
-             gate_usage: dict[str, dict[str, Any]] | None = None, scope: Scope = FLEET) -> dict[str, Any]:
+def snapshot(
+    session: Session,
+    queue_depths: dict[str, int | None] | None,
+    window_s: int,
+    gate_usage: dict[str, dict[str, Any]] | None = None,
+    scope: Scope = FLEET,
+) -> dict[str, Any]:
     """Everything `GET /api/metrics` reports: a team's own numbers, or the fleet's for operators.
 
     The gate's use of each model's quota (used / limit) is fleet-wide by nature and shown to
@@ -250,8 +294,9 @@ def snapshot(session: Session, queue_depths: dict[str, int | None] | None, windo
     """
     since = datetime.now(UTC) - timedelta(seconds=window_s)
     waits = quota_waits(session, since, scope)
-    quota = {model: {**usage, "waits": waits.get(model, 0)}
-             for model, usage in gate_view(gate_usage or {}, scope).items()}
+    quota = {
+        model: {**usage, "waits": waits.get(model, 0)} for model, usage in gate_view(gate_usage or {}, scope).items()
+    }
     out: dict[str, Any] = {
         "scope": "fleet" if scope.fleet else "team",
         "window_s": window_s,

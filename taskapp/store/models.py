@@ -40,8 +40,6 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONB, Decimal: Numeric(14, 8)}
 
 
-
-
 def _now_default() -> Any:
     return func.now()
 

@@ -17,13 +17,28 @@ from taskapp.store import events
 from taskapp.store.models import FINAL_STEP_STATUSES, Run, Step
 
 
-def create_run(session: Session, *, team_id: uuid.UUID, workflow: str, input: dict[str, Any],
-               options: dict[str, Any], idempotency_key: str | None = None,
-               request_hash: str | None = None) -> tuple[Run, bool]:
+def create_run(
+    session: Session,
+    *,
+    team_id: uuid.UUID,
+    workflow: str,
+    input: dict[str, Any],
+    options: dict[str, Any],
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[Run, bool]:
     """Insert a queued run and its first event; with a known idempotency key, return that run."""
     run_id = uuid.uuid4()
-    insert = pg_insert(Run).values(id=run_id, team_id=team_id, workflow=workflow, input=input, options=options,
-                                   status="queued", idempotency_key=idempotency_key, request_hash=request_hash)
+    insert = pg_insert(Run).values(
+        id=run_id,
+        team_id=team_id,
+        workflow=workflow,
+        input=input,
+        options=options,
+        status="queued",
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
     if idempotency_key:
         # Concurrent duplicates race on the unique key; the loser reads the winner's run.
         insert = insert.on_conflict_do_nothing(constraint="uq_runs_team_idempotency_key")
@@ -72,8 +87,9 @@ def run_totals(steps: list[Step]) -> RunTotals:
     )
 
 
-def runs_page(session: Session, team_id: uuid.UUID, *, status: str | None = None, limit: int = 20,
-              cursor: str | None = None) -> tuple[list[Run], str | None]:
+def runs_page(
+    session: Session, team_id: uuid.UUID, *, status: str | None = None, limit: int = 20, cursor: str | None = None
+) -> tuple[list[Run], str | None]:
     """Newest first, keyset-paginated on (created_at, id)."""
     query = select(Run).where(Run.team_id == team_id)
     if status:
@@ -110,4 +126,3 @@ def step_progress(session: Session, run_ids: list[uuid.UUID]) -> dict[uuid.UUID,
         select(Step.run_id, done, func.count()).where(Step.run_id.in_(run_ids)).group_by(Step.run_id)
     )
     return {run_id: (d, t) for run_id, d, t in rows}
-

@@ -90,8 +90,7 @@ def _active_key(session: Session, api_key: str) -> tuple[Team, ApiKey] | None:
 def open_session(session: Session, api_key_id: uuid.UUID, lifetime: timedelta) -> str:
     """A new browser session bound to this key; returns the token the cookie will carry."""
     token = secrets.token_urlsafe(32)
-    session.add(WebSession(token_hash=hash_key(token), api_key_id=api_key_id,
-                           expires_at=datetime.now(UTC) + lifetime))
+    session.add(WebSession(token_hash=hash_key(token), api_key_id=api_key_id, expires_at=datetime.now(UTC) + lifetime))
     session.flush()
     return token
 
@@ -99,10 +98,15 @@ def open_session(session: Session, api_key_id: uuid.UUID, lifetime: timedelta) -
 def caller_for_session(session: Session, token: str) -> Caller | None:
     """The caller of a live session: not signed out, not expired, its key not revoked."""
     row = session.execute(
-        select(Team, ApiKey, WebSession).join(ApiKey, ApiKey.team_id == Team.id)
+        select(Team, ApiKey, WebSession)
+        .join(ApiKey, ApiKey.team_id == Team.id)
         .join(WebSession, WebSession.api_key_id == ApiKey.id)
-        .where(WebSession.token_hash == hash_key(token), WebSession.ended_at.is_(None),
-               WebSession.expires_at > datetime.now(UTC), ApiKey.revoked_at.is_(None))
+        .where(
+            WebSession.token_hash == hash_key(token),
+            WebSession.ended_at.is_(None),
+            WebSession.expires_at > datetime.now(UTC),
+            ApiKey.revoked_at.is_(None),
+        )
     ).first()
     return _caller(*row) if row else None
 
@@ -113,15 +117,18 @@ def still_valid(conn: Connection | Session, caller: Caller) -> bool:
     query = select(ApiKey.id).where(ApiKey.id == caller.api_key_id, ApiKey.revoked_at.is_(None))
     if caller.session_id is not None:
         query = query.join(WebSession, WebSession.api_key_id == ApiKey.id).where(
-            WebSession.id == caller.session_id, WebSession.ended_at.is_(None),
-            WebSession.expires_at > datetime.now(UTC))
+            WebSession.id == caller.session_id, WebSession.ended_at.is_(None), WebSession.expires_at > datetime.now(UTC)
+        )
     return conn.execute(query).first() is not None
 
 
 def end_session(session: Session, token: str) -> None:
     """Sign out: the session stops working on every web process."""
-    session.execute(update(WebSession).where(WebSession.token_hash == hash_key(token),
-                                             WebSession.ended_at.is_(None)).values(ended_at=datetime.now(UTC)))
+    session.execute(
+        update(WebSession)
+        .where(WebSession.token_hash == hash_key(token), WebSession.ended_at.is_(None))
+        .values(ended_at=datetime.now(UTC))
+    )
 
 
 def make_login_link(session: Session, team: Team, lifetime: timedelta) -> str:
@@ -130,8 +137,12 @@ def make_login_link(session: Session, team: Team, lifetime: timedelta) -> str:
     Raises:
         NoActiveKey: the team has no key to bind the session to.
     """
-    key_id = session.scalar(select(ApiKey.id).where(ApiKey.team_id == team.id, ApiKey.revoked_at.is_(None))
-                            .order_by(ApiKey.created_at.desc()).limit(1))
+    key_id = session.scalar(
+        select(ApiKey.id)
+        .where(ApiKey.team_id == team.id, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.created_at.desc())
+        .limit(1)
+    )
     if key_id is None:
         raise NoActiveKey(f"team {team.name!r} has no active API key")
     token = secrets.token_urlsafe(32)
@@ -149,9 +160,14 @@ def use_login_link(session: Session, token: str) -> uuid.UUID | None:
     """Spend a login link (at most once, before it expires); the key id it was bound to."""
     key_id = session.scalar(
         update(LoginLink)
-        .where(LoginLink.token_hash == hash_key(token), LoginLink.used_at.is_(None),
-               LoginLink.expires_at > datetime.now(UTC))
-        .values(used_at=datetime.now(UTC)).returning(LoginLink.api_key_id))
+        .where(
+            LoginLink.token_hash == hash_key(token),
+            LoginLink.used_at.is_(None),
+            LoginLink.expires_at > datetime.now(UTC),
+        )
+        .values(used_at=datetime.now(UTC))
+        .returning(LoginLink.api_key_id)
+    )
     if key_id is None:
         return None
     active = session.scalar(select(ApiKey.id).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)))
@@ -161,8 +177,10 @@ def use_login_link(session: Session, token: str) -> uuid.UUID | None:
 def revoke_key(session: Session, team: Team, prefix: str) -> int:
     """Revoke the team's key with this prefix (as `teams keys` lists it); how many were revoked."""
     result = session.execute(
-        update(ApiKey).where(ApiKey.team_id == team.id, ApiKey.prefix == prefix[:KEY_SHOWN],
-                             ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC)))
+        update(ApiKey)
+        .where(ApiKey.team_id == team.id, ApiKey.prefix == prefix[:KEY_SHOWN], ApiKey.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
     return cast(CursorResult[Any], result).rowcount or 0  # an UPDATE's result has a row count
 
 

@@ -14,8 +14,9 @@ def test_broker_down_gives_503_with_retry_after_and_readyz_names_it(stack, team,
     _, key = team
     url, web = stack.start_web(CELERY_BROKER_URL="redis://127.0.0.1:1/0")
     try:
-        resp = httpx.post(f"{url}/api/runs", headers={**auth(key), "Idempotency-Key": "broker-down-1"},
-                          json=RUN, timeout=30)
+        resp = httpx.post(
+            f"{url}/api/runs", headers={**auth(key), "Idempotency-Key": "broker-down-1"}, json=RUN, timeout=30
+        )
         assert resp.status_code == 503 and resp.headers["Retry-After"]
         assert resp.json()["error"]["code"] == "unavailable"
         ready = httpx.get(f"{url}/readyz", timeout=30)

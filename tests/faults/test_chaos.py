@@ -23,15 +23,25 @@ from taskapp.dev.localstack import LocalStack
 from tests.helpers import ARTIFACTS, next_db
 
 RUNS = 100
-ENV = {"STEP_LEASE_S": "3", "BATCH_STRANDED_S": "8", "SWEEP_INTERVAL_S": "1", "RUN_NUDGE_AFTER_S": "3",
-       "BATCH_MAX_WAIT_MS": "200", "CELERY_TASK_EVENTS": "false"}
+ENV = {
+    "STEP_LEASE_S": "3",
+    "BATCH_STRANDED_S": "8",
+    "SWEEP_INTERVAL_S": "1",
+    "RUN_NUDGE_AFTER_S": "3",
+    "BATCH_MAX_WAIT_MS": "200",
+    "CELERY_TASK_EVENTS": "false",
+}
 
 
 @pytest.fixture(scope="module")
 def chaos_stack(tmp_path_factory):
-    with LocalStack(tmp_path_factory.mktemp("chaos"), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
-                    redis_url=next_db(next_db(os.environ.get("TASKAPP_TEST_REDIS_URL"))), log_dir=ARTIFACTS,
-                    sim_latency_ms=1000) as s:
+    with LocalStack(
+        tmp_path_factory.mktemp("chaos"),
+        admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
+        redis_url=next_db(next_db(os.environ.get("TASKAPP_TEST_REDIS_URL"))),
+        log_dir=ARTIFACTS,
+        sim_latency_ms=1000,
+    ) as s:
         from taskapp.settings import load_settings
         from taskapp.store import migrate
 
@@ -58,14 +68,22 @@ def test_sigkilled_workers_lose_nothing_and_commit_nothing_twice(chaos_stack):
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
             for i in range(RUNS):
                 # Research runs: planner, researchers, writer, reviewer: several batches each.
-                assert c.post("/api/runs", json={"workflow": "research", "input": {
-                    "question": f"chaos question {i}", "max_revisions": 1}}).status_code == 202
+                assert (
+                    c.post(
+                        "/api/runs",
+                        json={"workflow": "research", "input": {"question": f"chaos question {i}", "max_revisions": 1}},
+                    ).status_code
+                    == 202
+                )
         deadline = time.monotonic() + 240
         victim = "c1"
         while True:
             with factory() as session:
-                open_runs = session.scalar(select(func.count()).select_from(Run).where(
-                    Run.team_id == team_id, Run.status.in_(("queued", "running"))))
+                open_runs = session.scalar(
+                    select(func.count())
+                    .select_from(Run)
+                    .where(Run.team_id == team_id, Run.status.in_(("queued", "running")))
+                )
             if open_runs == 0:
                 break
             assert time.monotonic() < deadline, f"{open_runs} runs never finished"
@@ -85,17 +103,26 @@ def test_sigkilled_workers_lose_nothing_and_commit_nothing_twice(chaos_stack):
         runs = session.scalars(select(Run).where(Run.team_id == team_id)).all()
         steps = session.scalars(select(Step).join(Run).where(Run.team_id == team_id)).all()
         events = session.scalars(select(Event).join(Run).where(Run.team_id == team_id)).all()
-        billed = session.scalars(select(LlmCall).where(LlmCall.status.in_(("ok", "partial")), LlmCall.batch_id.in_(
-            select(Step.batch_id).join(Run).where(Run.team_id == team_id)))).all()
+        billed = session.scalars(
+            select(LlmCall).where(
+                LlmCall.status.in_(("ok", "partial")),
+                LlmCall.batch_id.in_(select(Step.batch_id).join(Run).where(Run.team_id == team_id)),
+            )
+        ).all()
         # Batches of this team's runs: opened by a flush, each step's last one among them.
         ours = select(Step.id).join(Run).where(Run.team_id == team_id)
         batch_ids = select(Event.data["batch_id"].astext.cast(Uuid)).where(
-            Event.type == "step.batched", Event.data["step_id"].astext.cast(Uuid).in_(ours))
-        lost_calls = session.scalars(select(LlmCall).where(LlmCall.status == "lost",
-                                                           LlmCall.batch_id.in_(batch_ids))).all()
+            Event.type == "step.batched", Event.data["step_id"].astext.cast(Uuid).in_(ours)
+        )
+        lost_calls = session.scalars(
+            select(LlmCall).where(LlmCall.status == "lost", LlmCall.batch_id.in_(batch_ids))
+        ).all()
         # Batches a kill cut short: every step of theirs went on to another batch.
-        abandoned_unfinished = session.scalar(select(func.count()).select_from(Batch).where(
-            Batch.id.in_(batch_ids), Batch.finished_at.is_(None), ~exists().where(Step.batch_id == Batch.id)))
+        abandoned_unfinished = session.scalar(
+            select(func.count())
+            .select_from(Batch)
+            .where(Batch.id.in_(batch_ids), Batch.finished_at.is_(None), ~exists().where(Step.batch_id == Batch.id))
+        )
     sim_requests = len(httpx.get(f"{stack.sim_url}/_sim/requests").json())
 
     lost = sum(1 for r in runs if r.status != "succeeded")
@@ -120,10 +147,19 @@ def test_sigkilled_workers_lose_nothing_and_commit_nothing_twice(chaos_stack):
     # And none of their batches is left counting as work on its way for the idle flush.
     assert abandoned_unfinished == 0
 
-    summary = {"runs": RUNS, "steps": len(steps), "kills": kills, "lost": lost, "steps_committed_twice": 0,
-               "recorded_calls": len(billed), "committed_batches": len(committed_batches),
-               "simulator_requests": sim_requests, "calls_in_flight_at_kills": in_flight_at_kill,
-               "lost_calls_recorded": len(lost_calls), "cut_batches_left_unfinished": abandoned_unfinished,
-               "seconds_until_all_finished": round(recovered_s, 1)}
+    summary = {
+        "runs": RUNS,
+        "steps": len(steps),
+        "kills": kills,
+        "lost": lost,
+        "steps_committed_twice": 0,
+        "recorded_calls": len(billed),
+        "committed_batches": len(committed_batches),
+        "simulator_requests": sim_requests,
+        "calls_in_flight_at_kills": in_flight_at_kill,
+        "lost_calls_recorded": len(lost_calls),
+        "cut_batches_left_unfinished": abandoned_unfinished,
+        "seconds_until_all_finished": round(recovered_s, 1),
+    }
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "chaos.json").write_text(json.dumps(summary, indent=1))

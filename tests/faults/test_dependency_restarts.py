@@ -26,8 +26,14 @@ from tests.helpers import ARTIFACTS
 
 RUNS = 20
 OUTAGE_S = 6
-ENV = {"STEP_LEASE_S": "3", "BATCH_STRANDED_S": "6", "SWEEP_INTERVAL_S": "1", "RUN_NUDGE_AFTER_S": "3",
-       "BATCH_MAX_WAIT_MS": "200", "CELERY_TASK_EVENTS": "false"}
+ENV = {
+    "STEP_LEASE_S": "3",
+    "BATCH_STRANDED_S": "6",
+    "SWEEP_INTERVAL_S": "1",
+    "RUN_NUDGE_AFTER_S": "3",
+    "BATCH_MAX_WAIT_MS": "200",
+    "CELERY_TASK_EVENTS": "false",
+}
 
 
 class Fleet:
@@ -67,8 +73,9 @@ def fleet(tmp_path_factory):
     pg.start()
     rd.start()
     try:
-        with LocalStack(workdir, admin_database_url=pg.url, redis_url=rd.url, log_dir=ARTIFACTS / "restarts",
-                        sim_latency_ms=500) as stack:
+        with LocalStack(
+            workdir, admin_database_url=pg.url, redis_url=rd.url, log_dir=ARTIFACTS / "restarts", sim_latency_ms=500
+        ) as stack:
             from taskapp.settings import load_settings
             from taskapp.store import migrate
 
@@ -84,24 +91,34 @@ def fleet(tmp_path_factory):
 
 
 def _submit(http: httpx.Client, idempotency_key: str) -> httpx.Response:
-    return http.post("/api/runs", headers={"Idempotency-Key": idempotency_key}, json={
-        "workflow": "research", "input": {"question": f"restart question {idempotency_key}", "max_revisions": 1}})
+    return http.post(
+        "/api/runs",
+        headers={"Idempotency-Key": idempotency_key},
+        json={"workflow": "research", "input": {"question": f"restart question {idempotency_key}", "max_revisions": 1}},
+    )
 
 
 def _succeeded_steps(fleet: Fleet) -> dict[uuid.UUID, dict]:
     from taskapp.store.models import Run, Step
 
     with fleet.factory() as session:
-        return {s.id: s.output for s in session.scalars(
-            select(Step).join(Run).where(Run.team_id == fleet.team_id, Step.status == "succeeded"))}
+        return {
+            s.id: s.output
+            for s in session.scalars(
+                select(Step).join(Run).where(Run.team_id == fleet.team_id, Step.status == "succeeded")
+            )
+        }
 
 
 def _open_runs(fleet: Fleet) -> int:
     from taskapp.store.models import Run
 
     with fleet.factory() as session:
-        return session.scalar(select(func.count()).select_from(Run).where(
-            Run.team_id == fleet.team_id, Run.status.in_(("queued", "running"))))
+        return session.scalar(
+            select(func.count())
+            .select_from(Run)
+            .where(Run.team_id == fleet.team_id, Run.status.in_(("queued", "running")))
+        )
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -157,8 +174,11 @@ def _outage(fleet: Fleet, part: str, down: Callable[[], None], up: Callable[[], 
         run_ids = [r.id for r in runs]
         steps = session.scalars(select(Step).where(Step.run_id.in_(run_ids))).all()
         events = session.scalars(select(Event).where(Event.run_id.in_(run_ids))).all()
-        billed = session.scalars(select(LlmCall).where(LlmCall.status != "error", LlmCall.batch_id.in_(
-            select(Step.batch_id).where(Step.run_id.in_(run_ids))))).all()
+        billed = session.scalars(
+            select(LlmCall).where(
+                LlmCall.status != "error", LlmCall.batch_id.in_(select(Step.batch_id).where(Step.run_id.in_(run_ids)))
+            )
+        ).all()
     sim_requests = len(httpx.get(f"{fleet.stack.sim_url}/_sim/requests").json()) - sim_before
 
     lost = sum(1 for r in runs if r.status != "succeeded")
@@ -177,11 +197,19 @@ def _outage(fleet: Fleet, part: str, down: Callable[[], None], up: Callable[[], 
     double_billed = sim_requests - len(billed)
     assert double_billed == 0, f"{double_billed} calls reached Gemini and were not the committed ones"
 
-    summary = {"fault": f"{part} restarted", "runs": len(runs), "steps": len(steps),
-               "committed_before_outage": len(committed_before), "outage_s": OUTAGE_S, "lost": lost,
-               "steps_committed_twice": 0, "double_billed": double_billed,
-               "recorded_calls": len(billed), "committed_batches": len(committed_batches),
-               "seconds_from_restart_to_all_finished": round(recovered_s, 1)}
+    summary = {
+        "fault": f"{part} restarted",
+        "runs": len(runs),
+        "steps": len(steps),
+        "committed_before_outage": len(committed_before),
+        "outage_s": OUTAGE_S,
+        "lost": lost,
+        "steps_committed_twice": 0,
+        "double_billed": double_billed,
+        "recorded_calls": len(billed),
+        "committed_batches": len(committed_batches),
+        "seconds_from_restart_to_all_finished": round(recovered_s, 1),
+    }
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / f"restart-{part}.json").write_text(json.dumps(summary, indent=1))
     return summary

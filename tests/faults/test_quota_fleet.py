@@ -24,16 +24,23 @@ DAY_S = 12
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    with LocalStack(tmp_path_factory.mktemp("fleet"), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
-                    redis_url=next_db(os.environ.get("TASKAPP_TEST_REDIS_URL")), log_dir=ARTIFACTS) as s:
+    with LocalStack(
+        tmp_path_factory.mktemp("fleet"),
+        admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
+        redis_url=next_db(os.environ.get("TASKAPP_TEST_REDIS_URL")),
+        log_dir=ARTIFACTS,
+    ) as s:
         from taskapp.settings import load_settings
         from taskapp.store import migrate
 
         migrate.upgrade(load_settings(s.env()))
         # The web process reads the same quota configuration as the workers (for /api/metrics).
         # One team polls its runs for minutes: far past a team's default API rate limit.
-        url, web = s.start_web(GEMINI_QUOTAS=f'{{"{MODEL}": {{"rpm": {RPM}, "rpd": 2}}}}',
-                               QUOTA_DAY_SECONDS=str(DAY_S), API_RATE_LIMIT="100/second")
+        url, web = s.start_web(
+            GEMINI_QUOTAS=f'{{"{MODEL}": {{"rpm": {RPM}, "rpd": 2}}}}',
+            QUOTA_DAY_SECONDS=str(DAY_S),
+            API_RATE_LIMIT="100/second",
+        )
         yield s, url
         s.stop(web)
 
@@ -50,8 +57,17 @@ def _key(stack: LocalStack) -> str:
 def _submit(url: str, key: str, n: int, text: str) -> list[str]:
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
         # Interactive: each run flushes at once, so every step is its own request (the worst case for RPM).
-        return [c.post("/api/runs", json={"workflow": "summarize", "input": {"text": f"{text} {i}"},
-                                          "options": {"priority": "interactive"}}).json()["id"] for i in range(n)]
+        return [
+            c.post(
+                "/api/runs",
+                json={
+                    "workflow": "summarize",
+                    "input": {"text": f"{text} {i}"},
+                    "options": {"priority": "interactive"},
+                },
+            ).json()["id"]
+            for i in range(n)
+        ]
 
 
 def _wait_all(url: str, key: str, ids: list[str], timeout_s: float) -> list[dict]:
@@ -81,11 +97,16 @@ def _max_in_any_window(times: list[float], window_s: float = 60.0) -> int:
 def test_no_minute_window_goes_over_the_limit_whatever_the_fleet(fleet, nodes, minute_s):
     stack, url = fleet
     httpx.post(f"{stack.sim_url}/_sim/reset").raise_for_status()
-    httpx.post(f"{stack.sim_url}/_sim/config",
-               json={"quotas": {MODEL: {"rpm": RPM}}, "minute_s": minute_s}).raise_for_status()
+    httpx.post(
+        f"{stack.sim_url}/_sim/config", json={"quotas": {MODEL: {"rpm": RPM}}, "minute_s": minute_s}
+    ).raise_for_status()
     # A call per step (these runs start together and would share batches): the gate is under test.
-    env = {"GEMINI_QUOTAS": f'{{"{MODEL}": {{"rpm": {RPM}}}}}', "BATCH_MAX_WAIT_MS": "100",
-           "BATCH_MAX_SIZE": "1", "QUOTA_MINUTE_SECONDS": str(minute_s)}
+    env = {
+        "GEMINI_QUOTAS": f'{{"{MODEL}": {{"rpm": {RPM}}}}}',
+        "BATCH_MAX_WAIT_MS": "100",
+        "BATCH_MAX_SIZE": "1",
+        "QUOTA_MINUTE_SECONDS": str(minute_s),
+    }
     workers = [stack.start_worker(f"q{nodes}n{i}", concurrency=1, **env) for i in range(nodes)]
     try:
         key = _key(stack)
@@ -109,8 +130,9 @@ def test_rpd_parks_the_model_until_the_simulated_day_resets(fleet):
     stack, url = fleet
     day = DAY_S
     httpx.post(f"{stack.sim_url}/_sim/reset").raise_for_status()
-    httpx.post(f"{stack.sim_url}/_sim/config",
-               json={"quotas": {MODEL: {"rpd": 2}}, "day_seconds": day}).raise_for_status()
+    httpx.post(
+        f"{stack.sim_url}/_sim/config", json={"quotas": {MODEL: {"rpd": 2}}, "day_seconds": day}
+    ).raise_for_status()
     # Start early in a day, so the first two fit in it and the rest must wait for the next.
     time.sleep((day - time.time() % day) + 0.2)
     env = {"GEMINI_QUOTAS": f'{{"{MODEL}": {{"rpd": 2}}}}', "QUOTA_DAY_SECONDS": str(day), "BATCH_MAX_SIZE": "1"}

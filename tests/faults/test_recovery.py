@@ -34,8 +34,7 @@ def _steal_from_buffer(batcher: Batcher, db_session, run_id: str) -> str:
     raise AssertionError("the step never reached its buffer")
 
 
-def test_sweeper_reoffers_a_step_lost_between_take_and_dispatch(client, team, workers, settings, db_session,
-                                                                batcher):
+def test_sweeper_reoffers_a_step_lost_between_take_and_dispatch(client, team, workers, settings, db_session, batcher):
     _, key = team
     run_id = submit_summary(client, key, "the flusher died holding me")
     step_id = _steal_from_buffer(batcher, db_session, run_id)
@@ -50,8 +49,7 @@ def test_sweeper_reoffers_a_step_lost_between_take_and_dispatch(client, team, wo
 
 
 @pytest.mark.parametrize("where", ["batched", "running"])
-def test_sweeper_reoffers_a_batch_whose_message_is_lost(client, team, workers, settings, db_session, batcher,
-                                                        where):
+def test_sweeper_reoffers_a_batch_whose_message_is_lost(client, team, workers, settings, db_session, batcher, where):
     """A batch marked in Postgres whose message never arrives (or whose worker died mid-call)."""
     from taskapp.hotstate.buffers import Taken
     from taskapp.store.batches import open_batch
@@ -62,16 +60,21 @@ def test_sweeper_reoffers_a_batch_whose_message_is_lost(client, team, workers, s
     step_id = _steal_from_buffer(batcher, db_session, run_id)
     lost_batch = uuid.uuid4()
     with session_factory(settings).begin() as session:
-        assert open_batch(session, lost_batch, "summarizer", "gemini-2.5-flash-lite", [Taken(step_id, 0)],
-                          "window", stranded_s=0) == [step_id]
+        assert open_batch(
+            session, lost_batch, "summarizer", "gemini-2.5-flash-lite", [Taken(step_id, 0)], "window", stranded_s=0
+        ) == [step_id]
         if where == "running":
             assert claim_steps(session, lost_batch, [uuid.UUID(step_id)], lease_s=0)
     run = wait_for_run(settings, run_id, timeout_s=30)
     assert run.status == "succeeded"
     (step,) = run_steps(db_session, [run_id])
     assert step.batch_id != lost_batch
-    reasons = [e.data.get("reason") for e in db_session.scalars(
-        select(Event).where(Event.run_id == uuid.UUID(run_id), Event.type == "step.queued").order_by(Event.id))]
+    reasons = [
+        e.data.get("reason")
+        for e in db_session.scalars(
+            select(Event).where(Event.run_id == uuid.UUID(run_id), Event.type == "step.queued").order_by(Event.id)
+        )
+    ]
     assert len(reasons) == 2 and reasons[1]  # queued, then queued again by the sweeper, saying why
 
 
@@ -81,8 +84,7 @@ def test_sweeper_starts_a_run_whose_start_message_was_lost(team, workers, settin
 
     team_id, _ = team
     with session_factory(settings).begin() as session:
-        run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "no message"},
-                                  options={})
+        run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "no message"}, options={})
         run_id = run.id
     assert wait_for_run(settings, run_id, timeout_s=30).status == "succeeded"
 
@@ -101,6 +103,7 @@ def test_a_call_longer_than_the_lease_keeps_its_claim(client, team, workers, set
     (step,) = run_steps(db_session, [run_id])
     assert step.attempts == 1
     assert len(db_session.scalars(select(LlmCall).where(LlmCall.batch_id == step.batch_id)).all()) == 1
-    queued = db_session.scalars(select(Event).where(Event.run_id == uuid.UUID(run_id),
-                                                    Event.type == "step.queued")).all()
+    queued = db_session.scalars(
+        select(Event).where(Event.run_id == uuid.UUID(run_id), Event.type == "step.queued")
+    ).all()
     assert len(queued) == 1  # never re-offered

@@ -23,8 +23,14 @@ from sqlalchemy import func, select
 from taskapp.dev.localstack import LocalStack
 from tests.helpers import ARTIFACTS
 
-ENV = {"STEP_LEASE_S": "3", "BATCH_STRANDED_S": "60", "SWEEP_INTERVAL_S": "1", "RUN_NUDGE_AFTER_S": "3",
-       "BATCH_MAX_WAIT_MS": "200", "CELERY_TASK_EVENTS": "false"}
+ENV = {
+    "STEP_LEASE_S": "3",
+    "BATCH_STRANDED_S": "60",
+    "SWEEP_INTERVAL_S": "1",
+    "RUN_NUDGE_AFTER_S": "3",
+    "BATCH_MAX_WAIT_MS": "200",
+    "CELERY_TASK_EVENTS": "false",
+}
 LOGS = ARTIFACTS / "shutdown"
 
 
@@ -80,8 +86,11 @@ class Stack:
         deadline = time.monotonic() + timeout_s
         while True:
             with self.factory() as session:
-                open_runs = session.scalar(select(func.count()).select_from(Run).where(
-                    Run.id.in_(run_ids), Run.status.in_(("queued", "running"))))
+                open_runs = session.scalar(
+                    select(func.count())
+                    .select_from(Run)
+                    .where(Run.id.in_(run_ids), Run.status.in_(("queued", "running")))
+                )
             if not open_runs:
                 return
             assert time.monotonic() < deadline, f"{open_runs} run(s) never finished"
@@ -90,8 +99,11 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def quiet(tmp_path_factory):
-    with LocalStack(tmp_path_factory.mktemp("shutdown"), admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
-                    log_dir=LOGS) as stack:  # no redis_url: a private Redis server
+    with LocalStack(
+        tmp_path_factory.mktemp("shutdown"),
+        admin_database_url=os.environ.get("TASKAPP_TEST_DATABASE_URL"),
+        log_dir=LOGS,
+    ) as stack:  # no redis_url: a private Redis server
         from taskapp.settings import load_settings
         from taskapp.store import migrate
 
@@ -197,8 +209,9 @@ def test_sigquit_still_cuts_a_warm_shutdown_short_and_the_cut_call_is_recorded_l
     (step,) = quiet.steps([run_id])
     assert (step.status, step.attempts) == ("succeeded", 2)
     with quiet.factory() as session:
-        calls = session.scalars(select(LlmCall).where(LlmCall.batch_id.in_({first.batch_id, step.batch_id}))
-                                .order_by(LlmCall.created_at)).all()
+        calls = session.scalars(
+            select(LlmCall).where(LlmCall.batch_id.in_({first.batch_id, step.batch_id})).order_by(LlmCall.created_at)
+        ).all()
     assert [(c.status, c.batch_id) for c in calls][0] == ("lost", first.batch_id)
     assert [c.status for c in calls] == ["lost", "ok"]
 
@@ -216,8 +229,10 @@ def test_research_runs_through_group_sigterm_restarts_send_nothing_twice(quiet):
     quiet.latency(1000)
     nodes = {name: _start(quiet, name) for name in ("g1", "g2")}
     since, started = time.time(), time.monotonic()
-    runs = [quiet.submit({"workflow": "research", "input": {"question": f"restart question {i}",
-                                                              "max_revisions": 1}}) for i in range(RUNS)]
+    runs = [
+        quiet.submit({"workflow": "research", "input": {"question": f"restart question {i}", "max_revisions": 1}})
+        for i in range(RUNS)
+    ]
     restarts, stop_s, victim = 0, [], "g1"
     try:
         while restarts < RESTARTS:
@@ -240,15 +255,23 @@ def test_research_runs_through_group_sigterm_restarts_send_nothing_twice(quiet):
     with quiet.factory() as session:
         statuses = Counter(session.scalars(select(Run.status).where(Run.id.in_(runs))))
         steps = session.scalars(select(Step).where(Step.run_id.in_(runs))).all()
-        succeeded = Counter(e.data["step_id"] for e in session.scalars(
-            select(Event).where(Event.run_id.in_(runs), Event.type == "step.succeeded")))
+        succeeded = Counter(
+            e.data["step_id"]
+            for e in session.scalars(select(Event).where(Event.run_id.in_(runs), Event.type == "step.succeeded"))
+        )
         calls = session.scalars(select(LlmCall).where(LlmCall.batch_id.in_({s.batch_id for s in steps}))).all()
     sim_requests = quiet.sim_requests(since)
     claimed_again = sum(1 for s in steps if s.attempts > 1)
-    summary = {"runs": RUNS, "steps": len(steps), "group_sigterm_restarts": restarts,
-               "stop_seconds": [round(s, 1) for s in stop_s], "steps_claimed_twice": claimed_again,
-               "recorded_calls": Counter(c.status for c in calls), "simulator_requests": sim_requests,
-               "seconds_until_all_finished": round(finished_s, 1)}
+    summary = {
+        "runs": RUNS,
+        "steps": len(steps),
+        "group_sigterm_restarts": restarts,
+        "stop_seconds": [round(s, 1) for s in stop_s],
+        "steps_claimed_twice": claimed_again,
+        "recorded_calls": Counter(c.status for c in calls),
+        "simulator_requests": sim_requests,
+        "seconds_until_all_finished": round(finished_s, 1),
+    }
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "sigterm.json").write_text(json.dumps(summary, indent=1))
 

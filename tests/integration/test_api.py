@@ -67,8 +67,11 @@ def test_bad_requests_get_clear_4xx_errors(client, team):
         (client.post("/api/runs", headers=h, json={"workflow": "summarize"}), 422, "invalid_request"),
         (client.post("/api/runs", headers=h, json={**RUN, "surprise": 1}), 422, "invalid_request"),
         (client.post("/api/runs", headers=h, json={"workflow": "nope", "input": {}}), 422, "invalid_input"),
-        (client.post("/api/runs", headers=h, json={"workflow": "research", "input": {"question": ""}}), 422,
-         "invalid_input"),
+        (
+            client.post("/api/runs", headers=h, json={"workflow": "research", "input": {"question": ""}}),
+            422,
+            "invalid_input",
+        ),
         (client.post("/api/runs", headers=h, json={**RUN, "options": {"priority": "asap"}}), 422, "invalid_request"),
         (client.get("/api/runs?status=weird", headers=h), 400, "invalid_status"),
         (client.get("/api/runs?cursor=garbage", headers=h), 400, "invalid_cursor"),
@@ -110,8 +113,9 @@ def test_runs_list_is_newest_first_filtered_and_paginated(client, team):
     ids = [client.post("/api/runs", headers=auth(key), json=RUN).json["id"] for _ in range(5)]
     seen, cursor = [], None
     while True:
-        page = client.get("/api/runs", headers=auth(key), query_string={"limit": 2, **({"cursor": cursor} if cursor
-                                                                                     else {})}).json
+        page = client.get(
+            "/api/runs", headers=auth(key), query_string={"limit": 2, **({"cursor": cursor} if cursor else {})}
+        ).json
         seen += [r["id"] for r in page["runs"]]
         cursor = page["next_cursor"]
         if not cursor:
@@ -164,8 +168,10 @@ def test_ui_sign_in_submit_and_view(client, team):
     form = client.get("/runs/new?workflow=research")
     assert b'name="question"' in form.data
     csrf = form_token(form.data)
-    resp = client.post("/runs/new", data={"workflow": "research", "question": "What is Celery?",
-                                          "max_revisions": "1", "csrf_token": csrf})
+    resp = client.post(
+        "/runs/new",
+        data={"workflow": "research", "question": "What is Celery?", "max_revisions": "1", "csrf_token": csrf},
+    )
     assert resp.status_code == 302 and "/runs/" in resp.headers["Location"]
     page = client.get(resp.headers["Location"])
     assert page.status_code == 200 and b"What is Celery?" in page.data
@@ -208,8 +214,14 @@ def test_backpressure_refuses_new_runs_with_429_but_answers_replays(settings, te
 
     team_id, key = team
     with session_factory(settings).begin() as session:  # one run waiting (dated ahead: the sweeper leaves it)
-        waiting, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "w"},
-                                      options={}, idempotency_key="already-stored")
+        waiting, _ = create_run(
+            session,
+            team_id=team_id,
+            workflow="summarize",
+            input={"text": "w"},
+            options={},
+            idempotency_key="already-stored",
+        )
         waiting.created_at = datetime.now(UTC) + timedelta(hours=1)
     monkeypatch.setattr(intake, "_waiting", intake.WaitingWork())  # a first count of its own, taken now
     client = create_app(settings.model_copy(update={"max_waiting_work": 1})).test_client()
@@ -217,8 +229,11 @@ def test_backpressure_refuses_new_runs_with_429_but_answers_replays(settings, te
         refused = client.post("/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {"text": "x"}})
         assert refused.status_code == 429 and refused.headers["Retry-After"] == "5"
         assert refused.json["error"]["code"] == "overloaded"
-        replay = client.post("/api/runs", headers={**auth(key), "Idempotency-Key": "already-stored"},
-                             json={"workflow": "summarize", "input": {"text": "w"}})
+        replay = client.post(
+            "/api/runs",
+            headers={**auth(key), "Idempotency-Key": "already-stored"},
+            json={"workflow": "summarize", "input": {"text": "w"}},
+        )
         assert replay.status_code == 202 and replay.json["id"] == str(waiting.id)
         assert len(client.get("/api/runs", headers=auth(key)).json["runs"]) == 1  # nothing else stored
     finally:

@@ -56,8 +56,9 @@ def live_api(stack, settings) -> Iterator[LiveApi]:
     _, key = make_team(settings)
     run_ids = []
     for text in ("a run the fuzzer reads", "another one"):
-        made = httpx.post(f"{url}/api/runs", headers=auth(key), timeout=10,
-                          json={"workflow": "summarize", "input": {"text": text}})
+        made = httpx.post(
+            f"{url}/api/runs", headers=auth(key), timeout=10, json={"workflow": "summarize", "input": {"text": text}}
+        )
         assert made.status_code == 202, made.text
         run_ids.append(made.json()["id"])
         assert httpx.post(f"{url}/api/runs/{run_ids[-1]}/cancel", headers=auth(key), timeout=10).status_code == 202
@@ -72,38 +73,51 @@ def _toml(value: object) -> str:
 
 def _config(live_api: LiveApi) -> str:
     """schemathesis.toml for the run."""
-    return "\n".join([
-        f"headers = {{ Authorization = {_toml(auth(live_api.key)['Authorization'])} }}",
-        "cache = { enabled = false }",  # nothing kept between runs, nor written into the work tree
-        "[generation]",
-        "deterministic = true",  # the same requests on every run: a failure in CI reproduces locally
-        'database = "none"',
-        "[generation.dictionaries]",
-        'string = { dictionary = "awkward-strings", probability = 0.25 }',
-        'integer = { dictionary = "awkward-integers", probability = 0.1 }',
-        'number = { dictionary = "awkward-numbers", probability = 0.1 }',
-        "[dictionaries.awkward-strings]",
-        f"values = {_toml(AWKWARD_STRINGS)}",
-        "[dictionaries.awkward-integers]",
-        f"values = {_toml(AWKWARD_INTEGERS)}",
-        "[dictionaries.awkward-numbers]",
-        f"values = {_toml(AWKWARD_NUMBERS)}",
-        "[dictionaries.runs]",
-        f"values = {_toml(live_api.run_ids)}",
-        "[parameters]",
-        '"path.run_id" = { dictionary = "runs", probability = 0.5 }',
-        # Inside a run's input the type-wide binding above is not applied: bind the workflows' text fields.
-        *(f'"body.input.{name}" = {{ dictionary = "awkward-strings", probability = 0.25 }}' for name in _text_inputs()),
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                f"headers = {{ Authorization = {_toml(auth(live_api.key)['Authorization'])} }}",
+                "cache = { enabled = false }",  # nothing kept between runs, nor written into the work tree
+                "[generation]",
+                "deterministic = true",  # the same requests on every run: a failure in CI reproduces locally
+                'database = "none"',
+                "[generation.dictionaries]",
+                'string = { dictionary = "awkward-strings", probability = 0.25 }',
+                'integer = { dictionary = "awkward-integers", probability = 0.1 }',
+                'number = { dictionary = "awkward-numbers", probability = 0.1 }',
+                "[dictionaries.awkward-strings]",
+                f"values = {_toml(AWKWARD_STRINGS)}",
+                "[dictionaries.awkward-integers]",
+                f"values = {_toml(AWKWARD_INTEGERS)}",
+                "[dictionaries.awkward-numbers]",
+                f"values = {_toml(AWKWARD_NUMBERS)}",
+                "[dictionaries.runs]",
+                f"values = {_toml(live_api.run_ids)}",
+                "[parameters]",
+                '"path.run_id" = { dictionary = "runs", probability = 0.5 }',
+                # Inside a run's input the type-wide binding above is not applied: bind the workflows' text fields.
+                *(
+                    f'"body.input.{name}" = {{ dictionary = "awkward-strings", probability = 0.25 }}'
+                    for name in _text_inputs()
+                ),
+            ]
+        )
+        + "\n"
+    )
 
 
 def _text_inputs() -> list[str]:
     """The string fields of the workflows' inputs (`text`, `question`, ...)."""
     from taskapp.domain.workflows import WORKFLOWS
 
-    return sorted({name for wf in WORKFLOWS.values()
-                   for name, spec in wf.input_schema.model_json_schema()["properties"].items()
-                   if spec.get("type") == "string"})
+    return sorted(
+        {
+            name
+            for wf in WORKFLOWS.values()
+            for name, spec in wf.input_schema.model_json_schema()["properties"].items()
+            if spec.get("type") == "string"
+        }
+    )
 
 
 def test_every_operation_answers_as_the_document_says(live_api, tmp_path):
@@ -111,12 +125,39 @@ def test_every_operation_answers_as_the_document_says(live_api, tmp_path):
     config = tmp_path / "schemathesis.toml"
     config.write_text(_config(live_api))
     report = tmp_path / "report.json"
-    cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color", "run",
-           f"{live_api.url}/api/openapi.json", "--checks", CHECKS, "--phases", "examples,coverage,fuzzing",
-           "--max-examples", str(MAX_EXAMPLES), "--no-shrink", "--request-timeout", str(REQUEST_TIMEOUT_S),
-           "--workers", "1", "--report", "json", "--report-json-path", str(report)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=tmp_path,
-                          env=child_environment(NO_PROXY="127.0.0.1,localhost"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(config),
+        "--no-color",
+        "run",
+        f"{live_api.url}/api/openapi.json",
+        "--checks",
+        CHECKS,
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--no-shrink",
+        "--request-timeout",
+        str(REQUEST_TIMEOUT_S),
+        "--workers",
+        "1",
+        "--report",
+        "json",
+        "--report-json-path",
+        str(report),
+    ]
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=tmp_path,
+        env=child_environment(NO_PROXY="127.0.0.1,localhost"),
+    )
     output = done.stdout + done.stderr
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "schemathesis.txt").write_text(output)

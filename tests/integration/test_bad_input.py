@@ -37,11 +37,15 @@ def sign_in(client, key: str) -> str:
 
 # -- item 3: input that answered 500 -------------------------------------------------------
 
-@pytest.mark.parametrize("run_input, field", [
-    ({"workflow": "summarize", "input": {"text": "before\u0000after"}}, "text"),
-    ({"workflow": "research", "input": {"question": "What is \u0000 here?"}}, "question"),
-    ({"workflow": "research", "input": {"question": "What is \ud800 here?"}}, "question"),  # a lone surrogate
-])
+
+@pytest.mark.parametrize(
+    "run_input, field",
+    [
+        ({"workflow": "summarize", "input": {"text": "before\u0000after"}}, "text"),
+        ({"workflow": "research", "input": {"question": "What is \u0000 here?"}}, "question"),
+        ({"workflow": "research", "input": {"question": "What is \ud800 here?"}}, "question"),  # a lone surrogate
+    ],
+)
 def test_a_string_postgres_cannot_store_is_a_422_naming_the_field(client, team, run_input, field):
     """NUL (and an unpaired surrogate) in a run's input: PostgreSQL refuses them in jsonb, so the API does first."""
     _, key = team
@@ -53,8 +57,9 @@ def test_a_string_postgres_cannot_store_is_a_422_naming_the_field(client, team, 
 def test_a_nul_in_the_ui_form_is_shown_on_the_form(client, team):
     _, key = team
     csrf = sign_in(client, key)
-    resp = client.post("/runs/new", data={"workflow": "research", "question": "What is\x00 Celery?",
-                                          "csrf_token": csrf})
+    resp = client.post(
+        "/runs/new", data={"workflow": "research", "question": "What is\x00 Celery?", "csrf_token": csrf}
+    )
     assert resp.status_code == 422 and b"Question:" in resp.data and b"cannot be stored" in resp.data
     assert runs_of(client, key) == []
 
@@ -66,8 +71,9 @@ def test_non_finite_numbers_are_a_400(client, team, number):
     for field in ("run_timeout_s", "max_steps"):
         limits = f'{{"{field}": {number}}}'
         body = '{"workflow": "summarize", "input": {"text": "x"}, "options": {"limits": ' + limits + "}}"
-        error = assert_error(client.post("/api/runs", headers=auth(key), data=body,
-                                         content_type="application/json"), 400, "invalid_json")
+        error = assert_error(
+            client.post("/api/runs", headers=auth(key), data=body, content_type="application/json"), 400, "invalid_json"
+        )
         assert "finite" in error["message"]
     assert runs_of(client, key) == []
 
@@ -76,12 +82,12 @@ def test_non_finite_numbers_are_a_400(client, team, number):
 def test_deeply_nested_json_is_a_400(client, team, depth):
     _, key = team
     body = '{"workflow": "summarize", "input": {"text": "x", "extra": ' + "[" * depth + "]" * depth + "}}"
-    error = assert_error(client.post("/api/runs", headers=auth(key), data=body,
-                                     content_type="application/json"), 400, "invalid_json")
+    error = assert_error(
+        client.post("/api/runs", headers=auth(key), data=body, content_type="application/json"), 400, "invalid_json"
+    )
     assert "nested" in error["message"]
     shallow = '{"workflow": "summarize", "input": {"text": "x", "extra": [[[1]]]}}'
-    assert client.post("/api/runs", headers=auth(key), data=shallow,
-                       content_type="application/json").status_code == 202
+    assert client.post("/api/runs", headers=auth(key), data=shallow, content_type="application/json").status_code == 202
 
 
 def test_a_garbage_cursor_on_the_ui_is_a_400_page(client, team):
@@ -98,8 +104,9 @@ def test_a_last_event_id_that_is_not_an_event_id_is_a_400(client, team, value, q
     run_id = queued_run(team_id)
     url = f"/api/runs/{run_id}/events"
     assert_error(client.get(url, headers={**auth(key), "Last-Event-ID": value}), 400, "invalid_last_event_id")
-    assert_error(client.get(url, headers=auth(key), query_string={"last_event_id": value}), 400,
-                 "invalid_last_event_id")
+    assert_error(
+        client.get(url, headers=auth(key), query_string={"last_event_id": value}), 400, "invalid_last_event_id"
+    )
 
 
 def test_a_body_over_the_limit_is_a_413_in_the_error_shape(settings, team):
@@ -136,8 +143,9 @@ def test_a_failed_statements_log_line_holds_no_parameters(app, client, team):
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        assert_error(client.get("/_test/failing-statement", headers={"Accept": "application/json"}), 500,
-                     "internal_error")
+        assert_error(
+            client.get("/_test/failing-statement", headers={"Accept": "application/json"}), 500, "internal_error"
+        )
     finally:
         root.removeHandler(handler)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -148,10 +156,14 @@ def test_a_failed_statements_log_line_holds_no_parameters(app, client, team):
 
 # -- item 4: input that was accepted and should not be -------------------------------------
 
-@pytest.mark.parametrize("run_input, field", [
-    ({"workflow": "research", "input": {"question": "   \n\t  "}}, "question"),
-    ({"workflow": "summarize", "input": {"text": " \n "}}, "text"),
-])
+
+@pytest.mark.parametrize(
+    "run_input, field",
+    [
+        ({"workflow": "research", "input": {"question": "   \n\t  "}}, "question"),
+        ({"workflow": "summarize", "input": {"text": " \n "}}, "text"),
+    ],
+)
 def test_blank_text_is_a_422(client, team, run_input, field):
     """A whitespace-only question started a full research run (it costs money on real Gemini)."""
     _, key = team
@@ -174,8 +186,12 @@ def test_summarize_refuses_more_text_than_the_summarizer_reads(client, team):
     too_long = {"workflow": "summarize", "input": {"text": "y" * (SUMMARIZE_MAX_CHARS + 1)}}
     error = assert_error(client.post("/api/runs", headers=auth(key), json=too_long), 422, "invalid_input")
     assert error["details"][0]["field"] == "text" and str(SUMMARIZE_MAX_CHARS) in error["details"][0]["message"]
-    assert client.post("/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {
-        "text": "y" * SUMMARIZE_MAX_CHARS}}).status_code == 202
+    assert (
+        client.post(
+            "/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {"text": "y" * SUMMARIZE_MAX_CHARS}}
+        ).status_code
+        == 202
+    )
     schema = {w["name"]: w for w in client.get("/api/workflows", headers=auth(key)).json["workflows"]}
     assert schema["summarize"]["input_schema"]["properties"]["text"]["maxLength"] == SUMMARIZE_MAX_CHARS
 
@@ -184,14 +200,16 @@ def test_the_ui_form_is_validated_like_the_api(client, team):
     """priority=bogus was stored from the form (the API refused it)."""
     _, key = team
     csrf = sign_in(client, key)
-    resp = client.post("/runs/new", data={"workflow": "summarize", "text": "Some text.", "priority": "bogus",
-                                          "csrf_token": csrf})
+    resp = client.post(
+        "/runs/new", data={"workflow": "summarize", "text": "Some text.", "priority": "bogus", "csrf_token": csrf}
+    )
     assert resp.status_code == 422 and b"Priority:" in resp.data
     resp = client.post("/runs/new", data={"workflow": "research", "question": "   ", "csrf_token": csrf})
     assert resp.status_code == 422 and b"Question: must not be blank" in resp.data
     assert runs_of(client, key) == []
-    ok = client.post("/runs/new", data={"workflow": "summarize", "text": "Some text.", "priority": "interactive",
-                                        "csrf_token": csrf})
+    ok = client.post(
+        "/runs/new", data={"workflow": "summarize", "text": "Some text.", "priority": "interactive", "csrf_token": csrf}
+    )
     assert ok.status_code == 302
     (run,) = runs_of(client, key)
     assert client.get(run["links"]["self"], headers=auth(key)).json["options"]["priority"] == "interactive"
@@ -222,14 +240,20 @@ def test_the_same_idempotency_key_with_another_body_is_a_409(client, team):
     h = {**auth(key), "Idempotency-Key": f"order-{uuid.uuid4()}"}
     first = client.post("/api/runs", headers=h, json=RUN)
     assert first.status_code == 202
-    error = assert_error(client.post("/api/runs", headers=h, json={**RUN, "input": {"text": "Other text."}}),
-                         409, "idempotency_conflict")
+    error = assert_error(
+        client.post("/api/runs", headers=h, json={**RUN, "input": {"text": "Other text."}}), 409, "idempotency_conflict"
+    )
     assert error["details"] == {"run_id": first.json["id"]}
-    assert_error(client.post("/api/runs", headers=h, json={**RUN, "options": {"priority": "interactive"}}),
-                 409, "idempotency_conflict")
+    assert_error(
+        client.post("/api/runs", headers=h, json={**RUN, "options": {"priority": "interactive"}}),
+        409,
+        "idempotency_conflict",
+    )
     # The same request, spelt differently (key order, spacing, defaults written out): the same run.
-    same = ('{"options": {"limits": {}, "priority": "batch"},  "input": {"text": "Some text to summarise.  "},'
-            ' "workflow": "summarize"}')
+    same = (
+        '{"options": {"limits": {}, "priority": "batch"},  "input": {"text": "Some text to summarise.  "},'
+        ' "workflow": "summarize"}'
+    )
     replay = client.post("/api/runs", headers=h, data=same, content_type="application/json")
     assert replay.status_code == 202 and replay.json["id"] == first.json["id"] and not replay.json["created"]
     assert len(runs_of(client, key)) == 1
@@ -260,8 +284,11 @@ def test_concurrent_duplicates_with_different_bodies_make_one_run(app, team):
 def test_an_idempotency_key_must_be_printable_ascii(client, team):
     _, key = team
     for bad in ("a\x00b", "tab\there", "é" * 3, "x" * 201):
-        assert_error(client.post("/api/runs", headers={**auth(key), "Idempotency-Key": bad}, json=RUN), 400,
-                     "invalid_idempotency_key")
+        assert_error(
+            client.post("/api/runs", headers={**auth(key), "Idempotency-Key": bad}, json=RUN),
+            400,
+            "invalid_idempotency_key",
+        )
     assert runs_of(client, key) == []
 
 
@@ -286,8 +313,10 @@ def test_reconnecting_after_a_finished_runs_final_event_ends_at_once(client, set
         orchestrator.cancel_run(session, run_id)
     final = _final_event_id(settings, run_id)
     url = f"/api/runs/{run_id}/events"
-    for resume in ({"headers": {**auth(key), "Last-Event-ID": str(final)}},
-                   {"headers": auth(key), "query_string": {"last_event_id": final + 1000}}):
+    for resume in (
+        {"headers": {**auth(key), "Last-Event-ID": str(final)}},
+        {"headers": auth(key), "query_string": {"last_event_id": final + 1000}},
+    ):
         resp = client.get(url, **resume)
         assert resp.status_code == 204 and resp.data == b""
     before = client.get(url, headers={**auth(key), "Last-Event-ID": str(final - 1)})  # one event still to send
@@ -308,8 +337,9 @@ def test_a_stream_resumed_past_the_end_of_a_live_run_ends_with_the_run(settings,
     client = create_app(settings).test_client()
 
     def consume() -> None:
-        resp = client.get(f"/api/runs/{run_id}/events", headers={**auth(key), "Last-Event-ID": str(ahead)},
-                          buffered=False)
+        resp = client.get(
+            f"/api/runs/{run_id}/events", headers={**auth(key), "Last-Event-ID": str(ahead)}, buffered=False
+        )
         for chunk in resp.response:
             body.extend(chunk)
 
@@ -329,8 +359,9 @@ def test_streams_of_other_teams_stay_hidden(client, settings, queued_run):
     team_a, key_a = make_team(settings)
     _, key_b = make_team(settings)
     run_id = queued_run(team_a)
-    assert_error(client.get(f"/api/runs/{run_id}/events", headers={**auth(key_b), "Last-Event-ID": "1"}), 404,
-                 "not_found")
+    assert_error(
+        client.get(f"/api/runs/{run_id}/events", headers={**auth(key_b), "Last-Event-ID": "1"}), 404, "not_found"
+    )
 
 
 def _raw_http(url: str, head: bytes) -> tuple[int, bytes]:
@@ -356,6 +387,7 @@ def test_gunicorn_limits_are_the_documented_ones_and_answer_a_readable_status(st
     connection; up to the stated limits (8,190-byte request and header lines) the app answers."""
     url, web = stack.start_web()
     try:
+
         def get(target: bytes, *headers: bytes) -> tuple[int, bytes]:
             lines = [b"GET " + target + b" HTTP/1.1", b"Host: x", *headers]
             return _raw_http(url, b"".join(line + b"\r\n" for line in lines) + b"\r\n")

@@ -14,7 +14,7 @@ def test_racing_takers_get_each_step_exactly_once(batcher):
     policy = BatchPolicy(max_size=4, max_wait_ms=0)
     ids = [str(uuid.uuid4()) for _ in range(400)]
     for i in range(0, len(ids), 50):
-        batcher.offer(agent, "m", ids[i:i + 50])
+        batcher.offer(agent, "m", ids[i : i + 50])
     assert batcher.offer(agent, "m", ids[:10]) == 400  # offering again never duplicates
     taken: list[list[str]] = []
     lock = threading.Lock()

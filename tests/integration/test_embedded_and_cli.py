@@ -69,8 +69,9 @@ def test_flower_never_runs_open(stack):
     refused = taskapp_cli(stack, "flower", FLOWER_BASIC_AUTH="")
     assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr
     port = free_port()
-    proc = stack.spawn("flower", [sys.executable, "-m", "taskapp.cli", "flower", "--port", str(port)],
-                       FLOWER_BASIC_AUTH="ops:s3cret")
+    proc = stack.spawn(
+        "flower", [sys.executable, "-m", "taskapp.cli", "flower", "--port", str(port)], FLOWER_BASIC_AUTH="ops:s3cret"
+    )
     try:
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 30

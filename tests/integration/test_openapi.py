@@ -39,9 +39,12 @@ def test_the_document_is_openapi_3_1_with_every_operation_of_the_api(app, docume
     """Valid OpenAPI 3.1, and a route added to the API without a contract fails here."""
     validate(document)
     assert document["openapi"].startswith("3.1.")
-    routes = {(method.lower(), _openapi_path(rule.rule))
-              for rule in app.url_map.iter_rules() if rule.endpoint.split(".")[0] in API_BLUEPRINTS
-              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    routes = {
+        (method.lower(), _openapi_path(rule.rule))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.split(".")[0] in API_BLUEPRINTS
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
     documented = {(method, path) for path, ops in document["paths"].items() for method in ops}
     assert documented == routes and len(routes) >= 10
     create = document["paths"]["/api/runs"]["post"]
@@ -107,8 +110,7 @@ def test_what_the_server_answers_conforms_to_the_document(client, team, document
     check("POST", "/api/runs", client.post("/api/runs", headers=h, json={"workflow": "summarize"}), 422)
     check("POST", "/api/runs", client.post("/api/runs", headers={**h, "Idempotency-Key": ""}, json=RUN), 400)
     check("GET", "/api/runs/{run_id}", client.get("/api/runs/not-a-run", headers=h), 404)
-    check("GET", "/api/runs/{run_id}/events",
-          client.get(f"/api/runs/{run_id}/events?last_event_id=x", headers=h), 400)
+    check("GET", "/api/runs/{run_id}/events", client.get(f"/api/runs/{run_id}/events?last_event_id=x", headers=h), 400)
     check("GET", "/metrics", client.get("/metrics"), 401)
 
 

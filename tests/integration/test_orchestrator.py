@@ -20,8 +20,9 @@ from tests.helpers import make_team
 def _queued_runs(factory, team_id, n: int, workflow: str = "summarize") -> list[uuid.UUID]:
     with factory.begin() as session:
         payload = {"text": "some text"} if workflow == "summarize" else {"question": "why?", "max_revisions": 0}
-        return [create_run(session, team_id=team_id, workflow=workflow, input=payload, options={})[0].id
-                for _ in range(n)]
+        return [
+            create_run(session, team_id=team_id, workflow=workflow, input=payload, options={})[0].id for _ in range(n)
+        ]
 
 
 def _event_types(session, run_id) -> list[str]:
@@ -39,21 +40,33 @@ def test_a_batch_of_runs_is_decided_in_one_transaction(settings):
     with factory.begin() as session:
         started = orchestrator.advance_runs(session, [done, failing, cancelled, research], settings, origin="w1")
     assert sorted(r.run_id for r in started.ready) == sorted(str(r) for r in (done, failing, cancelled, research))
-    assert {r.step_id for r in started.ready} == {str(orchestrator.step_key(r, 1))
-                                                  for r in (done, failing, cancelled, research)}
+    assert {r.step_id for r in started.ready} == {
+        str(orchestrator.step_key(r, 1)) for r in (done, failing, cancelled, research)
+    }
 
     with factory.begin() as session:  # what the batches left behind
-        session.execute(update(Step).where(Step.run_id == done).values(status="succeeded",
-                                                                       output={"summary": "short"}))
+        session.execute(update(Step).where(Step.run_id == done).values(status="succeeded", output={"summary": "short"}))
         session.execute(update(Step).where(Step.run_id == failing).values(status="failed", error="bad answer"))
         orchestrator.cancel_run(session, cancelled)
         # a research run past its timeout, one researcher done and one still waiting in a buffer
         session.execute(update(Step).where(Step.run_id == research).values(status="succeeded", output={}))
         for seq, status in ((2, "succeeded"), (3, "queued")):
-            session.add(Step(id=orchestrator.step_key(research, seq), run_id=research, seq=seq, agent="researcher",
-                             model="gemini-2.5-flash-lite", status=status, input={}))
-        session.execute(update(Run).where(Run.id == research).values(
-            started_at=datetime.now(UTC) - timedelta(seconds=settings.run_timeout_s + 5)))
+            session.add(
+                Step(
+                    id=orchestrator.step_key(research, seq),
+                    run_id=research,
+                    seq=seq,
+                    agent="researcher",
+                    model="gemini-2.5-flash-lite",
+                    status=status,
+                    input={},
+                )
+            )
+        session.execute(
+            update(Run)
+            .where(Run.id == research)
+            .values(started_at=datetime.now(UTC) - timedelta(seconds=settings.run_timeout_s + 5))
+        )
 
     with factory.begin() as session:
         advanced = orchestrator.advance_runs(session, [research, cancelled, failing, done], settings)
@@ -95,8 +108,7 @@ def test_a_team_limit_counts_the_runs_started_in_the_same_transaction(settings):
 
     running = uuid.UUID(advanced.ready[0].run_id)
     with factory.begin() as session:
-        session.execute(update(Step).where(Step.run_id == running).values(status="succeeded",
-                                                                          output={"summary": "ok"}))
+        session.execute(update(Step).where(Step.run_id == running).values(status="succeeded", output={"summary": "ok"}))
     with factory.begin() as session:
         ended = orchestrator.advance_runs(session, [running], settings)
     assert ended.freed_teams == {team_id}  # the dispatcher now starts the team's next queued run

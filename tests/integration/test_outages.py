@@ -12,8 +12,9 @@ from taskapp.outages import dependency_of, retry_database
 
 
 def _refused_database_error() -> DBAPIError:
-    engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x",
-                           connect_args={"connect_timeout": 1})
+    engine = create_engine(
+        f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x", connect_args={"connect_timeout": 1}
+    )
     try:
         with engine.connect():
             pass

@@ -79,7 +79,11 @@ def test_rpd_parks_the_model_until_the_day_resets(stack, model):
 def test_a_slot_held_by_a_killed_worker_expires(stack, model):
     """A process takes the only concurrency slot and is SIGKILLed holding it."""
     quota = ModelQuota(rpm=None, tpm=None, rpd=None, concurrency=1)
-    holder = subprocess.Popen([sys.executable, "-c", f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import redis, time
 from taskapp.domain.quota import ModelQuota
 from taskapp.hotstate.quota_gate import QuotaGate
@@ -88,7 +92,11 @@ gate = QuotaGate(redis.Redis.from_url({stack.redis_url!r}), {{{model!r}: ModelQu
 assert gate.acquire({model!r}, "holder", 1).granted
 print("held", flush=True)
 time.sleep(60)
-"""], stdout=subprocess.PIPE, text=True)
+""",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         holder.kill()

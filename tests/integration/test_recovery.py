@@ -37,6 +37,7 @@ def _started_run(settings, team, text: str):
 
 # -- claims, deliveries and late answers -----------------------------------------------
 
+
 def test_a_header_task_that_starts_before_its_flush_commits_waits_for_it(team, settings):
     """The flusher publishes a batch's chord before it commits the batch; a header task that
     is faster than that commit must wait for it, not find the steps \"nobody's\" and skip them."""
@@ -129,8 +130,15 @@ def test_a_step_whose_deliveries_keep_dying_fails_as_poison(team, settings, db_s
         open_batch(session, batch_id, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window", 60)
         step = session.get(Step, uuid.UUID(ready.step_id))
         step.attempts = settings.step_max_attempts  # nine deliveries died before this one
-    outcome = execute_batch(factory, get_client(settings), batch_id, [ready.step_id], lease_s=60, stranded_s=60,
-                            max_attempts=settings.step_max_attempts)
+    outcome = execute_batch(
+        factory,
+        get_client(settings),
+        batch_id,
+        [ready.step_id],
+        lease_s=60,
+        stranded_s=60,
+        max_attempts=settings.step_max_attempts,
+    )
     assert outcome.succeeded == 0 and outcome.skipped == 1
     with factory.begin() as session:
         orchestrator.advance_runs(session, [run_id], settings)
@@ -143,8 +151,9 @@ def test_a_step_whose_deliveries_keep_dying_fails_as_poison(team, settings, db_s
 
 
 @pytest.mark.parametrize("called_again", [False, True])
-def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings, db_session, called_again,
-                                                                  no_background_sweep, no_open_runs):
+def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(
+    team, settings, db_session, called_again, no_background_sweep, no_open_runs
+):
     """A batch's answer arrives after the sweeper re-offered its step (the lease ran out while
     PostgreSQL restarted): it is committed unless another batch already claimed the step, and
     the later batch then finds nothing of its own to call."""
@@ -164,8 +173,12 @@ def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings,
         (claimed,) = claim_steps(session, first, [sid], lease_s=0.01)
     time.sleep(0.05)  # the lease runs out: the sweeper takes the step back and a flush re-batches it
     with factory.begin() as session:
-        assert [r.step_id for r in sweeper._requeue(session, Step.status == "running", sweeper.datetime.now(
-            sweeper.UTC), "lease expired (worker lost)")] == [ready.step_id]
+        assert [
+            r.step_id
+            for r in sweeper._requeue(
+                session, Step.status == "running", sweeper.datetime.now(sweeper.UTC), "lease expired (worker lost)"
+            )
+        ] == [ready.step_id]
         assert open_batch(session, second, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window", 60)
     if called_again:
         with factory.begin() as session:
@@ -193,9 +206,11 @@ def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(team, settings,
 
 # -- batches whose steps were taken back ----------------------------------------------
 
+
 @pytest.mark.parametrize("where", ["batched", "running"])
-def test_a_batch_the_sweeper_takes_back_is_closed_and_its_lost_call_recorded(team, settings, db_session, where,
-                                                                            no_background_sweep, no_open_runs):
+def test_a_batch_the_sweeper_takes_back_is_closed_and_its_lost_call_recorded(
+    team, settings, db_session, where, no_background_sweep, no_open_runs
+):
     """A batch whose message was lost (batched) or whose worker died mid-call (running): once the
     sweeper re-offers its steps, nothing of it is on its way any more. It is closed at once (an
     unfinished batch counts as work on its way for the idle flush, for BATCH_STRANDED_S), and the
@@ -212,8 +227,15 @@ def test_a_batch_the_sweeper_takes_back_is_closed_and_its_lost_call_recorded(tea
     sid, lost = uuid.UUID(ready.step_id), uuid.uuid4()
     with factory.begin() as session:
         # Flushed just now: well inside BATCH_STRANDED_S, so "in flight" for the idle flush.
-        open_batch(session, lost, ready.agent, ready.model, [Taken(ready.step_id, 0)], "window",
-                   stranded_s=0 if where == "batched" else 60)
+        open_batch(
+            session,
+            lost,
+            ready.agent,
+            ready.model,
+            [Taken(ready.step_id, 0)],
+            "window",
+            stranded_s=0 if where == "batched" else 60,
+        )
         if where == "running":
             assert claim_steps(session, lost, [sid], lease_s=0.01)  # its worker dies mid-call
     time.sleep(0.05)

@@ -41,8 +41,11 @@ def test_the_web_app_refuses_to_start_without_a_secret_key_of_32_bytes(settings,
 
 def test_gunicorn_exits_at_start_and_names_secret_key_when_it_is_unset(stack):
     """The Procfile's `web` line without SECRET_KEY: the process refuses to start and says why."""
-    proc = stack.spawn("web-no-secret", [
-        sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "web:create_app()"], SECRET_KEY=None)
+    proc = stack.spawn(
+        "web-no-secret",
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "web:create_app()"],
+        SECRET_KEY=None,
+    )
     try:
         assert proc.wait(30) != 0
     finally:
@@ -61,8 +64,10 @@ def test_a_cookie_signed_with_the_secret_key_but_naming_no_live_session_reads_an
     app = _app(settings)
     team_id, key = make_team(settings)
     assert app.test_client().post("/api/runs", headers=auth(key), json=RUN).status_code == 202
-    for payload in ({"team_id": str(team_id), "csrf": "x", "csrf_token": "x"},
-                    {"sid": "made-up-token", "csrf_token": "x"}):
+    for payload in (
+        {"team_id": str(team_id), "csrf": "x", "csrf_token": "x"},
+        {"sid": "made-up-token", "csrf_token": "x"},
+    ):
         client = app.test_client()
         client.set_cookie("session", _forged_cookie(app, payload))
         assert client.get("/api/runs").status_code == 401
@@ -186,8 +191,11 @@ def test_every_answer_carries_security_headers_and_no_page_has_inline_script(cli
         assert resp.headers.get("X-Content-Type-Options") == "nosniff", path
     for path in pages:
         html = client.get(path).data.decode()
-        inline = [tag for tag in re.findall(r"<script\b[^>]*>", html)
-                  if "src=" not in tag and 'type="application/json"' not in tag]
+        inline = [
+            tag
+            for tag in re.findall(r"<script\b[^>]*>", html)
+            if "src=" not in tag and 'type="application/json"' not in tag
+        ]
         assert not inline, (path, inline)
         assert not re.search(r"\son[a-z]+=", html), path  # no inline event handlers either
 
@@ -207,17 +215,42 @@ def two_teams_with_a_shared_call(settings):
     batch_id, call_id, now = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
     with session_factory(settings).begin() as session:
         session.add(Batch(id=batch_id, agent="summarizer", model=model, size=7, reason="window", finished_at=now))
-        session.add(LlmCall(id=call_id, batch_id=batch_id, agent="summarizer", model=model, step_count=7,
-                            status="ok", tokens_in=700, tokens_out=70, latency_ms=120, cost_usd=Decimal("0.07")))
+        session.add(
+            LlmCall(
+                id=call_id,
+                batch_id=batch_id,
+                agent="summarizer",
+                model=model,
+                step_count=7,
+                status="ok",
+                tokens_in=700,
+                tokens_out=70,
+                latency_ms=120,
+                cost_usd=Decimal("0.07"),
+            )
+        )
         for team_id, n in ((a, 2), (b, 5)):
-            run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"},
-                                      options={})
+            run, _ = create_run(session, team_id=team_id, workflow="summarize", input={"text": "x"}, options={})
             run.status = "succeeded"
             for seq in range(n):
-                session.add(Step(id=uuid.uuid4(), run_id=run.id, seq=seq, agent="summarizer", model=model,
-                                 status="succeeded", input={}, batch_id=batch_id, llm_call_id=call_id,
-                                 tokens_in=100, tokens_out=10, cost_usd=Decimal("0.01"), started_at=now,
-                                 finished_at=now))
+                session.add(
+                    Step(
+                        id=uuid.uuid4(),
+                        run_id=run.id,
+                        seq=seq,
+                        agent="summarizer",
+                        model=model,
+                        status="succeeded",
+                        input={},
+                        batch_id=batch_id,
+                        llm_call_id=call_id,
+                        tokens_in=100,
+                        tokens_out=10,
+                        cost_usd=Decimal("0.01"),
+                        started_at=now,
+                        finished_at=now,
+                    )
+                )
     return model, key_a, key_b
 
 
@@ -239,8 +272,13 @@ def test_a_team_reads_only_its_own_metrics_and_operators_read_the_fleet(settings
     for model_gate in mine["quota"].values():  # used / limit and the model's state; not the fleet's backlog
         assert "waiting" not in model_gate and {"used", "limit"} <= set(model_gate["rpm"])
     row = _row(mine["agents"], model)
-    assert (row["steps"], row["tokens_in"], row["cost_usd"], row["batches"], row["mean_batch_size"]) == \
-        (2, 200, 0.02, 1, 2.0)
+    assert (row["steps"], row["tokens_in"], row["cost_usd"], row["batches"], row["mean_batch_size"]) == (
+        2,
+        200,
+        0.02,
+        1,
+        2.0,
+    )
     assert mine["runs"] == {"succeeded": 1}
     theirs = _row(client.get("/api/metrics", headers=auth(key_b)).json["agents"], model)
     assert (theirs["steps"], theirs["cost_usd"]) == (5, 0.05)
@@ -340,15 +378,21 @@ def test_an_open_event_stream_ends_when_its_key_is_revoked_or_its_session_signs_
 def test_sign_in_posts_are_limited_per_client_address_behind_the_proxy(settings):
     """Guessing keys costs a database read each: SIGN_IN_RATE_LIMIT per address (with PROXY_HOPS=1,
     the address the proxy saw); the operators' METRICS_TOKEN spends a budget of its own."""
-    app = _app(settings, sign_in_rate_limit="3/minute", proxy_hops=1, api_rate_limit="2/minute",
-               metrics_token="ops-" + "r" * 40)
+    app = _app(
+        settings,
+        sign_in_rate_limit="3/minute",
+        proxy_hops=1,
+        api_rate_limit="2/minute",
+        metrics_token="ops-" + "r" * 40,
+    )
     client = app.test_client()
     address = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
     token = form_token(client.get("/login").data)
 
     def guess(addr: str) -> int:
-        return client.post("/login", data={"api_key": "tk_guess", "csrf_token": token},
-                           headers={"X-Forwarded-For": addr}).status_code
+        return client.post(
+            "/login", data={"api_key": "tk_guess", "csrf_token": token}, headers={"X-Forwarded-For": addr}
+        ).status_code
 
     assert [guess(address) for _ in range(4)] == [200, 200, 200, 429]
     assert guess("203.0.113.7") == 200  # another address has its own budget

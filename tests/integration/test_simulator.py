@@ -32,8 +32,10 @@ def test_sdk_gets_schema_valid_json_and_usage(sim, version):
     """Structured output parses into the pydantic schema; usage_metadata has token counts."""
     client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=sim.url, api_version=version))
     resp = client.models.generate_content(
-        model="gemini-2.5-flash", contents="Is water wet?",
-        config=types.GenerateContentConfig(response_mime_type="application/json", response_schema=Verdict))
+        model="gemini-2.5-flash",
+        contents="Is water wet?",
+        config=types.GenerateContentConfig(response_mime_type="application/json", response_schema=Verdict),
+    )
     assert isinstance(resp.parsed, Verdict)
     assert resp.usage_metadata.prompt_token_count > 0 and resp.usage_metadata.candidates_token_count > 0
     assert client.models.count_tokens(model="gemini-2.5-flash", contents="four words right here").total_tokens > 0
@@ -44,9 +46,14 @@ def test_batched_prompt_gets_one_answer_per_step_id(sim):
     client = GeminiClient(load_settings({}, gemini_base_url=sim.url))
     agent = get_agent("researcher")
     items = [(f"step-{i}", {"question": "Q", "sub_question": f"topic number {i}"}) for i in range(5)]
-    resp = client.generate(model=agent.model, system_instruction=system_instruction(agent),
-                           prompt=build_prompt(items), response_schema=batch_schema(agent),
-                           temperature=0, max_output_tokens=500)
+    resp = client.generate(
+        model=agent.model,
+        system_instruction=system_instruction(agent),
+        prompt=build_prompt(items),
+        response_schema=batch_schema(agent),
+        temperature=0,
+        max_output_tokens=500,
+    )
     answers = parse_answers(resp.text, agent, [sid for sid, _ in items])
     assert all(a.ok for a in answers.values())
     for sid, payload in items:
@@ -59,8 +66,14 @@ def test_requests_are_logged_and_latency_is_configurable(sim):
     httpx.post(f"{sim.url}/_sim/config", json={"latency_ms": 50})
     client = GeminiClient(load_settings({}, gemini_base_url=sim.url))
     agent = get_agent("summarizer")
-    resp = client.generate(model=agent.model, system_instruction="s", prompt=build_prompt([("a", {"text": "t"})]),
-                           response_schema=batch_schema(agent), temperature=0, max_output_tokens=50)
+    resp = client.generate(
+        model=agent.model,
+        system_instruction="s",
+        prompt=build_prompt([("a", {"text": "t"})]),
+        response_schema=batch_schema(agent),
+        temperature=0,
+        max_output_tokens=50,
+    )
     httpx.post(f"{sim.url}/_sim/config", json={"latency_ms": 0})
     assert resp.latency_ms >= 50
     log = sim.state.requests()

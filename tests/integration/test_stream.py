@@ -13,8 +13,9 @@ def test_streams_are_scoped_to_the_team_and_validate_last_event_id(client, setti
     """Another team's run is a 404 on the stream; a non-numeric Last-Event-ID is a 400."""
     _, key_a = make_team(settings)
     _, key_b = make_team(settings)
-    run_id = client.post("/api/runs", headers=auth(key_a),
-                         json={"workflow": "summarize", "input": {"text": "x"}}).json["id"]
+    run_id = client.post("/api/runs", headers=auth(key_a), json={"workflow": "summarize", "input": {"text": "x"}}).json[
+        "id"
+    ]
     assert client.get(f"/api/runs/{run_id}/events", headers=auth(key_b)).status_code == 404
     assert client.get(f"/api/runs/{uuid.uuid4()}/events", headers=auth(key_a)).status_code == 404
     bad = client.get(f"/api/runs/{run_id}/events", headers={**auth(key_a), "Last-Event-ID": "abc"})
@@ -82,8 +83,7 @@ def test_stream_returns_to_live_when_redis_comes_back(settings, team, tmp_path, 
     body = bytearray()
 
     def consume() -> None:
-        resp = create_app(flaky).test_client().get(f"/api/runs/{run_id}/events", headers=auth(key),
-                                                   buffered=False)
+        resp = create_app(flaky).test_client().get(f"/api/runs/{run_id}/events", headers=auth(key), buffered=False)
         for chunk in resp.response:
             body.extend(chunk)
 
@@ -117,8 +117,9 @@ def test_a_runs_events_commit_in_id_order(settings, db_session):
 
     factory = session_factory(settings)
     with factory.begin() as session:
-        run_id = create_run(session, team_id=make_team(settings)[0], workflow="summarize",
-                                  input={"text": "ordering"}, options={})[0].id
+        run_id = create_run(
+            session, team_id=make_team(settings)[0], workflow="summarize", input={"text": "ordering"}, options={}
+        )[0].id
     first = factory()
     committed: list[str] = []
 

@@ -52,8 +52,9 @@ def test_fifty_runs_batch_across_runs_and_nodes(client, workers, settings, db_se
     assert sorted(b.size for b in batches) == sizes or len(sizes) >= len(batches)
 
     queued_by: dict[uuid.UUID, str] = {}
-    for event in db_session.scalars(select(Event).where(Event.type == "step.queued",
-                                                        Event.run_id.in_([uuid.UUID(r) for r in ids]))):
+    for event in db_session.scalars(
+        select(Event).where(Event.type == "step.queued", Event.run_id.in_([uuid.UUID(r) for r in ids]))
+    ):
         queued_by[uuid.UUID(event.data["step_id"])] = event.data["queued_by"].split("@")[0]
     assert set(queued_by.values()) == {"w1", "w2"}
     nodes_per_batch = defaultdict(set)
@@ -61,8 +62,9 @@ def test_fifty_runs_batch_across_runs_and_nodes(client, workers, settings, db_se
         nodes_per_batch[s.batch_id].add(queued_by[s.id])
     assert any(len(nodes) == 2 for nodes in nodes_per_batch.values())  # one call served both nodes' intake
 
-    events = db_session.scalars(select(Event).where(Event.type == "step.batched",
-                                                    Event.run_id.in_([uuid.UUID(r) for r in ids]))).all()
+    events = db_session.scalars(
+        select(Event).where(Event.type == "step.batched", Event.run_id.in_([uuid.UUID(r) for r in ids]))
+    ).all()
     assert len(events) == 50 and all(e.data["batch_id"] for e in events)
 
 
@@ -76,14 +78,16 @@ def test_a_lone_step_flushes_after_the_window(client, team, workers, settings, d
     assert WINDOW_MS <= step.buffer_wait_ms <= WINDOW_MS + 250
 
 
-def test_a_lone_runs_later_steps_flush_as_soon_as_nothing_could_join_them(client, team, workers, settings,
-                                                                        db_session, batcher):
+def test_a_lone_runs_later_steps_flush_as_soon_as_nothing_could_join_them(
+    client, team, workers, settings, db_session, batcher
+):
     """Its first step waits the window (the next submission could join it at once); after
     that nothing is on its way to any buffer, so no stage waits a window for company."""
     _wait_until_quiet(settings, batcher)
     _, key = team
-    resp = client.post("/api/runs", headers=auth(key),
-                       json={"workflow": "research", "input": {"question": "Why do lone runs wait?"}})
+    resp = client.post(
+        "/api/runs", headers=auth(key), json={"workflow": "research", "input": {"question": "Why do lone runs wait?"}}
+    )
     assert resp.status_code == 202, resp.json
     run = wait_for_run(settings, resp.json["id"])
     assert run.status == "succeeded", run.error
@@ -92,12 +96,12 @@ def test_a_lone_runs_later_steps_flush_as_soon_as_nothing_could_join_them(client
     first, *later = sorted(steps, key=lambda s: s.seq)
     assert batches[first.batch_id].reason == "window" and first.buffer_wait_ms >= WINDOW_MS
     assert len(later) >= 3
-    assert all(batches[s.batch_id].reason == "idle" and s.buffer_wait_ms < WINDOW_MS for s in later), \
-        [(s.agent, batches[s.batch_id].reason, s.buffer_wait_ms) for s in later]
+    assert all(batches[s.batch_id].reason == "idle" and s.buffer_wait_ms < WINDOW_MS for s in later), [
+        (s.agent, batches[s.batch_id].reason, s.buffer_wait_ms) for s in later
+    ]
 
 
-@pytest.mark.parametrize("moving", ["runs_to_start", "batches_in_flight", "runs_between_steps",
-                                    "steps_unbuffered"])
+@pytest.mark.parametrize("moving", ["runs_to_start", "batches_in_flight", "runs_between_steps", "steps_unbuffered"])
 def test_the_outlook_sees_each_kind_of_work_on_its_way(settings, workers, batcher, moving):
     """Each question on its own, against Postgres and the buffers: the rows are written in a
     transaction that is never committed, so only the outlook (same session) sees them."""
@@ -109,20 +113,31 @@ def test_the_outlook_sees_each_kind_of_work_on_its_way(settings, workers, batche
     team_id, _ = make_team(settings)
     agent = f"test-agent-{uuid.uuid4().hex[:6]}"  # a buffer no flusher watches
     with session_factory(settings)() as session:
-        run = Run(id=uuid.uuid4(), team_id=team_id, workflow="summarize", input={}, options={},
-                  status="queued" if moving == "runs_to_start" else "running")
+        run = Run(
+            id=uuid.uuid4(),
+            team_id=team_id,
+            workflow="summarize",
+            input={},
+            options={},
+            status="queued" if moving == "runs_to_start" else "running",
+        )
         session.add(run)
         session.flush()
         if moving == "batches_in_flight":
             run.status = "succeeded"
             session.add(Batch(id=uuid.uuid4(), agent=agent, model="m", size=1, reason="window"))
         if moving == "runs_between_steps":
-            session.add(Step(id=uuid.uuid4(), run_id=run.id, seq=1, agent=agent, model="m", input={},
-                             status="succeeded"))
+            session.add(
+                Step(id=uuid.uuid4(), run_id=run.id, seq=1, agent=agent, model="m", input={}, status="succeeded")
+            )
         if moving == "steps_unbuffered":
             waiting, lost = uuid.uuid4(), uuid.uuid4()
-            session.add_all([Step(id=sid, run_id=run.id, seq=seq, agent=agent, model="m", input={}, status="queued")
-                             for seq, sid in ((1, waiting), (2, lost))])
+            session.add_all(
+                [
+                    Step(id=sid, run_id=run.id, seq=seq, agent=agent, model="m", input={}, status="queued")
+                    for seq, sid in ((1, waiting), (2, lost))
+                ]
+            )
             batcher.offer(agent, "m", [str(waiting)])
         session.flush()
         seen = read_outlook(session, batcher, settings.batch_stranded_s)
@@ -158,13 +173,16 @@ def test_interactive_runs_flush_at_once(client, team, workers, settings, db_sess
     assert step.buffer_wait_ms < WINDOW_MS
 
 
-@pytest.mark.parametrize("kind, times, expect", [("corrupt", 1, "succeeded"), ("drop", 1, "succeeded"),
-                                                 ("corrupt", -1, "failed")])
-def test_a_bad_answer_is_repaired_or_fails_alone(client, team, workers, settings, db_session, stack,
-                                                 kind, times, expect):
+@pytest.mark.parametrize(
+    "kind, times, expect", [("corrupt", 1, "succeeded"), ("drop", 1, "succeeded"), ("corrupt", -1, "failed")]
+)
+def test_a_bad_answer_is_repaired_or_fails_alone(
+    client, team, workers, settings, db_session, stack, kind, times, expect
+):
     marker = f"BAD-{uuid.uuid4().hex[:8]}"
-    httpx.post(f"{stack.sim_url}/_sim/config",
-               json={"answer_faults": [{"match": marker, "kind": kind, "times": times}]}).raise_for_status()
+    httpx.post(
+        f"{stack.sim_url}/_sim/config", json={"answer_faults": [{"match": marker, "kind": kind, "times": times}]}
+    ).raise_for_status()
     try:
         _, key = team
         ids = [submit_summary(client, key, f"Good doc {i}") for i in range(3)]

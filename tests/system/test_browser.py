@@ -15,8 +15,15 @@ from tests.helpers import ARTIFACTS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +60,7 @@ def test_submit_in_the_ui_and_watch_the_run_finish_live(page, web_url, team, sta
 
     team_id, _ = team
     with session_factory(settings).begin() as session:  # what `taskapp teams login-link` prints
-        link = login_url(web_url, make_login_link(
-            session, session.get(Team, team_id), timedelta(minutes=5)))
+        link = login_url(web_url, make_login_link(session, session.get(Team, team_id), timedelta(minutes=5)))
     httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 250})  # slow enough to watch
     try:
         page.goto(link)

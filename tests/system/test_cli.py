@@ -14,8 +14,18 @@ def test_cli_submits_and_follows_a_run_to_its_answer(stack, settings, workers):
     _, key = make_team(settings)
     url, web = stack.start_web()
     try:
-        done = taskapp_cli(stack, "submit", "summarize", "--input", '{"text": "a CLI follows this run"}',
-                        "--priority", "interactive", "--follow", TASKAPP_API_URL=url, TASKAPP_API_KEY=key)
+        done = taskapp_cli(
+            stack,
+            "submit",
+            "summarize",
+            "--input",
+            '{"text": "a CLI follows this run"}',
+            "--priority",
+            "interactive",
+            "--follow",
+            TASKAPP_API_URL=url,
+            TASKAPP_API_KEY=key,
+        )
         assert done.returncode == 0, done.stderr
         run_id, _, output = done.stdout.partition("\n")
         run = wait_for_run(settings, uuid.UUID(run_id))
@@ -23,8 +33,9 @@ def test_cli_submits_and_follows_a_run_to_its_answer(stack, settings, workers):
         assert "summarizer" in done.stderr and "succeeded" in done.stderr
         assert done.stderr.strip().endswith("run succeeded")
 
-        unknown = taskapp_cli(stack, "submit", "no-such-workflow", "--input", "{}", TASKAPP_API_URL=url,
-                           TASKAPP_API_KEY=key)
+        unknown = taskapp_cli(
+            stack, "submit", "no-such-workflow", "--input", "{}", TASKAPP_API_URL=url, TASKAPP_API_KEY=key
+        )
         assert unknown.returncode == 1 and "no-such-workflow" in unknown.stderr and "Traceback" not in unknown.stderr
     finally:
         stack.stop(web)

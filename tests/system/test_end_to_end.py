@@ -15,8 +15,9 @@ def test_research_run_finishes_with_every_step_stored(client, team, workers, set
     """planner -> researchers -> writer <-> reviewer: every step succeeds, is billed once, emits events."""
     _, key = team
     sim_before = len(stack.sim.state.requests())
-    resp = client.post("/api/runs", headers=auth(key),
-                       json={"workflow": "research", "input": {"question": "Why is the sky blue?"}})
+    resp = client.post(
+        "/api/runs", headers=auth(key), json={"workflow": "research", "input": {"question": "Why is the sky blue?"}}
+    )
     assert resp.status_code == 202, resp.json
     run_id = resp.json["id"]
 
@@ -25,12 +26,12 @@ def test_research_run_finishes_with_every_step_stored(client, team, workers, set
     agents = [s.agent for s in run.steps]
     assert agents[0] == "planner"
     n_research = len(run.steps[0].output["sub_questions"])
-    assert agents[1:1 + n_research] == ["researcher"] * n_research
+    assert agents[1 : 1 + n_research] == ["researcher"] * n_research
     assert agents[1 + n_research] == "writer" and agents[-1] == "reviewer"
     assert all(s.status == "succeeded" and s.output for s in run.steps)
     assert [s.seq for s in run.steps] == list(range(1, len(run.steps) + 1))
     # Each researcher answered its own sub-question (answers never mixed up).
-    for step in run.steps[1:1 + n_research]:
+    for step in run.steps[1 : 1 + n_research]:
         assert step.input["sub_question"][:40] in step.output["findings"]
     assert run.output["answer"] and run.output["title"]
     assert run.output["revisions"] == sum(1 for a in agents if a == "writer") - 1
@@ -46,8 +47,13 @@ def test_research_run_finishes_with_every_step_stored(client, team, workers, set
 
     types = db_session.scalars(select(Event.type).where(Event.run_id == run.id).order_by(Event.id)).all()
     assert types[0] == "run.queued" and types[1] == "run.started" and types[-1] == "run.succeeded"
-    assert (types.count("step.queued") == types.count("step.batched") == types.count("step.started")
-            == types.count("step.succeeded") == len(run.steps))
+    assert (
+        types.count("step.queued")
+        == types.count("step.batched")
+        == types.count("step.started")
+        == types.count("step.succeeded")
+        == len(run.steps)
+    )
 
     detail = client.get(f"/api/runs/{run_id}", headers=auth(key)).json
     assert detail["status"] == "succeeded"
@@ -62,16 +68,20 @@ def test_many_runs_at_once_all_finish(client, team, workers, settings, db_sessio
     _, key = team
     ids = []
     for i in range(20):
-        resp = client.post("/api/runs", headers=auth(key),
-                           json={"workflow": "summarize", "input": {"text": f"Document number {i}. " * 20}})
+        resp = client.post(
+            "/api/runs",
+            headers=auth(key),
+            json={"workflow": "summarize", "input": {"text": f"Document number {i}. " * 20}},
+        )
         assert resp.status_code == 202
         ids.append(resp.json["id"])
     for run_id in ids:
         run = wait_for_run(settings, run_id)
         assert run.status == "succeeded", run.error
         assert run.output["summary"]
-    steps = db_session.scalar(select(func.count()).select_from(Step).where(
-        Step.run_id.in_([uuid.UUID(i) for i in ids])))
+    steps = db_session.scalar(
+        select(func.count()).select_from(Step).where(Step.run_id.in_([uuid.UUID(i) for i in ids]))
+    )
     assert steps == 20
 
 
@@ -80,8 +90,9 @@ def test_redelivered_start_does_not_duplicate_steps(client, team, workers, setti
     from taskapp.pipeline import intake
 
     _, key = team
-    run_id = client.post("/api/runs", headers=auth(key),
-                         json={"workflow": "summarize", "input": {"text": "hello"}}).json["id"]
+    run_id = client.post(
+        "/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {"text": "hello"}}
+    ).json["id"]
     wait_for_run(settings, run_id)
     before = db_session.scalar(select(func.count()).select_from(Event).where(Event.run_id == uuid.UUID(run_id)))
     intake.publish_start(uuid.UUID(run_id))
@@ -102,8 +113,9 @@ def test_metrics_report_what_the_workers_did(team, workers, settings):
     token = "operator-" + "m" * 32
     client = create_app(settings.model_copy(update={"metrics_token": token})).test_client()
     _, key = team
-    run_id = client.post("/api/runs", headers=auth(key),
-                         json={"workflow": "summarize", "input": {"text": "metrics please"}}).json["id"]
+    run_id = client.post(
+        "/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {"text": "metrics please"}}
+    ).json["id"]
     assert wait_for_run(settings, run_id).status == "succeeded"
     body = client.get("/api/metrics", headers=auth(key)).json
     summarizer = next(a for a in body["agents"] if a["agent"] == "summarizer")
@@ -138,8 +150,11 @@ def test_cancel_button_cancels_a_running_run(client, team, settings, stack, work
     _, key = team
     httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": 1500})
     try:
-        run_id = client.post("/api/runs", headers=auth(key), json={
-            "workflow": "research", "input": {"question": "Will this be cancelled?"}}).json["id"]
+        run_id = client.post(
+            "/api/runs",
+            headers=auth(key),
+            json={"workflow": "research", "input": {"question": "Will this be cancelled?"}},
+        ).json["id"]
         ui_login(client, key)
         csrf = form_token(client.get(f"/runs/{run_id}").data)
         assert client.post(f"/runs/{run_id}/cancel", data={"csrf_token": "wrong"}).status_code == 400
@@ -156,11 +171,14 @@ def test_cancel_button_cancels_a_running_run(client, team, settings, stack, work
 def test_a_429_from_gemini_is_retried_after_its_retry_delay(client, team, workers, settings, stack, db_session):
     """Gemini says 429 although the gate granted (another app shares the project): the whole
     fleet waits retryDelay for that model, and the step finishes; the 429 is on record."""
-    httpx.post(f"{stack.sim_url}/_sim/config",
-               json={"inject": [{"status": 429, "count": 1, "retry_delay_s": 2}]}).raise_for_status()
+    httpx.post(
+        f"{stack.sim_url}/_sim/config", json={"inject": [{"status": 429, "count": 1, "retry_delay_s": 2}]}
+    ).raise_for_status()
     _, key = team
-    run_id = client.post("/api/runs", headers=auth(key), json={
-        "workflow": "summarize", "input": {"text": "rate limited once"}, "options": {"priority": "interactive"}}
+    run_id = client.post(
+        "/api/runs",
+        headers=auth(key),
+        json={"workflow": "summarize", "input": {"text": "rate limited once"}, "options": {"priority": "interactive"}},
     ).json["id"]
     run = wait_for_run(settings, run_id, timeout_s=30)
     assert run.status == "succeeded"

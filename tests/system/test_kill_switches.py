@@ -9,17 +9,26 @@ from tests.helpers import auth, wait_for_run
 
 
 def _research(client, key: str, limits: dict, **run_input) -> str:
-    resp = client.post("/api/runs", headers=auth(key), json={
-        "workflow": "research", "input": {"question": "How do tides work?", **run_input},
-        "options": {"limits": limits, "priority": "interactive"}})
+    resp = client.post(
+        "/api/runs",
+        headers=auth(key),
+        json={
+            "workflow": "research",
+            "input": {"question": "How do tides work?", **run_input},
+            "options": {"limits": limits, "priority": "interactive"},
+        },
+    )
     assert resp.status_code == 202, resp.json
     return resp.json["id"]
 
 
-@pytest.mark.parametrize("limits, reason", [
-    ({"max_steps": 2}, "step_limit_exceeded"),
-    ({"token_budget": 1}, "token_budget_exceeded"),
-])
+@pytest.mark.parametrize(
+    "limits, reason",
+    [
+        ({"max_steps": 2}, "step_limit_exceeded"),
+        ({"token_budget": 1}, "token_budget_exceeded"),
+    ],
+)
 def test_step_limit_and_token_budget_end_the_run(client, team, workers, settings, limits, reason):
     _, key = team
     run = wait_for_run(settings, _research(client, key, limits))

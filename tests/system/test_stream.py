@@ -71,8 +71,9 @@ def test_a_stream_resumes_across_a_web_process_restart(stack, workers, team, set
         stack.stop(web)  # the web process goes away mid-run
         url, web = stack.start_web()
         last = first[-1]["id"]
-        with httpx.stream("GET", f"{url}/api/runs/{run_id}/events", headers={**h, "Last-Event-ID": str(last)},
-                          timeout=60) as resp:
+        with httpx.stream(
+            "GET", f"{url}/api/runs/{run_id}/events", headers={**h, "Last-Event-ID": str(last)}, timeout=60
+        ) as resp:
             rest = parse_sse(resp.read())
         stack.stop(web)
     finally:

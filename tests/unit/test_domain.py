@@ -33,8 +33,7 @@ def test_research_workflow_walks_plan_research_write_review():
     steps.append(done(1, "planner", {"sub_questions": ["a?", "b?", "c?"]}))
     d = decide(RESEARCH, Q, steps, Limits())
     assert [n.input["sub_question"] for n in d.new_steps] == ["a?", "b?", "c?"]
-    steps += [done(2 + i, "researcher", {"findings": f"f{i}"}, {"sub_question": q})
-              for i, q in enumerate("abc")]
+    steps += [done(2 + i, "researcher", {"findings": f"f{i}"}, {"sub_question": q}) for i, q in enumerate("abc")]
     d = decide(RESEARCH, Q, steps, Limits())
     assert d.new_steps[0].agent == "writer" and len(d.new_steps[0].input["findings"]) == 3
     steps.append(done(5, "writer", {"title": "T", "draft": "D1"}))
@@ -69,9 +68,12 @@ def test_kill_switches_end_runs():
     loop = [done(1, "writer", {"draft": "d"}), done(2, "reviewer", {"approved": False, "feedback": "x"})]
     many = {"question": "q", "max_revisions": 10}
     assert decide(RESEARCH, many, loop, Limits(max_handoff_depth=0)).failure.startswith("routing_exhausted")
-    handed = [done(1, "writer", {"draft": "d"}), done(2, "reviewer", {"approved": False, "feedback": "x"}),
-              StepState(3, "writer", "succeeded", {}, {"draft": "d2"}, handoff=True),
-              done(4, "reviewer", {"approved": False, "feedback": "y"})]
+    handed = [
+        done(1, "writer", {"draft": "d"}),
+        done(2, "reviewer", {"approved": False, "feedback": "x"}),
+        StepState(3, "writer", "succeeded", {}, {"draft": "d2"}, handoff=True),
+        done(4, "reviewer", {"approved": False, "feedback": "y"}),
+    ]
     assert decide(RESEARCH, many, handed, Limits(max_handoff_depth=1)).failure.startswith("routing_exhausted")
     assert decide(RESEARCH, many, handed, Limits(max_handoff_depth=2)).new_steps[0].handoff
 
@@ -105,12 +107,16 @@ def test_split_usage_adds_up_to_the_bill():
 def test_parse_answers_isolates_each_step():
     """Missing, extra, duplicate and malformed answers affect only their own step."""
     agent = get_agent("reviewer")
-    text = json.dumps({"answers": [
-        {"step_id": "a", "output": {"approved": True, "feedback": "ok"}},
-        {"step_id": "b", "output": {"approved": "maybe?"}},
-        {"step_id": "zzz", "output": {"approved": True, "feedback": "not asked"}},
-        {"step_id": "a", "output": {"approved": False, "feedback": "duplicate"}},
-    ]})
+    text = json.dumps(
+        {
+            "answers": [
+                {"step_id": "a", "output": {"approved": True, "feedback": "ok"}},
+                {"step_id": "b", "output": {"approved": "maybe?"}},
+                {"step_id": "zzz", "output": {"approved": True, "feedback": "not asked"}},
+                {"step_id": "a", "output": {"approved": False, "feedback": "duplicate"}},
+            ]
+        }
+    )
     got = parse_answers(text, agent, ["a", "b", "c"])
     assert got["a"].output == {"approved": True, "feedback": "ok"}
     assert not got["b"].ok and "schema" in got["b"].error
@@ -145,8 +151,9 @@ def test_batches_are_cut_oldest_first_and_never_over_the_maximum():
 
 def test_a_batch_schema_is_generated_once_and_handed_out_as_a_copy():
     schema = batch_schema(get_agent("summarizer"))
-    fresh = pydantic.create_model("Fresh", __base__=pydantic.BaseModel,
-                                  **{name: (f.annotation, f) for name, f in schema.model_fields.items()})
+    fresh = pydantic.create_model(
+        "Fresh", __base__=pydantic.BaseModel, **{name: (f.annotation, f) for name, f in schema.model_fields.items()}
+    )
     first = schema.model_json_schema()
     assert any(key[0] is schema for key in prompts._json_schemas)  # kept for the next call
     assert first["properties"] == fresh.model_json_schema()["properties"]  # what pydantic itself generates
@@ -154,14 +161,15 @@ def test_a_batch_schema_is_generated_once_and_handed_out_as_a_copy():
     assert schema.model_json_schema()["properties"]["answers"]["type"] == "array"
 
 
-
 # -- batching: the idle flush ------------------------------------------------------------
 
 QUIET = Outlook(runs_to_start=False, batches_in_flight=False, runs_between_steps=False, steps_unbuffered=False)
 
 
-@pytest.mark.parametrize("change", [{"runs_to_start": True}, {"batches_in_flight": True},
-                                    {"runs_between_steps": True}, {"steps_unbuffered": True}])
+@pytest.mark.parametrize(
+    "change",
+    [{"runs_to_start": True}, {"batches_in_flight": True}, {"runs_between_steps": True}, {"steps_unbuffered": True}],
+)
 def test_a_buffer_waits_while_anything_could_still_join_it(change):
     assert not company_can_come(QUIET, first_step_agent=False)  # nothing on its way: flush now
     assert company_can_come(dataclasses.replace(QUIET, **change), first_step_agent=False)
@@ -188,8 +196,9 @@ def test_after_a_failed_call_a_quota_refusal_waits_a_transient_error_retries_and
     choose = {"retry_after_s": None, "give_up": False, "default_delay_s": 1.0}
     assert after_call_error(quota_delay_s=12.0, retryable=True, **choose) == AfterError("wait", 12.0)
     assert after_call_error(quota_delay_s=None, retryable=True, **choose) == AfterError("retry", 1.0)
-    assert after_call_error(quota_delay_s=None, retryable=True, **(choose | {"retry_after_s": 7.5})) == \
-        AfterError("retry", 7.5)
+    assert after_call_error(quota_delay_s=None, retryable=True, **(choose | {"retry_after_s": 7.5})) == AfterError(
+        "retry", 7.5
+    )
     assert after_call_error(quota_delay_s=None, retryable=True, **(choose | {"give_up": True})).action == "fail"
     assert after_call_error(quota_delay_s=None, retryable=False, **choose).action == "fail"
     assert after_call_error(quota_delay_s=3.0, retryable=False, **(choose | {"give_up": True})).action == "wait"

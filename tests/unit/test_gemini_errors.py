@@ -13,11 +13,13 @@ from taskapp.settings import load_settings
 
 def test_sdk_errors_are_classified():
     """A per-minute 429 is retryable with Gemini's delay; a per-day 429 is not; 5xx is retryable."""
+
     def api_error(code, quota_id=None, delay=None):
         details = []
         if quota_id:
-            details.append({"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                            "violations": [{"quotaId": quota_id}]})
+            details.append(
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaId": quota_id}]}
+            )
         if delay:
             details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
         body = {"error": {"code": code, "message": "m", "status": "X", "details": details}}
@@ -36,6 +38,12 @@ def test_unreachable_gemini_is_a_retryable_error():
     client = GeminiClient(load_settings({}, gemini_base_url="http://127.0.0.1:9", gemini_timeout_ms=2000))
     agent = get_agent("summarizer")
     with pytest.raises(LlmError) as info:
-        client.generate(model=agent.model, system_instruction="s", prompt="p", response_schema=batch_schema(agent),
-                        temperature=0, max_output_tokens=10)
+        client.generate(
+            model=agent.model,
+            system_instruction="s",
+            prompt="p",
+            response_schema=batch_schema(agent),
+            temperature=0,
+            max_output_tokens=10,
+        )
     assert info.value.retryable

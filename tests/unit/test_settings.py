@@ -61,18 +61,26 @@ def test_settings_are_frozen_and_blank_values_mean_unset():
 
 
 def test_batch_policies_per_agent_fall_back_to_the_defaults():
-    s = load_settings({"BATCH_MAX_SIZE": "4", "BATCH_MAX_WAIT_MS": "250",
-                       "BATCH_POLICIES": '{"researcher": {"max_size": 16}, "writer": {"max_wait_ms": 0}}'})
+    s = load_settings(
+        {
+            "BATCH_MAX_SIZE": "4",
+            "BATCH_MAX_WAIT_MS": "250",
+            "BATCH_POLICIES": '{"researcher": {"max_size": 16}, "writer": {"max_wait_ms": 0}}',
+        }
+    )
     assert (s.batch_policy("researcher").max_size, s.batch_policy("researcher").max_wait_ms) == (16, 250)
     assert (s.batch_policy("writer").max_size, s.batch_policy("writer").max_wait_ms) == (4, 0)
     assert (s.batch_policy("summarizer").max_size, s.batch_policy("summarizer").max_wait_ms) == (4, 250)
 
 
-@pytest.mark.parametrize("raw, needle", [
-    ("{not json", "BATCH_POLICIES: .*not JSON"),
-    ('{"researcher": {"size": 3}}', "BATCH_POLICIES: .*researcher"),
-    ('{"researcher": {"max_size": 0}}', "BATCH_POLICIES: .*max_size >= 1"),
-])
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ("{not json", "BATCH_POLICIES: .*not JSON"),
+        ('{"researcher": {"size": 3}}', "BATCH_POLICIES: .*researcher"),
+        ('{"researcher": {"max_size": 0}}', "BATCH_POLICIES: .*max_size >= 1"),
+    ],
+)
 def test_bad_batch_policies_are_refused(raw, needle):
     with pytest.raises(SettingsError, match=needle):
         load_settings({"BATCH_POLICIES": raw})

@@ -24,17 +24,28 @@ TOKENS_PER_MINUTE = "GenerateContentInputTokensPerModelPerMinute-FreeTier"
 def quota_error(model: str, quota_id: str, limit: int, retry_in_s: float) -> dict[str, Any]:
     """A 429 body as Gemini sends it: QuotaFailure with the quotaId, and RetryInfo."""
     delay = max(1, math.ceil(retry_in_s))
-    return {"error": {
-        "code": 429, "status": "RESOURCE_EXHAUSTED",
-        "message": f"You exceeded your current quota, please check your plan and billing details. "
-                   f"Please retry in {retry_in_s:.1f}s.",
-        "details": [
-            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
-                "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
-                "quotaId": quota_id, "quotaDimensions": {"location": "global", "model": model},
-                "quotaValue": str(limit)}]},
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay}s"},
-        ]}}
+    return {
+        "error": {
+            "code": 429,
+            "status": "RESOURCE_EXHAUSTED",
+            "message": f"You exceeded your current quota, please check your plan and billing details. "
+            f"Please retry in {retry_in_s:.1f}s.",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                            "quotaId": quota_id,
+                            "quotaDimensions": {"location": "global", "model": model},
+                            "quotaValue": str(limit),
+                        }
+                    ],
+                },
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay}s"},
+            ],
+        }
+    }
 
 
 class SimQuotas:
@@ -110,8 +121,14 @@ class SimQuotas:
             if rule["count"] > 0 and rule.get("model") in (None, model):
                 rule["count"] -= 1
                 if rule["status"] == 429:
-                    return quota_error(model, PER_DAY if rule.get("per_day") else PER_MINUTE, 0,
-                                       float(rule.get("retry_delay_s", 1)))
-                return {"error": {"code": rule["status"], "message": "Injected server error.",
-                                  "status": "UNAVAILABLE" if rule["status"] == 503 else "INTERNAL"}}
+                    return quota_error(
+                        model, PER_DAY if rule.get("per_day") else PER_MINUTE, 0, float(rule.get("retry_delay_s", 1))
+                    )
+                return {
+                    "error": {
+                        "code": rule["status"],
+                        "message": "Injected server error.",
+                        "status": "UNAVAILABLE" if rule["status"] == 503 else "INTERNAL",
+                    }
+                }
         return None

@@ -135,14 +135,19 @@ def request_tokens(body: dict[str, Any]) -> int:
     return _tokens(system) + _tokens(prompt)
 
 
-def generate(model: str, body: dict[str, Any], state: SimulatorState | None = None
-             ) -> tuple[dict[str, Any], int, int, int]:
+def generate(
+    model: str, body: dict[str, Any], state: SimulatorState | None = None
+) -> tuple[dict[str, Any], int, int, int]:
     """The generateContent answer for a request body: with input and output tokens, and items answered."""
     prompt = _text_of(body.get("contents", []))
     system = _text_of(body.get("systemInstruction") or body.get("system_instruction") or {})
     config = body.get("generationConfig") or body.get("generation_config") or {}
-    schema = (config.get("responseJsonSchema") or config.get("response_json_schema")
-              or config.get("responseSchema") or config.get("response_schema"))
+    schema = (
+        config.get("responseJsonSchema")
+        or config.get("response_json_schema")
+        or config.get("responseSchema")
+        or config.get("response_schema")
+    )
     ctx = FakeContext.from_prompt(prompt)
     if schema:
         value = fake_value(schema, ctx)
@@ -154,10 +159,13 @@ def generate(model: str, body: dict[str, Any], state: SimulatorState | None = No
     tokens_in = _tokens(system) + _tokens(prompt)
     tokens_out = _tokens(text)
     answer = {
-        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"},
-                        "finishReason": "STOP", "index": 0}],
-        "usageMetadata": {"promptTokenCount": tokens_in, "candidatesTokenCount": tokens_out,
-                          "thoughtsTokenCount": 0, "totalTokenCount": tokens_in + tokens_out},
+        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {
+            "promptTokenCount": tokens_in,
+            "candidatesTokenCount": tokens_out,
+            "thoughtsTokenCount": 0,
+            "totalTokenCount": tokens_in + tokens_out,
+        },
         "modelVersion": model,
         "responseId": uuid.uuid4().hex[:16],
     }
@@ -174,9 +182,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: dict[str, Any] | list[Any]) -> None:
         payload = json.dumps(body).encode()
-        head = (f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
-                f"Content-Type: application/json; charset=UTF-8\r\n"
-                f"Content-Length: {len(payload)}\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
+            f"Content-Type: application/json; charset=UTF-8\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        ).encode()
         self.wfile.write(head + payload)
         self.wfile.flush()
 
@@ -239,17 +249,33 @@ class Handler(BaseHTTPRequestHandler):
         refusal = state.quotas.admit(model, request_tokens(body), received)
         if refusal is not None:
             error = refusal["error"]
-            quota_id = next((v.get("quotaId") for d in error.get("details", []) for v in d.get("violations", [])),
-                            None)
-            state.record({"ts": received, "model": model, "status": error["code"], "quota_id": quota_id,
-                          "items": 0, "tokens_in": 0, "tokens_out": 0})
+            quota_id = next((v.get("quotaId") for d in error.get("details", []) for v in d.get("violations", [])), None)
+            state.record(
+                {
+                    "ts": received,
+                    "model": model,
+                    "status": error["code"],
+                    "quota_id": quota_id,
+                    "items": 0,
+                    "tokens_in": 0,
+                    "tokens_out": 0,
+                }
+            )
             self._send(error["code"], refusal)
             return
         if state.latency_ms:
             time.sleep(state.latency_ms / 1000)
         answer, tokens_in, tokens_out, items = generate(model, body, state)
-        state.record({"ts": received, "model": model, "status": 200, "items": items,
-                      "tokens_in": tokens_in, "tokens_out": tokens_out})
+        state.record(
+            {
+                "ts": received,
+                "model": model,
+                "status": 200,
+                "items": items,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+            }
+        )
         self._send(200, answer)
 
 
