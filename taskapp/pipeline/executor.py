@@ -313,13 +313,10 @@ def _note_quota_wait(session: Session, steps: list[Step], grant: Grant, stranded
         update(Step).where(Step.id.in_([s.id for s in steps]), Step.status == "batched").values(lease_until=deadline)
     )
     for step in sorted(steps, key=event_order):
-        events.record(
+        events.record_step(
             session,
-            step.run_id,
+            step,
             "quota.wait",
-            step_id=step.id,
-            seq=step.seq,
-            agent=step.agent,
             model=step.model,
             batch_id=step.batch_id,
             reason=grant.reason,
@@ -402,26 +399,20 @@ def _commit_answers(
         outcome.items[str(step.id)] = "succeeded" if answer.ok else "failed"
         if answer.ok:
             outcome.succeeded += 1
-            events.record(
+            events.record_step(
                 session,
-                step.run_id,
+                step,
                 "step.succeeded",
-                step_id=step.id,
-                seq=step.seq,
-                agent=step.agent,
                 batch_id=outcome.batch_id,
                 tokens_in=usage.tokens_in,
                 tokens_out=usage.tokens_out,
             )
         else:
             outcome.failed += 1
-            events.record(
+            events.record_step(
                 session,
-                step.run_id,
+                step,
                 "step.failed",
-                step_id=step.id,
-                seq=step.seq,
-                agent=step.agent,
                 batch_id=outcome.batch_id,
                 error=error,
             )

@@ -132,13 +132,10 @@ def _requeue(session: Session, condition, now: datetime, why: str) -> list[Ready
         execution_options={"synchronize_session": False},
     )
     for step in sorted(rows, key=lambda s: (str(s.run_id), s.seq)):
-        events.record(
+        events.record_step(
             session,
-            step.run_id,
+            step,
             "step.queued",
-            step_id=step.id,
-            seq=step.seq,
-            agent=step.agent,
             model=step.model,
             reason=why,
         )

@@ -84,13 +84,10 @@ def claim(
     ).all()
     claimed = sorted(claimed, key=event_order)
     for step in claimed:
-        events.record(
+        events.record_step(
             session,
-            step.run_id,
+            step,
             "step.started",
-            step_id=step.id,
-            seq=step.seq,
-            agent=step.agent,
             batch_id=batch_id,
             attempt=step.attempts,
         )
@@ -118,13 +115,10 @@ def _fail_poisoned(
             step.attempts,
             extra={"run_id": str(step.run_id), "step_id": str(step.id), "batch_id": str(batch_id)},
         )
-        events.record(
+        events.record_step(
             session,
-            step.run_id,
+            step,
             "step.failed",
-            step_id=step.id,
-            seq=step.seq,
-            agent=step.agent,
             batch_id=batch_id,
             error=reason,
         )
@@ -148,13 +142,10 @@ def release_steps(session: Session, steps: list[Step], error: LlmError, delay_s:
         if cast(CursorResult[Any], result).rowcount:  # an UPDATE's result has a row count
             released.append(step)
     for step in released:
-        events.record(
+        events.record_step(
             session,
-            step.run_id,
+            step,
             "step.retrying",
-            step_id=step.id,
-            seq=step.seq,
-            agent=step.agent,
             batch_id=step.batch_id,
             reason=error.kind,
             delay_s=round(delay_s, 3),

@@ -49,6 +49,11 @@ def record(session: Session, run_id: uuid.UUID, type_: str, **data: Any) -> None
     session.info.setdefault(_PENDING, []).append((run_id, type_, payload))
 
 
+def record_step(session: Session, step: Any, type_: str, **data: Any) -> None:
+    """A step event: every one carries the step's id, seq and agent (and the run's id)."""
+    record(session, step.run_id, type_, step_id=step.id, seq=step.seq, agent=step.agent, **data)
+
+
 def _lock_key(run_id: uuid.UUID) -> int:
     return (run_id.int & 0x7FFF_FFFF_FFFF_FFFF) ^ 0x5EED
 
