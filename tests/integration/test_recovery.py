@@ -35,6 +35,26 @@ def _started_run(settings, team, text: str):
     return run_id, ready
 
 
+@pytest.fixture(autouse=True)
+def _end_hand_made_batches(settings):
+    """The batches a test opened by hand end with it, once nothing of theirs is pending: nobody
+    else finishes them, and for BATCH_STRANDED_S they count as calls in flight, so later tests
+    that need a quiet fleet (tests/system/test_batching.py) would wait for them."""
+    from sqlalchemy import func, update
+
+    from taskapp.store.db import session_factory
+    from taskapp.store.models import PENDING_STEP_STATUSES, Batch
+
+    factory = session_factory(settings)
+    with factory() as session:
+        started = session.scalar(select(func.now()))
+    yield
+    pending = select(Step.id).where(Step.batch_id == Batch.id, Step.status.in_(tuple(PENDING_STEP_STATUSES)))
+    with factory.begin() as session:
+        session.execute(update(Batch).where(Batch.finished_at.is_(None), Batch.flushed_at >= started,
+                                            ~pending.exists()).values(finished_at=func.now()))
+
+
 # -- claims, deliveries and late answers -----------------------------------------------
 
 
