@@ -51,8 +51,11 @@ def _end_hand_made_batches(settings):
     yield
     pending = select(Step.id).where(Step.batch_id == Batch.id, Step.status.in_(tuple(PENDING_STEP_STATUSES)))
     with factory.begin() as session:
-        session.execute(update(Batch).where(Batch.finished_at.is_(None), Batch.flushed_at >= started,
-                                            ~pending.exists()).values(finished_at=func.now()))
+        session.execute(
+            update(Batch)
+            .where(Batch.finished_at.is_(None), Batch.flushed_at >= started, ~pending.exists())
+            .values(finished_at=func.now())
+        )
 
 
 # -- claims, deliveries and late answers -----------------------------------------------
