@@ -14,13 +14,13 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taskapp.domain.batching import BatchPolicy, policy_for
 from taskapp.domain.engine import Limits
 from taskapp.domain.quota import QUOTA_FIELDS, ModelQuota, quota_for
+from taskapp.service_urls import normalize_database_url, normalize_redis_url
 
 
 class SettingsError(ValueError):
@@ -353,25 +353,3 @@ def child_environment(**extra: str | None) -> dict[str, str]:
         else:
             env[key] = str(value)
     return env
-
-
-def normalize_database_url(url: str) -> str:
-    """Accept Heroku's `postgres://` and plain `postgresql://`; use psycopg 3."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ValueError(f"not a URL: {url!r}")
-    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
-        return "postgresql+psycopg://" + rest
-    raise ValueError(f"unsupported database scheme {scheme!r}: taskapp needs PostgreSQL")
-
-
-def normalize_redis_url(url: str) -> str:
-    """Validate a Redis/AMQP URL; give `rediss://` the cert option Celery insists on."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "amqp", "amqps", "pyamqp", "redis+socket"):
-        raise ValueError(f"unsupported scheme {parts.scheme!r} (use redis://, rediss:// or amqp://)")
-    if parts.scheme == "rediss":
-        query = dict(parse_qsl(parts.query))
-        query.setdefault("ssl_cert_reqs", "required")
-        parts = parts._replace(query=urlencode(query))
-    return urlunsplit(parts)

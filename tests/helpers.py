@@ -131,3 +131,21 @@ def taskapp_cli(stack, *args: str, **env: str | None) -> subprocess.CompletedPro
     return subprocess.run(
         [sys.executable, "-m", "taskapp.cli", *args], env=stack.env(**env), capture_output=True, text=True, timeout=60
     )
+
+
+def app_with(settings, **changes):
+    """A fresh web app on the test settings with `changes` (each test its own, as a process would)."""
+    from web import create_app
+
+    app = create_app(settings.model_copy(update=changes))
+    app.config.update(TESTING=True)
+    return app
+
+
+def assert_error(resp, status: int, code: str) -> dict:
+    """The documented shape: {"error": {"code", "message", "details"}}."""
+    shown = b"(a stream)" if resp.mimetype == "text/event-stream" else resp.data[:300]
+    assert resp.status_code == status, (resp.status_code, shown)
+    error = resp.json["error"]
+    assert error["code"] == code and error["message"] and "details" in error
+    return error

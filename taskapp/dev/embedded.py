@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from taskapp.settings import normalize_database_url
+from taskapp.service_urls import normalize_database_url
 
 if TYPE_CHECKING:
     from pgserver import PostgresServer

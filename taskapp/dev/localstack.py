@@ -24,7 +24,8 @@ import redis
 from taskapp.child_processes import die_with_parent
 from taskapp.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from taskapp.dev.gemini_sim import server as simulator
-from taskapp.settings import child_environment, normalize_database_url
+from taskapp.service_urls import normalize_database_url
+from taskapp.settings import child_environment
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests and benchmarks run from one
 

@@ -1,4 +1,4 @@
-"""Executing a batch of steps: claim, one Gemini call, per-step commit.
+"""Executing a batch of steps: claim, one Gemini call, per-step commit (taskapp.pipeline.step_commit).
 
 Idempotent by construction. A step is claimed with a lease before its call; a
 delivery that finds it committed, or in flight under a live lease, does nothing.
@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
-    Integer,
-    Numeric,
-    String,
-    Text,
-    Uuid,
-    bindparam,
-    column,
-    func,
     insert,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskapp.domain.agents import Agent, get_agent
-from taskapp.domain.pricing import Usage, cost_usd, split_usage
 from taskapp.domain.prompts import Answer, prompt_tokens
 from taskapp.domain.retry import after_call_error
 from taskapp.hotstate.quota_gate import Grant, QuotaGate
@@ -44,57 +33,15 @@ from taskapp.pipeline.calls import (
     after_quota_error,
 )
 from taskapp.pipeline.leases import LeaseKeeper
+from taskapp.pipeline.step_commit import BatchOutcome, as_row, commit_answers
 from taskapp.store import events
 from taskapp.store.claims import claim, claimable, event_order, release_steps
-from taskapp.store.lost_calls import take_back_lost_call
-from taskapp.store.models import PENDING_STEP_STATUSES, LlmCall, Step, of_running_run
+from taskapp.store.models import LlmCall, Step
 
 log = logging.getLogger(__name__)
 # How long a batch whose answers arrived waits for PostgreSQL to come back before giving
 # up (its steps are then called again): well inside the task's soft time limit.
 COMMIT_RETRY_S = 120
-# A batch's answers as rows: jsonb_to_recordset(:answers) AS answers(id uuid, attempts integer, ...).
-_ANSWERS = (
-    func.jsonb_to_recordset(bindparam("answers", type_=JSONB))
-    .table_valued(
-        column("id", Uuid),
-        column("attempts", Integer),
-        column("status", String),
-        column("output", JSONB),
-        column("error", Text),
-        column("llm_call_id", Uuid),
-        column("tokens_in", Integer),
-        column("tokens_out", Integer),
-        column("cost_usd", Numeric),
-        name="answers",
-    )
-    .render_derived(with_types=True)
-)
-# A batch's answers, each committed only if its claim still holds (built once: every batch runs it).
-_COMMIT = (
-    update(Step)
-    # (the ids again, as a list: a join on the function alone is planned as a scan of steps)
-    .where(
-        Step.id.in_(bindparam("ids", expanding=True)),
-        Step.id == _ANSWERS.c.id,
-        Step.attempts == _ANSWERS.c.attempts,
-        Step.status.in_(tuple(PENDING_STEP_STATUSES)),
-        of_running_run(),
-    )
-    .values(
-        status=_ANSWERS.c.status,
-        output=_ANSWERS.c.output,
-        error=_ANSWERS.c.error,
-        finished_at=bindparam("now"),
-        lease_until=None,
-        batch_id=bindparam("commit_batch_id"),
-        llm_call_id=_ANSWERS.c.llm_call_id,
-        tokens_in=_ANSWERS.c.tokens_in,
-        tokens_out=_ANSWERS.c.tokens_out,
-        cost_usd=_ANSWERS.c.cost_usd,
-    )
-    .returning(Step.id)
-)
 
 
 class RetryLater(Exception):
@@ -104,27 +51,6 @@ class RetryLater(Exception):
         super().__init__(str(error))
         self.error = error
         self.delay_s = delay_s
-
-
-@dataclass
-class BatchOutcome:
-    batch_id: uuid.UUID
-    run_ids: set[str] = field(default_factory=set)
-    succeeded: int = 0
-    failed: int = 0
-    skipped: int = 0
-    items: dict[str, str] = field(default_factory=dict)  # step id -> succeeded | failed (committed here)
-
-    def as_result(self) -> dict:
-        """What a chord header returns: per-item outcomes, never an exception for a bad item."""
-        return {
-            "batch_id": str(self.batch_id),
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "items": self.items,
-            "run_ids": sorted(self.run_ids),
-        }
 
 
 def execute_batch(
@@ -219,7 +145,7 @@ def _claim(
             grant = _acquire(gate, agent, waiting, str(batch_id))
         except LlmError as exc:
             steps = claim(session, batch_id, waiting, lease_s, None)
-            _commit_answers(session, steps, {str(s.id): Answer(error=str(exc)) for s in steps}, [], outcome)
+            commit_answers(session, steps, {str(s.id): Answer(error=str(exc)) for s in steps}, [], outcome)
             return None
         if grant is not None and not grant.granted:
             wait = _note_quota_wait(session, waiting, grant, stranded_s)
@@ -254,7 +180,7 @@ def _after_call_error(
         _record_failed_call(session, agent, model, batch_id, len(steps), exc)
         if choice.action == "fail":
             answers = {str(s.id): Answer(error=f"Gemini call failed ({exc.kind}): {exc}") for s in steps}
-            _commit_answers(session, steps, answers, [], outcome)
+            commit_answers(session, steps, answers, [], outcome)
             return outcome
         release_steps(session, steps, exc, choice.delay_s, stranded_s)
     if choice.action == "wait":
@@ -276,9 +202,9 @@ def _commit_results(
     committed = BatchOutcome(batch_id=batch_id, skipped=skipped)
     with factory.begin() as session:
         if calls:  # the bill: one Core INSERT (the rows need no tracking)
-            session.connection().execute(insert(LlmCall), [_as_row(call) for call, _ in calls])
+            session.connection().execute(insert(LlmCall), [as_row(call) for call, _ in calls])
         done = [s for s in steps if str(s.id) not in deferred.step_ids]
-        _commit_answers(session, done, answers, calls, committed)
+        commit_answers(session, done, answers, calls, committed)
         if deferred.step_ids:
             # Repairs the gate could not serve now: the retry asks for these steps again.
             release_steps(
@@ -339,94 +265,3 @@ def _record_failed_call(
             error=f"{exc.kind}: {exc}"[:2000],
         )
     )
-
-
-def _as_row(call: LlmCall) -> dict[str, object]:
-    return {c.key: getattr(call, c.key) for c in LlmCall.__table__.columns if c.key != "created_at"}
-
-
-def _commit_answers(
-    session: Session, steps: list[Step], answers: dict[str, Answer], calls: Carried, outcome: BatchOutcome
-) -> None:
-    """Commit each step unless another delivery claimed it since (its attempt number moved on).
-
-    A step re-offered but not yet called again (its lease ran out while the database was
-    restarting) still takes this answer: it is paid for, and the later batch then finds
-    the step no longer its own and calls nothing.
-    """
-    now = datetime.now(UTC)
-    shares = _usage_shares(steps, answers, calls)
-    last_call = {sid: row for row, sids in calls for sid in sids}
-    planned: dict[uuid.UUID, tuple[Step, Answer, Usage, str | None]] = {}
-    rows = []
-    for step in steps:
-        sid = str(step.id)
-        answer = answers[sid]
-        call = last_call.get(sid)
-        usage = shares.get(sid, Usage(0, 0))
-        error = None if answer.ok else (f"{answer.error}; raw output: {answer.raw}" if answer.raw else answer.error)
-        planned[step.id] = (step, answer, usage, error)
-        rows.append(
-            {
-                "id": sid,
-                "attempts": step.attempts,
-                "status": "succeeded" if answer.ok else "failed",
-                "output": answer.output,
-                "error": error,
-                "llm_call_id": str(call.id) if call else None,
-                "tokens_in": usage.tokens_in,
-                "tokens_out": usage.tokens_out,
-                "cost_usd": str(cost_usd(step.model, usage)),
-            }
-        )
-    committed: list[tuple[Step, Answer, Usage, str | None]] = []
-    if rows:
-        # One statement for the whole batch. The rows travel as one JSON parameter, so the
-        # statement is the same (and compiled once) for any size.
-        done = session.execute(
-            _COMMIT,
-            {"answers": rows, "ids": list(planned), "now": now, "commit_batch_id": outcome.batch_id},
-            execution_options={"synchronize_session": False},
-        ).all()
-        committed = [planned[i] for (i,) in done]
-        # If the sweeper took these steps back meanwhile (this claim's lease ran out), it recorded
-        # this call as lost; it is recorded here after all. Always asked (one delete by primary key):
-        # a take-back that committed while this statement waited for its row locks is invisible
-        # to the statement's snapshot, so the rows returned cannot tell.
-        take_back_lost_call(session, outcome.batch_id, steps)
-    for step, answer, usage, error in sorted(committed, key=lambda c: event_order(c[0])):
-        outcome.run_ids.add(str(step.run_id))
-        outcome.items[str(step.id)] = "succeeded" if answer.ok else "failed"
-        if answer.ok:
-            outcome.succeeded += 1
-            events.record_step(
-                session,
-                step,
-                "step.succeeded",
-                batch_id=outcome.batch_id,
-                tokens_in=usage.tokens_in,
-                tokens_out=usage.tokens_out,
-            )
-        else:
-            outcome.failed += 1
-            events.record_step(
-                session,
-                step,
-                "step.failed",
-                batch_id=outcome.batch_id,
-                error=error,
-            )
-
-
-def _usage_shares(steps: list[Step], answers: dict[str, Answer], calls: Carried) -> dict[str, Usage]:
-    """Every call's tokens shared among the steps it carried, so per-step sums equal the bill."""
-    inputs = {str(s.id): len(str(s.input)) for s in steps}
-    shares: dict[str, Usage] = {}
-    for row, sids in calls:
-        split = split_usage(
-            Usage(row.tokens_in, row.tokens_out), [inputs[s] for s in sids], [len(answers[s].raw) or 1 for s in sids]
-        )
-        for sid, usage in zip(sids, split, strict=True):
-            prev = shares.get(sid, Usage(0, 0))
-            shares[sid] = Usage(prev.tokens_in + usage.tokens_in, prev.tokens_out + usage.tokens_out)
-    return shares

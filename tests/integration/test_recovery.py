@@ -183,7 +183,7 @@ def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(
     from taskapp.domain.prompts import Answer
     from taskapp.hotstate.buffers import Taken
     from taskapp.pipeline import orchestrator, sweeper
-    from taskapp.pipeline.executor import BatchOutcome, _commit_answers
+    from taskapp.pipeline.step_commit import BatchOutcome, commit_answers
     from taskapp.store.batches import open_batch
     from taskapp.store.db import session_factory
 
@@ -208,7 +208,7 @@ def test_a_paid_answer_wins_over_a_reoffer_nobody_has_called_yet(
             assert len(claim_steps(session, second, [sid], lease_s=60)) == 1
     outcome = BatchOutcome(batch_id=first)
     with factory.begin() as session:
-        _commit_answers(session, [claimed], {ready.step_id: Answer(output={"summary": "paid for"})}, [], outcome)
+        commit_answers(session, [claimed], {ready.step_id: Answer(output={"summary": "paid for"})}, [], outcome)
     db_session.expire_all()
     step = db_session.get(Step, sid)
     try:
@@ -289,7 +289,7 @@ def test_a_redelivery_that_takes_over_a_dead_claim_records_its_call_lost_once(te
     from taskapp.domain.prompts import Answer
     from taskapp.hotstate.buffers import Taken
     from taskapp.pipeline import orchestrator
-    from taskapp.pipeline.executor import BatchOutcome, _commit_answers
+    from taskapp.pipeline.step_commit import BatchOutcome, commit_answers
     from taskapp.store.batches import open_batch
     from taskapp.store.db import session_factory
 
@@ -308,7 +308,7 @@ def test_a_redelivery_that_takes_over_a_dead_claim_records_its_call_lost_once(te
             assert claim_steps(session, batch_id, [sid], lease_s=60) == []
         outcome = BatchOutcome(batch_id=batch_id)
         with factory.begin() as session:
-            _commit_answers(session, [again], {ready.step_id: Answer(output={"summary": "second"})}, [], outcome)
+            commit_answers(session, [again], {ready.step_id: Answer(output={"summary": "second"})}, [], outcome)
         assert outcome.succeeded == 1
         calls = db_session.scalars(select(LlmCall).where(LlmCall.batch_id == batch_id)).all()
         assert [(c.status, c.step_count) for c in calls] == [("lost", 1)]
