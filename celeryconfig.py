@@ -67,7 +67,7 @@ def _queue(name: str) -> Queue:
 task_default_queue = ORCHESTRATION_QUEUE
 task_default_exchange = ORCHESTRATION_QUEUE
 task_default_routing_key = ORCHESTRATION_QUEUE
-task_queues = [_queue(name) for name in all_queues()]
+task_queues = [_queue(name) for name in all_queues(_settings.gemini_models)]
 task_routes = {
     "taskapp.start_run": {"queue": ORCHESTRATION_QUEUE},
     "taskapp.advance_run": {"queue": ORCHESTRATION_QUEUE},

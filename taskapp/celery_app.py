@@ -36,11 +36,13 @@ def _warm_up_before_fork(**_: object) -> None:
     import psycopg  # noqa: F401 (the engine imports the driver on its first connect)
     import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 
-    from taskapp.domain.agents import all_agents
+    from taskapp.catalog.shared import shared_definitions
     from taskapp.domain.prompts import batch_schema
     from taskapp.llm import gemini
 
-    gemini.warm_up(batch_schema(agent) for agent in all_agents())
+    # A bad file in WORKFLOWS_PATH stops the node here, naming the file, the path and the reason.
+    definitions = shared_definitions(get_settings())
+    gemini.warm_up(batch_schema(agent) for d in definitions for agent in d.agents.values())
 
 
 @worker_process_init.connect
@@ -109,7 +111,7 @@ def queue_depths(queues: list[str] | None = None) -> dict[str, int | None]:
 
     from taskapp.keys import all_queues
 
-    names = queues or all_queues()
+    names = queues or all_queues(get_settings().gemini_models)
     out: dict[str, int | None] = {}
     try:
         with app.connection_for_read() as conn:

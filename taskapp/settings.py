@@ -45,6 +45,12 @@ class Settings(BaseModel):
     gemini_base_url: str | None = None
     gemini_api_version: str = "v1beta"
     gemini_timeout_ms: int = Field(default=60_000, ge=100)
+    # The models this deployment serves: one `llm.<model>` queue each, which workers consume. An
+    # agent naming another model is refused when its definition is stored.
+    gemini_models: list[str] = Field(default_factory=lambda: ["gemini-2.5-flash", "gemini-2.5-flash-lite"])
+    # The deployer's shared workflows (and the tools they register): a directory of YAML/JSON
+    # definitions (and .py modules of tools), or a Python module that ships them. Unset: none.
+    workflows_path: str | None = None
 
     batch_max_size: int = Field(default=8, ge=1, le=256)
     batch_max_wait_ms: int = Field(default=3_000, ge=0)
@@ -123,6 +129,15 @@ class Settings(BaseModel):
     def _sqlalchemy_url(cls, value: str | None) -> str | None:
         return normalize_database_url(value) if value else None
 
+    @field_validator("gemini_models", mode="before")
+    @classmethod
+    def _models(cls, value: object) -> object:
+        if isinstance(value, str):  # GEMINI_MODELS=gemini-2.5-flash,gemini-2.5-pro
+            value = [m.strip() for m in value.split(",") if m.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one model (comma-separated)")
+        return value
+
     @field_validator("batch_policies", mode="before")
     @classmethod
     def _policies(cls, value: object) -> object:
@@ -194,9 +209,14 @@ class Settings(BaseModel):
             context_token_budget=self.context_token_budget,
         )
 
-    def batch_policy(self, agent: str) -> BatchPolicy:
-        """The agent's batch size and window (its BATCH_POLICIES entry, else the defaults)."""
-        return policy_for(agent, BatchPolicy(self.batch_max_size, self.batch_max_wait_ms), self.batch_policies)
+    def batch_policy(self, agent: str, own: Mapping[str, int | None] | None = None) -> BatchPolicy:
+        """The agent's batch size and window: its BATCH_POLICIES entry (the deployer's word) over
+        the agent's own `batch` in its definition, over the defaults."""
+        mine = {k: v for k, v in (own or {}).items() if v is not None}
+        default = BatchPolicy(
+            int(mine.get("max_size", self.batch_max_size)), int(mine.get("max_wait_ms", self.batch_max_wait_ms))
+        )
+        return policy_for(agent, default, self.batch_policies)
 
     @property
     def effective_broker_url(self) -> str:
@@ -246,6 +266,8 @@ _ENV = {
     "GEMINI_BASE_URL": "gemini_base_url",
     "GEMINI_API_VERSION": "gemini_api_version",
     "GEMINI_TIMEOUT_MS": "gemini_timeout_ms",
+    "GEMINI_MODELS": "gemini_models",
+    "WORKFLOWS_PATH": "workflows_path",
     "BATCH_MAX_SIZE": "batch_max_size",
     "BATCH_MAX_WAIT_MS": "batch_max_wait_ms",
     "BATCH_POLICIES": "batch_policies",

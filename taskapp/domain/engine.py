@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel
-
 from taskapp.domain.quota import TeamShare
 from taskapp.domain.status import PENDING_STEP_STATUSES
 
@@ -36,14 +34,20 @@ class StepState:
     output: dict[str, Any] | None = None
     error: str | None = None
     tokens: int = 0
-    handoff: bool = False  # this step took control back to an earlier agent
+    handoff: bool = False  # this step took control to another stage (a loop back or a route)
+    stage: str | None = None  # the definition's stage (None: stored before stages were recorded)
+    kind: str = "agent"  # agent | tool
+    item: int | None = None  # which fan-out item (0 outside a fan-out)
 
 
 @dataclass(frozen=True)
 class NewStep:
-    agent: str
+    agent: str  # the agent's name in the definition, or the tool's for a tool step
     input: dict[str, Any]
-    handoff: bool = False  # control passed back to an earlier agent (counts against depth)
+    handoff: bool = False  # control passed to another stage by a loop or route (counts against depth)
+    stage: str | None = None
+    kind: str = "agent"  # agent | tool
+    item: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class Workflow(Protocol):
     def description(self) -> str: ...
 
     @property
-    def input_schema(self) -> type[BaseModel]: ...
+    def input_schema(self) -> dict[str, Any]: ...  # JSON Schema
 
     @property
     def agents(self) -> tuple[str, ...]: ...  # the first is the agent of every run's first step

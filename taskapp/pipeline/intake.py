@@ -1,4 +1,5 @@
-"""Accepting a run: validate against the workflow, insert it with its first event, publish one message.
+"""Accepting a run: pin it to a workflow version, validate its input, insert it with its first
+event, publish one message.
 
 Nothing slow happens here (no LLM, no waiting on workers): the API answers as soon
 as the row is committed and the message is handed to the broker.
@@ -19,9 +20,11 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.orm import Session
 
 from taskapp.celery_app import app as celery_app
-from taskapp.domain.workflows import UnknownWorkflow, get_workflow
+from taskapp.domain.definitions.checks import Definition
+from taskapp.domain.definitions.inputs import input_errors
 from taskapp.keys import ORCHESTRATION_QUEUE, START_RUN_TASK
 from taskapp.store.models import Run, Step
+from taskapp.store import workflows
 from taskapp.store.runs import create_run, run_by_key
 
 log = logging.getLogger(__name__)
@@ -62,23 +65,33 @@ def field_errors(exc: ValidationError) -> list[dict[str, str]]:
     return [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
 
 
-def validate_input(workflow: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The workflow's input, cleaned by its schema; InvalidRun names each field at fault."""
-    try:
-        wf = get_workflow(workflow)
-    except UnknownWorkflow:
-        raise InvalidRun(f"unknown workflow {workflow!r}") from None
-    try:
-        clean = wf.input_schema.model_validate(payload).model_dump(mode="json")
-    except ValidationError as exc:
-        raise InvalidRun(f"input does not match workflow {workflow!r}", field_errors(exc)) from None
+def validate_input(definition: Definition, payload: dict[str, Any]) -> dict[str, Any]:
+    """The run's input, cleaned and checked against the workflow's input schema; InvalidRun
+    names each field at fault."""
+    clean, errors = input_errors(definition.input_schema, payload)
+    if errors:
+        raise InvalidRun(f"input does not match workflow {definition.name!r}", errors)
     unstorable = unstorable_strings(clean)
     if unstorable:
         raise InvalidRun(
-            f"input does not match workflow {workflow!r}",
+            f"input does not match workflow {definition.name!r}",
             [{"field": field, "message": UNSTORABLE} for field in unstorable],
         )
     return clean
+
+
+def resolve_workflow(
+    session: Session, team_id: uuid.UUID, workflow: str, version: int | None = None
+) -> tuple[uuid.UUID, Definition]:
+    """The version a new run starts with (the latest, or the one asked for) and its definition;
+    InvalidRun when the team has no such workflow or version."""
+    try:
+        found = workflows.resolve(session, team_id, workflow, version)
+    except workflows.UnknownWorkflow:
+        raise InvalidRun(f"unknown workflow {workflow!r}") from None
+    except workflows.UnknownVersion as exc:
+        raise InvalidRun(str(exc)) from None
+    return found.id, workflows.definition_of(session, found.id)
 
 
 UNSTORABLE = "contains a character that cannot be stored (NUL, or an unpaired surrogate)"
@@ -124,6 +137,7 @@ def submit_run(
     options: dict[str, Any],
     idempotency_key: str | None = None,
     max_waiting: int = 0,
+    version: int | None = None,
 ) -> tuple[Run, bool]:
     """Store (commit) and enqueue a run; the same idempotency key returns the run it made first.
 
@@ -135,8 +149,9 @@ def submit_run(
 
     Uses the caller's session, so a request holds one pooled connection, not two.
     """
-    clean = validate_input(workflow, input)
-    fingerprint = request_fingerprint(workflow, clean, options) if idempotency_key else None
+    version_id, definition = resolve_workflow(session, team_id, workflow, version)
+    clean = validate_input(definition, input)
+    fingerprint = request_fingerprint(workflow, clean, options, version) if idempotency_key else None
     if max_waiting:
         waiting = _waiting_work(session)  # counted in the background: no query per request
         if waiting >= max_waiting and not (idempotency_key and run_by_key(session, team_id, idempotency_key)):
@@ -155,6 +170,7 @@ def submit_run(
         options=options,
         idempotency_key=idempotency_key,
         request_hash=fingerprint,
+        workflow_version_id=version_id,
     )
     if not created and run.request_hash is not None and run.request_hash != fingerprint:
         raise IdempotencyConflict(run.id)  # nothing was written: the caller's session rolls back
@@ -165,13 +181,16 @@ def submit_run(
     return run, created
 
 
-def request_fingerprint(workflow: str, input: dict[str, Any], options: dict[str, Any]) -> str:
+def request_fingerprint(
+    workflow: str, input: dict[str, Any], options: dict[str, Any], version: int | None = None
+) -> str:
     """What makes two submissions the same request: the validated workflow, input and options
     as canonical JSON (key order, spacing, surrounding whitespace and spelt-out defaults do
     not count), hashed. Stored with an idempotency key to tell a retry from a reuse."""
-    canonical = json.dumps(
-        {"workflow": workflow, "input": input, "options": options}, sort_keys=True, separators=(",", ":")
-    )
+    request: dict[str, Any] = {"workflow": workflow, "input": input, "options": options}
+    if version is not None:  # a request without a version keeps the fingerprint it always had
+        request["version"] = version
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

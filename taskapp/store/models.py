@@ -105,6 +105,38 @@ class LoginLink(Base):
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Workflow(Base):
+    """A workflow's name for a team (or, with no team, shared by the deployer's files)."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (
+        Index("uq_workflows_team_name", "team_id", "name", unique=True, postgresql_where=text("team_id IS NOT NULL")),
+        Index("uq_workflows_shared_name", "name", unique=True, postgresql_where=text("team_id IS NULL")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    latest_version: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now_default())
+    # Retired: no new runs; runs in flight keep their version. Pushing the name again revives it.
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WorkflowVersion(Base):
+    """One immutable version of a workflow: the checked definition, numbered and content-hashed."""
+
+    __tablename__ = "workflow_versions"
+    __table_args__ = (UniqueConstraint("workflow_id", "version", name="uq_workflow_versions_number"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    workflow_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    definition: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now_default())
+
+
 class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
@@ -117,6 +149,9 @@ class Run(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
     workflow: Mapped[str] = mapped_column(String(100))
+    # The exact version the run started with: every worker decides it from that definition.
+    # None only for runs stored before versions existed (decided by the shared workflow's latest).
+    workflow_version_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("workflow_versions.id"))
     input: Mapped[dict[str, Any]]
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(20), default="queued")
@@ -167,6 +202,12 @@ class Step(Base):
     # Control passed back to an earlier agent (counts against the handoff depth); a field of the
     # step, never a key of the input that the prompt carries to Gemini.
     handoff: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    stage: Mapped[str | None] = mapped_column(String(100))  # the definition's stage
+    kind: Mapped[str] = mapped_column(String(10), server_default="agent", default="agent")  # agent | tool
+    item: Mapped[int | None] = mapped_column(Integer)  # fan-out item (0 outside a fan-out)
+    # The batch buffer it joins (taskapp.domain.agents.lane_of): its agent's, and its team's
+    # unless the agent batches across teams. None for tool steps.
+    lane: Mapped[str | None] = mapped_column(String(200))
 
     run: Mapped[Run] = relationship(back_populates="steps")
 
@@ -185,6 +226,7 @@ class Batch(Base):
     agent: Mapped[str] = mapped_column(String(100))
     model: Mapped[str] = mapped_column(String(100))
     size: Mapped[int] = mapped_column(Integer)
+    lane: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(String(20))  # full | window | interactive | idle
     mean_wait_ms: Mapped[int] = mapped_column(Integer, default=0)
     max_wait_ms: Mapped[int] = mapped_column(Integer, default=0)

@@ -26,6 +26,7 @@ def create_run(
     options: dict[str, Any],
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    workflow_version_id: uuid.UUID | None = None,
 ) -> tuple[Run, bool]:
     """Insert a queued run and its first event; with a known idempotency key, return that run."""
     run_id = uuid.uuid4()
@@ -33,6 +34,7 @@ def create_run(
         id=run_id,
         team_id=team_id,
         workflow=workflow,
+        workflow_version_id=workflow_version_id,
         input=input,
         options=options,
         status="queued",
