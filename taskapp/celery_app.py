@@ -43,6 +43,18 @@ def _warm_up_before_fork(**_: object) -> None:
     # A bad file in WORKFLOWS_PATH stops the node here, naming the file, the path and the reason.
     definitions = shared_definitions(get_settings())
     gemini.warm_up(batch_schema(agent) for d in definitions for agent in d.agents.values())
+    _store_shared_workflows()
+
+
+def _store_shared_workflows() -> None:
+    """Store what changed in WORKFLOWS_PATH (the release step does too; this covers a deploy without one)."""
+    from taskapp.catalog.shared import sync
+    from taskapp.store.db import session_factory
+
+    try:
+        sync(get_settings(), session_factory())
+    except Exception as exc:  # noqa: BLE001 (the release step or another process stores them)
+        log.warning("could not store the shared workflows now: %s", str(exc).splitlines()[0][:200])
 
 
 @worker_process_init.connect

@@ -36,10 +36,11 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Apply migrations (the Procfile's release phase)."""
-    from taskapp.store import migrate
+    """Apply migrations and store the shared workflows of WORKFLOWS_PATH (the Procfile's release phase)."""
+    from taskapp.catalog.shared import release
 
-    migrate.upgrade(get_settings())
+    for name, version, created in release(get_settings()):
+        click.echo(f"shared workflow {name}: version {version}{' (new)' if created else ''}")
     click.echo("database is up to date")
 
 

@@ -56,7 +56,9 @@ def _gate() -> QuotaGate:
 
 
 @app.task(bind=True, name=EXECUTE_BATCH_TASK, max_retries=None, ignore_result=False, **OUTAGE_RETRY)
-def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: str, failures: int = 0) -> dict:
+def execute_batch(
+    self, batch_id: str, step_ids: list[str], agent: str, model: str, failures: int = 0, lane: str | None = None
+) -> dict:
     """Chord header: one Gemini call for a batch, through the quota gate.
 
     Returns per-step outcomes; a bad answer never raises. Waiting for quota is a retry
@@ -83,12 +85,14 @@ def execute_batch(self, batch_id: str, step_ids: list[str], agent: str, model: s
         raise self.retry(
             countdown=min(MAX_QUOTA_WAIT_S, exc.delay_s + random.uniform(0, 0.05)),
             exc=exc,
-            kwargs={"agent": agent, "model": model, "failures": failures},
+            kwargs={"agent": agent, "model": model, "failures": failures, "lane": lane},
         ) from None
     except executor.RetryLater as exc:
         log.warning("retrying batch: %s", exc, extra=context)
         raise self.retry(
-            countdown=jittered(exc.delay_s), exc=exc, kwargs={"agent": agent, "model": model, "failures": failures + 1}
+            countdown=jittered(exc.delay_s),
+            exc=exc,
+            kwargs={"agent": agent, "model": model, "failures": failures + 1, "lane": lane},
         ) from None
     return outcome.as_result()
 

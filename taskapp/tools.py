@@ -6,8 +6,13 @@ a package that names it in the `taskapp.tools` entry-point group::
 
     from taskapp.tools import tool
 
-    @tool(args_schema={"type": "object", "properties": {"a": {"type": "number"}}, "required": ["a"]},
-          timeout_s=5, retries=1, on_error="feed_back")
+
+    @tool(
+        args_schema={"type": "object", "properties": {"a": {"type": "number"}}, "required": ["a"]},
+        timeout_s=5,
+        retries=1,
+        on_error="feed_back",
+    )
     def square(a: float) -> float:
         "Square a number."
         return a * a
@@ -70,8 +75,10 @@ def tool(
             on_error=on_error,
         )
         existing = _registry.get(tool_name)
-        if existing is not None and existing.function is not function and _origin(existing.function) != _origin(
-            function
+        if (
+            existing is not None
+            and existing.function is not function
+            and _origin(existing.function) != _origin(function)
         ):
             raise ToolError(f"a tool called {tool_name!r} is registered twice ({_origin(existing.function)})")
         _registry[tool_name] = Tool(spec, function)

@@ -63,14 +63,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     ) as s:
         # The test process itself (Flask app, Celery producer) runs with the same settings.
         env = s.env()
-        for key in ("DATABASE_URL", "REDIS_URL", "GEMINI_BASE_URL", "NO_PROXY", "GEMINI_TIMEOUT_MS", "SECRET_KEY"):
+        for key in (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "GEMINI_BASE_URL",
+            "NO_PROXY",
+            "GEMINI_TIMEOUT_MS",
+            "SECRET_KEY",
+            "WORKFLOWS_PATH",
+        ):
             os.environ[key] = env[key]
         os.environ.pop("GEMINI_API_KEY", None)
+        from taskapp.catalog.shared import release
         from taskapp.settings import get_settings
-        from taskapp.store import migrate
 
         get_settings.cache_clear()
-        migrate.upgrade(get_settings())
+        release(get_settings())
         yield s
 
 

@@ -9,10 +9,8 @@ from flask import Blueprint, g, request
 from pydantic import BaseModel, ValidationError
 
 from taskapp.celery_app import queue_depths
-from taskapp.domain.agents import get_agent
-from taskapp.domain.workflows import WORKFLOWS
 from taskapp.pipeline import intake, orchestrator
-from taskapp.store import metrics
+from taskapp.store import metrics, workflows
 from taskapp.store.runs import run_steps, runs_page, step_progress
 from web import submission
 from web.auth import metrics_scope, require_team, team_run
@@ -111,22 +109,21 @@ def get_metrics():
 @require_team
 def list_workflows():
     """The workflows that can be run, with their agents and input schemas."""
-    return reply(
-        WorkflowList(
-            workflows=[
-                WorkflowInfo(
-                    name=wf.name,
-                    description=wf.description,
-                    input_schema=wf.input_schema.model_json_schema(),
-                    agents=[
-                        AgentInfo(name=a, model=get_agent(a).model, description=get_agent(a).description)
-                        for a in wf.agents
-                    ],
-                )
-                for wf in WORKFLOWS.values()
-            ]
+    session = db()
+    listed = []
+    for item in workflows.visible(session, g.team_id):
+        definition = workflows.definition_of(session, item.latest.id)
+        listed.append(
+            WorkflowInfo(
+                name=definition.name,
+                description=definition.spec.description,
+                input_schema=definition.input_schema,
+                agents=[
+                    AgentInfo(name=a.name, model=a.model, description=a.description) for a in definition.agents.values()
+                ],
+            )
         )
-    )
+    return reply(WorkflowList(workflows=listed))
 
 
 def _parse(model: type[M], values: Mapping[str, str], code: str) -> M:

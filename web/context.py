@@ -26,12 +26,11 @@ def engine() -> Engine:
 
 def gate_usage() -> dict[str, dict[str, Any]]:
     """Each model's quota use as the fleet's gate sees it (None where Redis is down)."""
-    from taskapp.domain.agents import models_in_use
     from taskapp.hotstate.quota_gate import gate_for
 
     try:
         gate = gate_for(settings(), lease_ms=1)
-        return {model: gate.usage(model) for model in models_in_use()}
+        return {model: gate.usage(model) for model in settings().gemini_models}
     except redis.RedisError:
         return {}
 

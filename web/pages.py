@@ -12,9 +12,8 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from taskapp.celery_app import queue_depths
-from taskapp.domain.workflows import WORKFLOWS, get_workflow
 from taskapp.pipeline import orchestrator
-from taskapp.store import metrics
+from taskapp.store import metrics, workflows
 from taskapp.store.runs import get_run, run_steps, runs_page, step_progress
 from web import auth, submission
 from web.auth import login_required
@@ -80,10 +79,11 @@ def new_run():
     """A form built from the workflow's input schema."""
     team_id = g.team_id
     name = request.values.get("workflow", "research")
-    if name not in WORKFLOWS:
+    listed = {item.workflow.name: item for item in workflows.visible(db(), team_id)}
+    if name not in listed:
         abort(404)
-    workflow = get_workflow(name)
-    schema = workflow.input_schema.model_json_schema()
+    workflow = workflows.definition_of(db(), listed[name].latest.id).spec
+    schema = workflow.input_schema
     errors: list[str] = []
     status = 200
     if request.method == "POST":
@@ -98,7 +98,7 @@ def new_run():
         except ApiError as exc:
             errors, status = _form_errors(exc, schema), exc.status
     return render_template(
-        "new_run.html", workflow=workflow, workflows=WORKFLOWS, schema=schema, errors=errors, values=request.form
+        "new_run.html", workflow=workflow, workflows=listed, schema=schema, errors=errors, values=request.form
     ), status
 
 

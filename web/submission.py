@@ -44,6 +44,7 @@ def submit(team_id: uuid.UUID, body: Any, idempotency_key: str | None = None) ->
             options=spec.options.model_dump(exclude_none=True),
             idempotency_key=idempotency_key,
             max_waiting=settings().max_waiting_work,
+            version=spec.version,
         )
     except intake.Overloaded as exc:
         raise ApiError(429, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None

@@ -47,7 +47,9 @@ def read_document(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
             where = f"line {mark.line + 1}, column {mark.column + 1}"
-        raise DefinitionFileError([(str(path), Problem(where, f"does not parse: {str(exc).splitlines()[0]}"))]) from None
+        raise DefinitionFileError(
+            [(str(path), Problem(where, f"does not parse: {str(exc).splitlines()[0]}"))]
+        ) from None
 
 
 def check_file(path: Path, *, models: Collection[str], shared: bool) -> Definition:
@@ -73,7 +75,9 @@ def load_path(spec: str, *, models: Collection[str]) -> list[Definition]:
             errors += exc.errors
             continue
         if definition.name in found:
-            errors.append((str(path), Problem("name", f"{definition.name!r} is defined in {found[definition.name][0]} too")))
+            errors.append(
+                (str(path), Problem("name", f"{definition.name!r} is defined in {found[definition.name][0]} too"))
+            )
             continue
         found[definition.name] = (path, definition)
     if errors:
@@ -112,4 +116,6 @@ def _import_file(path: Path) -> None:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise DefinitionFileError([(str(path), Problem("", f"importing it failed: {type(exc).__name__}: {exc}"))]) from exc
+        raise DefinitionFileError(
+            [(str(path), Problem("", f"importing it failed: {type(exc).__name__}: {exc}"))]
+        ) from exc

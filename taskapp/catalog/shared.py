@@ -41,3 +41,12 @@ def sync(settings: Settings, factory: sessionmaker[Session]) -> list[tuple[str, 
         if created:
             log.info("shared workflow %s: version %d stored", name, version)
     return done
+
+
+def release(settings: Settings) -> list[tuple[str, int, bool]]:
+    """The release step (`taskapp db upgrade`): migrate the database, then store the shared workflows."""
+    from taskapp.store import migrate
+    from taskapp.store.db import session_factory
+
+    migrate.upgrade(settings)
+    return sync(settings, session_factory(settings))

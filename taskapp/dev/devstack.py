@@ -18,9 +18,10 @@ from pathlib import Path
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
+from taskapp.catalog.shared import release
 from taskapp.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from taskapp.dev.localstack import EXAMPLES
 from taskapp.settings import Settings, child_environment, load_settings
-from taskapp.store import migrate
 from taskapp.store.db import session_factory
 from taskapp.store.teams import (
     create_team,
@@ -61,9 +62,11 @@ def run(settings: Settings) -> int:
         # so sessions survive a restart. Plain http on localhost: cookies cannot be Secure-only.
         env["SECRET_KEY"] = settings.secret_key or _remembered(data / "secret_key", lambda: secrets.token_urlsafe(48))
         env["SESSION_COOKIE_SECURE"] = "false"
+        # The shipped examples (research, summarize, support) unless the deployer names their own.
+        env["WORKFLOWS_PATH"] = settings.workflows_path or str(EXAMPLES)
         dev = load_settings(child_environment(**env))
-        print("applying migrations …", flush=True)
-        migrate.upgrade(dev)
+        print("applying migrations and storing the shared workflows …", flush=True)
+        release(dev)
         api_key = ensure_demo_team(dev, data / "demo_api_key")
         _banner(dev, api_key, login_link(dev), with_sim)
         manager = Manager()

@@ -28,6 +28,7 @@ from taskapp.service_urls import normalize_database_url
 from taskapp.settings import child_environment
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests and benchmarks run from one
+EXAMPLES = ROOT / "examples" / "workflows"  # the shared workflows of every local stack
 
 
 class LocalStack:
@@ -124,6 +125,7 @@ class LocalStack:
             "LOG_FORMAT": "json",
             "GEMINI_TIMEOUT_MS": "20000",
             "SECRET_KEY": self.secret_key,
+            "WORKFLOWS_PATH": str(EXAMPLES),
         }
         return child_environment(**(base | extra))
 

@@ -8,16 +8,21 @@ malformed answer fails (or is retried for) that step alone, never the batch.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError, create_model
-
 from taskapp.domain.agents import Agent
+from taskapp.domain.definitions.checks import RESERVED_OUTPUT_FIELD as TOOL_CALLS
+from taskapp.domain.definitions.schemas import validation_errors
 from taskapp.domain.tokens import estimate_tokens
 
+TOOL_RULES = (
+    "You may call tools. For a task that needs them, answer with "
+    '{"step_id": ..., "tool_calls": [{"tool": <name>, "arguments": {...}}]} instead of an output; '
+    "you will get the task again with their results in its input's tool_results. When a task's "
+    "tool_results are enough, answer with its output. The tools:"
+)
 BATCH_RULES = (
     "You receive a JSON list of tasks, each with a step_id and an input. Handle each task "
     'independently. Reply with JSON: {"answers": [{"step_id": <the task\'s step_id>, '
@@ -25,36 +30,63 @@ BATCH_RULES = (
 )
 
 
-class _BatchSchema(BaseModel):
-    """A response schema whose JSON schema is generated once.
-
-    The SDK turns a pydantic response schema into its wire form on every call, starting
-    with `model_json_schema()`: about a millisecond of CPU per call for our nested
-    schemas, and they never change. The SDK edits what it gets, so each call gets a copy.
-    """
-
-    @classmethod
-    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        key = (cls, args, tuple(sorted(kwargs.items())))
-        schema = _json_schemas.get(key)
-        if schema is None:
-            schema = _json_schemas[key] = super().model_json_schema(*args, **kwargs)
-        return copy.deepcopy(schema)
+MAX_TOOL_CALLS = 8  # per answer: each is a step of its own
 
 
-_json_schemas: dict[Any, dict[str, Any]] = {}
+def batch_schema(agent: Agent) -> dict[str, Any]:
+    """The response schema (JSON Schema, sent as responseJsonSchema) for a batch of this agent's
+    steps: one answer per step id, each its output or, for an agent with tools, tool calls."""
+    cached = _schemas.get(agent.id)
+    if cached is None:
+        cached = _schemas[agent.id] = _batch_schema(agent)
+    return copy.deepcopy(cached)  # the SDK may edit what it is given
 
 
-@functools.cache
-def batch_schema(agent: Agent) -> type[BaseModel]:
-    """The response schema for a batch of this agent's steps."""
-    answer = create_model(f"{agent.name.title()}Answer", step_id=(str, ...), output=(agent.output_schema, ...))
-    # `answer` is a model built at run time, which mypy cannot use as a type argument.
-    return create_model(f"{agent.name.title()}Batch", __base__=_BatchSchema, answers=(list[answer], ...))  # type: ignore[valid-type]
+_schemas: dict[str, dict[str, Any]] = {}
+
+
+def _batch_schema(agent: Agent) -> dict[str, Any]:
+    output = {k: v for k, v in agent.output_schema.items() if k not in ("$defs", "definitions", "$schema", "$id")}
+    defs = {**agent.output_schema.get("definitions", {}), **agent.output_schema.get("$defs", {})}
+    answer: dict[str, Any] = {
+        "type": "object",
+        "properties": {"step_id": {"type": "string"}, "output": output},
+        "required": ["step_id", "output"],
+    }
+    if agent.tools:
+        calls = [
+            {
+                "type": "object",
+                "properties": {"tool": {"type": "string", "enum": [t.name]}, "arguments": t.args_schema},
+                "required": ["tool", "arguments"],
+            }
+            for t in agent.tools
+        ]
+        answer["properties"]["tool_calls"] = {
+            "type": "array",
+            "items": calls[0] if len(calls) == 1 else {"anyOf": calls},
+            "maxItems": MAX_TOOL_CALLS,
+        }
+        answer["required"] = ["step_id"]
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"answers": {"type": "array", "items": answer}},
+        "required": ["answers"],
+    }
+    if defs:
+        schema["$defs"] = defs
+    return schema
 
 
 def system_instruction(agent: Agent) -> str:
-    return f"{agent.system_prompt}\n\n{BATCH_RULES}"
+    text = f"{agent.system_prompt}\n\n{BATCH_RULES}"
+    if agent.tools:
+        listed = "\n".join(
+            f"- {t.name}: {t.description} Arguments (JSON Schema): {json.dumps(t.args_schema, separators=(',', ':'))}"
+            for t in agent.tools
+        )
+        text += f"\n\n{TOOL_RULES}\n{listed}"
+    return text
 
 
 def build_prompt(items: list[tuple[str, dict[str, Any]]], repair: str | None = None) -> str:
@@ -73,6 +105,8 @@ def prompt_tokens(agent: Agent, items: list[tuple[str, dict[str, Any]]]) -> int:
 
 @dataclass(frozen=True)
 class Answer:
+    """A step's answer: its output (for a tool request, {"tool_calls": [...]}), or why it has none."""
+
     output: dict[str, Any] | None = None
     error: str | None = None
     raw: str = ""
@@ -99,16 +133,41 @@ def parse_answers(text: str | None, agent: Agent, step_ids: list[str]) -> dict[s
         sid = str(item.get("step_id", ""))
         if sid not in wanted or (sid in result and result[sid].ok):
             continue  # an id we did not ask for, or a duplicate of a good answer: never mixed in
-        raw = json.dumps(item.get("output"), ensure_ascii=False)[:2000]
-        try:
-            output = agent.output_schema.model_validate(item.get("output")).model_dump(mode="json")
-            result[sid] = Answer(output=output, raw=raw)
-        except ValidationError as exc:
-            result[sid] = Answer(error=f"answer fails the {agent.name} schema: {_brief(exc)}", raw=raw)
+        result[sid] = _one_answer(agent, item)
     for sid in step_ids:
         result.setdefault(sid, Answer(error="no answer for this step_id in the response"))
     return result
 
 
-def _brief(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in exc.errors()[:3])
+def _one_answer(agent: Agent, item: dict[str, Any]) -> Answer:
+    calls = item.get(TOOL_CALLS) if agent.tools else None
+    if calls:
+        raw = json.dumps(calls, ensure_ascii=False)[:2000]
+        if "output" in item and item["output"] not in (None, {}):
+            return Answer(error="answer has both an output and tool_calls; give one", raw=raw)
+        problem = _tool_calls_problem(agent, calls)
+        if problem:
+            return Answer(error=problem, raw=raw)
+        return Answer(
+            output={TOOL_CALLS: [{"tool": c["tool"], "arguments": c.get("arguments") or {}} for c in calls]}, raw=raw
+        )
+    output = item.get("output")
+    raw = json.dumps(output, ensure_ascii=False)[:2000]
+    errors = validation_errors(agent.output_schema, output, limit=3)
+    if errors:
+        why = "; ".join(f"{path or 'output'}: {message}" for path, message in errors)
+        return Answer(error=f"answer fails the {agent.name} schema: {why}", raw=raw)
+    return Answer(output=output, raw=raw)
+
+
+def _tool_calls_problem(agent: Agent, calls: Any) -> str | None:
+    if not isinstance(calls, list) or len(calls) > MAX_TOOL_CALLS:
+        return f"tool_calls must be a list of at most {MAX_TOOL_CALLS} calls"
+    names = {t.name for t in agent.tools}
+    for call in calls:
+        if not isinstance(call, dict) or call.get("tool") not in names:
+            tool = call.get("tool") if isinstance(call, dict) else call
+            return f"tool_calls names {tool!r}, which is not one of {agent.name}'s tools ({', '.join(sorted(names))})"
+        if not isinstance(call.get("arguments", {}), dict):
+            return f"the arguments of a {call['tool']} call must be an object"
+    return None

@@ -1,4 +1,8 @@
-"""The shared batch buffers: one sorted set per agent and model in Redis.
+"""The shared batch buffers: one sorted set per lane and model in Redis.
+
+A lane is an agent version's (taskapp.domain.agents.lane_of): a team's own unless the
+agent batches across teams. The lanes with steps waiting are listed, with their batch
+policy, in one hash that every flusher reads each tick.
 
 Every worker on every machine offers to and takes from the same buffers, so steps
 from runs started anywhere share a call. Both operations are Lua scripts, so they
@@ -13,6 +17,7 @@ find again.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import cast
 
@@ -20,7 +25,7 @@ import redis
 
 from taskapp.domain.batching import BatchPolicy
 from taskapp.hotstate.scripts import load
-from taskapp.keys import buffer_key
+from taskapp.keys import LANES_KEY, buffer_key
 
 _OFFER = load("buffer_offer")
 _TAKE = load("buffer_take")
@@ -34,6 +39,38 @@ class Taken:
     wait_ms: int
 
 
+@dataclass(frozen=True)
+class Lane:
+    """One buffer: its lane, model and agent (by name, for logs and batch rows) and its policy."""
+
+    lane: str
+    model: str
+    agent: str
+    policy: BatchPolicy
+    opens_runs: bool = False  # its agent takes runs' first steps, so company can always come
+
+    @property
+    def field(self) -> str:
+        return f"{self.lane}|{self.model}"
+
+    def meta(self) -> str:
+        return json.dumps(
+            {
+                "agent": self.agent,
+                "max_size": self.policy.max_size,
+                "max_wait_ms": self.policy.max_wait_ms,
+                "opens_runs": self.opens_runs,
+            }
+        )
+
+    @classmethod
+    def from_meta(cls, field: str, meta: str) -> Lane:
+        lane, model = field.rsplit("|", 1)
+        data = json.loads(meta)
+        policy = BatchPolicy(int(data["max_size"]), int(data["max_wait_ms"]))
+        return cls(lane, model, str(data.get("agent", lane)), policy, bool(data.get("opens_runs")))
+
+
 class Batcher:
     """Offer step ids to, and take batches from, the shared buffers."""
 
@@ -42,19 +79,31 @@ class Batcher:
         self._offer = client.register_script(_OFFER)
         self._take = client.register_script(_TAKE)
 
-    def offer(self, agent: str, model: str, step_ids: list[str]) -> int:
+    def offer(self, lane: Lane, step_ids: list[str]) -> int:
         """Add steps (a step already waiting keeps its place); returns how many now wait."""
         if not step_ids:
-            return self.size(agent, model)
-        return int(self._offer(keys=[buffer_key(agent, model)], args=list(step_ids)))
+            return self.size(lane.lane, lane.model)
+        return int(
+            self._offer(keys=[buffer_key(lane.lane, lane.model), LANES_KEY], args=[lane.field, lane.meta(), *step_ids])
+        )
 
-    def take(
-        self, agent: str, model: str, policy: BatchPolicy, *, force: bool = False, max_batches: int = 16
-    ) -> list[Taken]:
+    def lanes(self) -> list[Lane]:
+        """The lanes with steps waiting (or just emptied), in a stable order."""
+        raw = cast(dict, self.client.hgetall(LANES_KEY))
+        return sorted((Lane.from_meta(_text(k), _text(v)) for k, v in raw.items()), key=lambda lane: lane.field)
+
+    def take(self, lane: Lane, *, force: bool = False, max_batches: int = 16) -> list[Taken]:
         """What is due to flush: full batches now, the rest once the oldest has waited the window."""
+        policy = lane.policy
         reply = self._take(
-            keys=[buffer_key(agent, model)],
-            args=[policy.max_size, policy.max_wait_ms, "1" if force else "0", policy.max_size * max_batches],
+            keys=[buffer_key(lane.lane, lane.model), LANES_KEY],
+            args=[
+                policy.max_size,
+                policy.max_wait_ms,
+                "1" if force else "0",
+                policy.max_size * max_batches,
+                lane.field,
+            ],
         )
         now = int(reply[0])
         pairs = reply[1:]
@@ -64,7 +113,7 @@ class Batcher:
         return int(cast(int, self.client.zcard(buffer_key(agent, model))))
 
     def sizes(self, buffers: list[tuple[str, str]]) -> list[int]:
-        """How many steps wait in each (agent, model) buffer, in one round trip."""
+        """How many steps wait in each (lane, model) buffer, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         for agent, model in buffers:
             pipe.zcard(buffer_key(agent, model))

@@ -67,13 +67,12 @@ class Grant:
 
 
 def gate_for(settings: Settings, lease_ms: int) -> QuotaGate:
-    """This process's gate, over every model an agent calls."""
-    from taskapp.domain.agents import models_in_use
+    """This process's gate, over every model the deployment serves (GEMINI_MODELS)."""
     from taskapp.hotstate.client import get_redis
 
     return QuotaGate(
         get_redis(settings.require("redis_url")),
-        {m: settings.quota(m) for m in models_in_use()},
+        {m: settings.quota(m) for m in settings.gemini_models},
         lease_ms=lease_ms,
         day_seconds=settings.quota_day_seconds,
         minute_seconds=settings.quota_minute_seconds,

@@ -7,12 +7,12 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from pydantic import BaseModel
 
 from taskapp.domain.pricing import Usage
 from taskapp.per_process import per_process
@@ -78,7 +78,7 @@ class GeminiClient:
         model: str,
         system_instruction: str,
         prompt: str,
-        response_schema: type[BaseModel],
+        response_schema: dict[str, Any],
         temperature: float,
         max_output_tokens: int,
     ) -> LlmResponse:
@@ -87,7 +87,7 @@ class GeminiClient:
             temperature=temperature,
             max_output_tokens=max_output_tokens,
             response_mime_type="application/json",
-            response_schema=response_schema,
+            response_json_schema=response_schema,
         )
         started = time.perf_counter()
         try:
@@ -141,15 +141,14 @@ def _quota_details(details: object) -> tuple[float | None, str | None]:
     return retry_after, quota_id
 
 
-def warm_up(response_schemas: Iterable[type[BaseModel]]) -> None:
+def warm_up(response_schemas: Iterable[dict[str, Any]]) -> None:
     """Build now what the SDK's pydantic types and our schemas otherwise build on a process's
     first calls (a few hundred ms of CPU). A worker node calls it before it forks its pool,
     so every pool process starts warm instead of paying for it on its first batch."""
     with contextlib.suppress(ImportError):  # what the SDK's HTTP transport imports on a client's first build
         import httpcore2  # noqa: F401
     for schema in response_schemas:
-        types.GenerateContentConfig(response_mime_type="application/json", response_schema=schema)
-        schema.model_json_schema()
+        types.GenerateContentConfig(response_mime_type="application/json", response_json_schema=schema)
     types.Schema.model_validate({"type": "OBJECT", "properties": {"a": {"type": "STRING"}}})
     types.UserContent(parts=[types.Part(text="")])
     types.GenerateContentResponse.model_validate(

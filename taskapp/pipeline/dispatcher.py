@@ -18,14 +18,15 @@ from celery import Celery, chord
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskapp.domain.batching import chunks, company_can_come
-from taskapp.domain.workflows import first_step_agents
-from taskapp.hotstate.buffers import Batcher, Taken
+from taskapp.hotstate.buffers import Batcher, Lane, Taken
 from taskapp.hotstate.client import get_redis
 from taskapp.keys import (
     EXECUTE_BATCH_TASK,
     FINISH_BATCHES_TASK,
     ORCHESTRATION_QUEUE,
+    RUN_TOOL_TASK,
     STARTED_PREFIX,
+    TOOLS_QUEUE,
     llm_queue,
 )
 from taskapp.outages import dependency_of
@@ -45,6 +46,9 @@ _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2,
 # Postgres. Only ever set after the commit that started the run; without it (expired,
 # Redis flushed or down) the message asks Postgres, which gives the same answer.
 STARTED_TTL_S = 600
+TOOL_KIND = orchestrator.TOOL_STEP
+# A tool past its soft limit gets this long to record its timeout before its process is killed.
+TOOL_HARD_LIMIT_EXTRA_S = 5
 
 
 class Dispatcher:
@@ -110,27 +114,43 @@ class Dispatcher:
 
     # -- buffers --------------------------------------------------------------------------
 
+    def lane_of(self, item: orchestrator.Ready) -> Lane:
+        """A queued agent step's buffer, with the batch policy its agent and the settings give it."""
+        policy = self.settings.batch_policy(item.agent, item.own_policy)
+        return Lane(item.lane or item.agent, item.model, item.agent, policy, item.opens_runs)
+
     def offer(self, ready: list[orchestrator.Ready]) -> None:
-        """Put queued steps in their buffers; flush a buffer that is full, or at once for interactive runs."""
-        groups: dict[tuple[str, str], list[orchestrator.Ready]] = defaultdict(list)
+        """Put queued steps in their buffers (a tool step goes to the tools queue); flush a buffer
+        that is full, or at once for interactive runs."""
+        tools = [i for i in ready if i.kind == TOOL_KIND]
+        if tools:
+            self.run_tools(tools)
+        groups: dict[Lane, list[orchestrator.Ready]] = defaultdict(list)
         for item in ready:
-            groups[(item.agent, item.model)].append(item)
-        for (agent, model), items in groups.items():
+            if item.kind != TOOL_KIND:
+                groups[self.lane_of(item)].append(item)
+        for lane, items in groups.items():
             try:
-                waiting = self.batcher.offer(agent, model, [i.step_id for i in items])
+                waiting = self.batcher.offer(lane, [i.step_id for i in items])
             except redis.RedisError as exc:
                 # The rows are committed as `queued`: the sweeper offers them again once Redis is back.
-                log.warning("offer to the batch buffer failed: %s", exc, extra={"agent": agent, "model": model})
+                log.warning(
+                    "offer to the batch buffer failed: %s", exc, extra={"agent": lane.agent, "model": lane.model}
+                )
                 continue
             interactive = any(i.priority == "interactive" for i in items)
-            if interactive or waiting >= self.settings.batch_policy(agent).max_size:
-                self.flush(agent, model, force=interactive)
+            if interactive or waiting >= lane.policy.max_size:
+                self.flush(lane, force=interactive)
 
-    def flush(self, agent: str, model: str, *, force: bool = False, why: str = "interactive") -> list[uuid.UUID]:
+    def run_tools(self, items: list[orchestrator.Ready]) -> None:
+        """Send each tool step to the tools queue (taskapp.pipeline.tool_runner runs it)."""
+        publish_tool_calls(self.app, items)
+
+    def flush(self, lane: Lane, *, force: bool = False, why: str = "interactive") -> list[uuid.UUID]:
         """Take what is due from a buffer (all of it when forced, saying `why`) and send it as
         one chord; returns the batch ids sent."""
-        policy = self.settings.batch_policy(agent)
-        taken = self.batcher.take(agent, model, policy, force=force)
+        agent, model, policy = lane.agent, lane.model, lane.policy
+        taken = self.batcher.take(lane, force=force)
         if not taken:
             return []
         batches: list[tuple[uuid.UUID, list[str], str]] = []
@@ -142,13 +162,15 @@ class Dispatcher:
                 for part in chunks(taken, policy.max_size):
                     reason = why if force else ("full" if len(part) == policy.max_size else "window")
                     batch_id = uuid.uuid4()
-                    joined = open_batch(session, batch_id, agent, model, part, reason, self.settings.batch_stranded_s)
+                    joined = open_batch(
+                        session, batch_id, agent, model, part, reason, self.settings.batch_stranded_s, lane=lane.lane
+                    )
                     if joined:
                         batches.append((batch_id, joined, reason))
                 if batches:
-                    self._send_chord(agent, model, [(b, ids) for b, ids, _ in batches])
+                    self._send_chord(lane, [(b, ids) for b, ids, _ in batches])
         except Exception as exc:
-            self._put_back(agent, model, taken)
+            self._put_back(lane, taken)
             if dependency_of(exc):  # an outage: the flusher backs off and says so once per retry
                 raise
             log.exception("flush failed; putting %d step(s) back", len(taken), extra={"agent": agent, "model": model})
@@ -162,32 +184,32 @@ class Dispatcher:
             )
         return [b for b, _, _ in batches]
 
-    def flush_idle(self, buffers: list[tuple[str, str]]) -> list[uuid.UUID]:
+    def flush_idle(self, lanes: list[Lane]) -> list[uuid.UUID]:
         """Flush the waiting buffers that nothing on its way could still join (batching.company_can_come)."""
-        firsts = first_step_agents()
-        candidates = [b for b in buffers if b[0] not in firsts]
-        waiting = [b for b, size in zip(candidates, self.batcher.sizes(candidates), strict=True) if size]
+        candidates = [lane for lane in lanes if not lane.opens_runs]
+        sizes = self.batcher.sizes([(lane.lane, lane.model) for lane in candidates])
+        waiting = [lane for lane, size in zip(candidates, sizes, strict=True) if size]
         if not waiting:
             return []
         with self.factory() as session:
             seen = in_motion.read_outlook(session, self.batcher, self.settings.batch_stranded_s)
         if company_can_come(seen, first_step_agent=False):
             return []
-        return [batch for agent, model in waiting for batch in self.flush(agent, model, force=True, why="idle")]
+        return [batch for lane in waiting for batch in self.flush(lane, force=True, why="idle")]
 
-    def _put_back(self, agent: str, model: str, taken: list[Taken]) -> None:
+    def _put_back(self, lane: Lane, taken: list[Taken]) -> None:
         try:
-            self.batcher.offer(agent, model, [t.step_id for t in taken])
+            self.batcher.offer(lane, [t.step_id for t in taken])
         except redis.RedisError:
             pass  # still `queued` in Postgres: the sweeper finds them
 
-    def _send_chord(self, agent: str, model: str, batches: list[tuple[uuid.UUID, list[str]]]) -> None:
+    def _send_chord(self, lane: Lane, batches: list[tuple[uuid.UUID, list[str]]]) -> None:
         header = [
             self.app.signature(
                 EXECUTE_BATCH_TASK,
                 args=[str(batch_id), ids],
-                kwargs={"agent": agent, "model": model},
-                queue=llm_queue(model),
+                kwargs={"agent": lane.agent, "model": lane.model, "lane": lane.lane},
+                queue=llm_queue(lane.model),
             )
             for batch_id, ids in batches
         ]
@@ -206,6 +228,21 @@ class Dispatcher:
         self._carry_out(done, origin)
         if run_ids[ADVANCE_CHUNK:]:
             self.advance(run_ids[ADVANCE_CHUNK:], origin)
+
+
+def publish_tool_calls(app: Celery, items: list[orchestrator.Ready]) -> None:
+    """One `run_tool` message per tool step, on the tools queue, with the tool's time limits."""
+    for item in items:
+        app.send_task(
+            RUN_TOOL_TASK,
+            args=[item.step_id],
+            queue=TOOLS_QUEUE,
+            ignore_result=True,
+            soft_time_limit=item.timeout_s,
+            time_limit=item.timeout_s + TOOL_HARD_LIMIT_EXTRA_S,
+            retry=True,
+            retry_policy=_PUBLISH_RETRY,
+        )
 
 
 @per_process(key=lambda *_: ())

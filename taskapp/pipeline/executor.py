@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from taskapp.domain.agents import Agent, get_agent
+from taskapp.domain.agents import Agent
 from taskapp.domain.prompts import Answer, prompt_tokens
 from taskapp.domain.retry import after_call_error
 from taskapp.hotstate.quota_gate import Grant, QuotaGate
@@ -37,6 +37,7 @@ from taskapp.pipeline.step_commit import BatchOutcome, as_row, commit_answers
 from taskapp.store import events
 from taskapp.store.claims import claim, claimable, event_order, release_steps
 from taskapp.store.models import LlmCall, Step
+from taskapp.store.workflows import agent_of_step
 
 log = logging.getLogger(__name__)
 # How long a batch whose answers arrived waits for PostgreSQL to come back before giving
@@ -138,9 +139,9 @@ def _claim(
         if not waiting:
             outcome.skipped = len(ids)
             return None
-        agent = get_agent(waiting[0].agent)
-        if any(s.agent != agent.name or s.model != waiting[0].model for s in waiting):
-            raise ValueError("a batch must hold steps of one agent and model")
+        agent = agent_of_step(session, waiting[0])
+        if any(s.lane != waiting[0].lane or s.model != waiting[0].model for s in waiting):
+            raise ValueError("a batch must hold steps of one lane (agent version and team) and model")
         try:
             grant = _acquire(gate, agent, waiting, str(batch_id))
         except LlmError as exc:

@@ -20,7 +20,6 @@ import time
 
 import redis
 
-from taskapp.domain.agents import all_agents
 from taskapp.keys import SWEEP_LOCK
 from taskapp.outages import TRANSIENT_ERRORS, dependency_of
 from taskapp.pipeline import sweeper
@@ -37,17 +36,17 @@ IDLE_CHECK_S = 0.1
 class Flusher:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
-        self.buffers = sorted({(a.name, a.model) for a in all_agents()})
         self.stopping = False
         self._next_sweep = 0.0
         self._next_idle_check = 0.0
 
     def tick(self) -> None:
-        for agent, model in self.buffers:
-            self.dispatcher.flush(agent, model)
-        if time.monotonic() >= self._next_idle_check:
+        lanes = self.dispatcher.batcher.lanes()  # the buffers with steps waiting, any agent version
+        for lane in lanes:
+            self.dispatcher.flush(lane)
+        if lanes and time.monotonic() >= self._next_idle_check:
             self._next_idle_check = time.monotonic() + IDLE_CHECK_S
-            self.dispatcher.flush_idle(self.buffers)
+            self.dispatcher.flush_idle(lanes)
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.dispatcher.settings.sweep_interval_s
             if self._elected():
@@ -60,7 +59,7 @@ class Flusher:
 
     def run(self) -> None:
         tick_s = self.dispatcher.settings.batch_tick_ms / 1000
-        log.info("flusher watching %d buffer(s), tick %d ms", len(self.buffers), self.dispatcher.settings.batch_tick_ms)
+        log.info("flusher watching the batch buffers, tick %d ms", self.dispatcher.settings.batch_tick_ms)
         while not self.stopping:
             try:
                 self.tick()

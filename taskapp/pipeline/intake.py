@@ -23,8 +23,8 @@ from taskapp.celery_app import app as celery_app
 from taskapp.domain.definitions.checks import Definition
 from taskapp.domain.definitions.inputs import input_errors
 from taskapp.keys import ORCHESTRATION_QUEUE, START_RUN_TASK
-from taskapp.store.models import Run, Step
 from taskapp.store import workflows
+from taskapp.store.models import Run, Step
 from taskapp.store.runs import create_run, run_by_key
 
 log = logging.getLogger(__name__)

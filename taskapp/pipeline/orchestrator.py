@@ -19,7 +19,9 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from taskapp.domain.agents import get_agent
+from taskapp.domain.agents import lane_of
+from taskapp.domain.definitions.checks import Definition
+from taskapp.domain.definitions.flow import TOOL_STEP, DefinedWorkflow
 from taskapp.domain.engine import (
     Decision,
     RunOptions,
@@ -29,23 +31,35 @@ from taskapp.domain.engine import (
     within_team_budget,
 )
 from taskapp.domain.quota import TeamShare, pacific_day_start
-from taskapp.domain.workflows import get_workflow
 from taskapp.settings import Settings
-from taskapp.store import events
+from taskapp.store import events, workflows
 from taskapp.store.models import FINAL_RUN_STATUSES, PENDING_STEP_STATUSES, Run, Step, Team
 
 log = logging.getLogger(__name__)
 
 
+TOOL_MODEL = "tool"  # the model column of a tool step: it calls no model
+
+
 @dataclass(frozen=True)
 class Ready:
-    """A step stored as `queued`, to be offered to its agent's batch buffer once committed."""
+    """A step stored as `queued`, to be offered to its lane's batch buffer (or, a tool step,
+    sent to the tools queue) once committed."""
 
     step_id: str
     agent: str
     model: str
     run_id: str
     priority: str = "batch"
+    lane: str = ""
+    kind: str = "agent"
+    batch: tuple[int | None, int | None] = (None, None)  # the agent's own (max_size, max_wait_ms)
+    opens_runs: bool = False  # its agent takes runs' first steps (it always waits its window)
+    timeout_s: float = 0.0  # a tool step's time limit
+
+    @property
+    def own_policy(self) -> dict[str, int | None]:
+        return {"max_size": self.batch[0], "max_wait_ms": self.batch[1]}
 
 
 @dataclass
@@ -68,6 +82,7 @@ class _Plan:
     decision: Decision
     next_seq: int
     priority: str
+    definition: Definition | None
 
 
 def advance_runs(
@@ -166,21 +181,52 @@ def _plan(
         return None
     options = run.options or {}
     run_options = RunOptions(priority=options.get("priority", "batch"), overrides=options.get("limits") or {})
-    decision = decide(
-        get_workflow(run.workflow),
-        run.input,
-        [
-            StepState(s.seq, s.agent, s.status, s.input, s.output, s.error, s.tokens_in + s.tokens_out, s.handoff)
-            for s in steps
-        ],
-        run_options.limits(settings.limits()),
-        elapsed_s=0.0 if starting else (now - (run.started_at or now)).total_seconds(),
-    )
+    try:
+        definition: Definition | None = workflows.definition_of_run(session, run)
+    except workflows.UnknownWorkflow:
+        definition = None
+    if definition is None:
+        decision = Decision(failure=f"workflow {run.workflow!r} is not known here (no stored version)")
+    else:
+        decision = decide(
+            _workflow(definition),
+            run.input,
+            [
+                StepState(
+                    s.seq,
+                    s.agent,
+                    s.status,
+                    s.input,
+                    s.output,
+                    s.error,
+                    s.tokens_in + s.tokens_out,
+                    s.handoff,
+                    s.stage,
+                    s.kind,
+                    s.item,
+                )
+                for s in steps
+            ],
+            run_options.limits(settings.limits()),
+            elapsed_s=0.0 if starting else (now - (run.started_at or now)).total_seconds(),
+        )
     if not decision.finished and share.daily_token_budget is not None:
         decision = within_team_budget(decision, share, _team_tokens_today(session, run.team_id, now))
     if not (starting or decision.finished or decision.new_steps):
         return None
-    return _Plan(run, team, starting, decision, (steps[-1].seq + 1) if steps else 1, run_options.priority)
+    next_seq = (steps[-1].seq + 1) if steps else 1
+    return _Plan(run, team, starting, decision, next_seq, run_options.priority, definition)
+
+
+_workflows: dict[int, DefinedWorkflow] = {}
+
+
+def _workflow(definition: Definition) -> DefinedWorkflow:
+    """One engine per definition (definitions are cached for good by version: taskapp.store.workflows)."""
+    found = _workflows.get(id(definition))
+    if found is None or found.definition is not definition:
+        found = _workflows[id(definition)] = DefinedWorkflow(definition)
+    return found
 
 
 def _carry_out(session: Session, plans: list[_Plan], origin: str | None, now: datetime, out: Advanced) -> None:
@@ -199,7 +245,8 @@ def _carry_out(session: Session, plans: list[_Plan], origin: str | None, now: da
             if plan.team is not None and plan.team.max_concurrent_runs is not None:
                 out.freed_teams.add(plan.team.id)
         else:
-            out.ready += _queue_steps(session, run, plan.decision, plan.next_seq, plan.priority, origin, new_steps)
+            assert plan.definition is not None  # a decision with new steps came from a definition
+            out.ready += _queue_steps(session, plan, origin, new_steps)
     if new_steps:  # every run's new steps in one INSERT (Core: no objects to track)
         session.connection().execute(insert(Step), new_steps)
 
@@ -262,31 +309,57 @@ def next_queued_runs(session: Session, team_ids: set[uuid.UUID]) -> list[uuid.UU
     ]
 
 
-def _queue_steps(
-    session: Session,
-    run: Run,
-    decision: Decision,
-    next_seq: int,
-    priority: str,
-    origin: str | None,
-    rows: list[dict[str, Any]],
-) -> list[Ready]:
+def _queue_steps(session: Session, plan: _Plan, origin: str | None, rows: list[dict[str, Any]]) -> list[Ready]:
     """Add the decision's steps to `rows` (the caller inserts them) and record their events."""
+    run, definition = plan.run, plan.definition
+    assert definition is not None
+    first_agent = definition.first_agent.name
     ready = []
-    for offset, new in enumerate(decision.new_steps):
-        agent = get_agent(new.agent)
-        seq = next_seq + offset
+    for offset, new in enumerate(plan.decision.new_steps):
+        seq = plan.next_seq + offset
         step_id = step_key(run.id, seq)
+        if new.kind == TOOL_STEP:
+            tool = definition.tools.get(new.agent)
+            model, lane, item = (
+                TOOL_MODEL,
+                None,
+                Ready(
+                    str(step_id),
+                    new.agent,
+                    TOOL_MODEL,
+                    str(run.id),
+                    plan.priority,
+                    kind=TOOL_STEP,
+                    timeout_s=tool.timeout_s if tool else 10.0,
+                ),
+            )
+        else:
+            agent = definition.agents[new.agent]
+            model, lane = agent.model, lane_of(agent, str(run.team_id))
+            item = Ready(
+                str(step_id),
+                agent.name,
+                model,
+                str(run.id),
+                plan.priority,
+                lane=lane,
+                batch=(agent.batch.max_size, agent.batch.max_wait_ms),
+                opens_runs=agent.name == first_agent,
+            )
         rows.append(
             {
                 "id": step_id,
                 "run_id": run.id,
                 "seq": seq,
-                "agent": agent.name,
-                "model": agent.model,
+                "agent": new.agent,
+                "model": model,
                 "status": "queued",
                 "input": new.input,
                 "handoff": new.handoff,
+                "stage": new.stage,
+                "kind": new.kind,
+                "item": new.item,
+                "lane": lane,
             }
         )
         events.record(
@@ -295,11 +368,13 @@ def _queue_steps(
             "step.queued",
             step_id=step_id,
             seq=seq,
-            agent=agent.name,
-            model=agent.model,
+            agent=new.agent,
+            model=model,
+            stage=new.stage,
+            kind=new.kind,
             queued_by=origin,
         )
-        ready.append(Ready(str(step_id), agent.name, agent.model, str(run.id), priority))
+        ready.append(item)
     return ready
 
 

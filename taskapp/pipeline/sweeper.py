@@ -29,11 +29,12 @@ from sqlalchemy import Float, cast, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from taskapp.pipeline.dispatcher import Dispatcher
-from taskapp.pipeline.orchestrator import Ready
+from taskapp.pipeline.orchestrator import TOOL_STEP, Ready
 from taskapp.store import events
 from taskapp.store.batches import close_abandoned_batches
 from taskapp.store.lost_calls import record_lost_calls
 from taskapp.store.models import PENDING_STEP_STATUSES, Run, Step
+from taskapp.store.workflows import agent_of_step, definition_of_run
 
 log = logging.getLogger(__name__)
 
@@ -87,28 +88,50 @@ def _live(run_id_col: Any) -> Any:
     return run_id_col.in_(select(Run.id).where(Run.status == "running"))
 
 
-def _ready(step: Step, priority: str = "batch") -> Ready:
-    return Ready(str(step.id), step.agent, step.model, str(step.run_id), priority)
+def _ready(session: Session, step: Step, priority: str = "batch") -> Ready:
+    """A step to offer again, with its lane and its agent's batch policy (from the run's definition)."""
+    if step.kind == TOOL_STEP:
+        return Ready(str(step.id), step.agent, step.model, str(step.run_id), priority, kind=TOOL_STEP)
+    agent = agent_of_step(session, step)
+    return Ready(
+        str(step.id),
+        step.agent,
+        step.model,
+        str(step.run_id),
+        priority,
+        lane=step.lane or agent.id,
+        batch=(agent.batch.max_size, agent.batch.max_wait_ms),
+        opens_runs=_opens_runs(session, step),
+    )
+
+
+def _opens_runs(session: Session, step: Step) -> bool:
+    run = session.get(Run, step.run_id)
+    return run is not None and definition_of_run(session, run).first_agent.name == step.agent
 
 
 def _missing_from_buffers(dispatcher: Dispatcher, session: Session, now: datetime) -> list[Ready]:
     candidates = session.scalars(
         select(Step)
         .where(
-            Step.status == "queued", _live(Step.run_id), Step.queued_at < now - timedelta(milliseconds=BUFFER_GRACE_MS)
+            Step.status == "queued",
+            Step.kind == "agent",
+            _live(Step.run_id),
+            Step.queued_at < now - timedelta(milliseconds=BUFFER_GRACE_MS),
         )
         .order_by(Step.queued_at)
         .limit(BATCH_LIMIT)
     ).all()
     by_buffer: dict[tuple[str, str], list[Step]] = {}
     for step in candidates:
-        due = dispatcher.settings.batch_policy(step.agent).max_wait_ms + BUFFER_GRACE_MS
+        ready = _ready(session, step)
+        due = dispatcher.settings.batch_policy(step.agent, ready.own_policy).max_wait_ms + BUFFER_GRACE_MS
         if step.queued_at < now - timedelta(milliseconds=due):
-            by_buffer.setdefault((step.agent, step.model), []).append(step)
+            by_buffer.setdefault((ready.lane, step.model), []).append(ready)
     lost = []
-    for (agent, model), steps in by_buffer.items():
-        waiting = dispatcher.batcher.waiting(agent, model, [str(s.id) for s in steps])
-        lost += [_ready(s) for s in steps if str(s.id) not in waiting]
+    for (lane, model), items in by_buffer.items():
+        waiting = dispatcher.batcher.waiting(lane, model, [r.step_id for r in items])
+        lost += [r for r in items if r.step_id not in waiting]
     return lost
 
 
@@ -119,7 +142,7 @@ def _requeue(session: Session, condition, now: datetime, why: str) -> list[Ready
     # Read as they were (batch, claim) and locked; steps a claim holds right now are skipped.
     rows = session.scalars(
         select(Step)
-        .where(condition, Step.lease_until < now, _live(Step.run_id))
+        .where(condition, Step.kind == "agent", Step.lease_until < now, _live(Step.run_id))
         .order_by(Step.id)
         .limit(BATCH_LIMIT)
         .with_for_update(key_share=True, skip_locked=True, of=Step)
@@ -140,7 +163,7 @@ def _requeue(session: Session, condition, now: datetime, why: str) -> list[Ready
             reason=why,
         )
     close_abandoned_batches(session, {s.batch_id for s in rows if s.batch_id is not None})
-    return [_ready(s) for s in rows]
+    return [_ready(session, s) for s in rows]
 
 
 def runs_to_nudge(session: Session, now: datetime, server_timeout_s: float, nudge_after_s: float) -> list[uuid.UUID]:

@@ -32,9 +32,17 @@ from taskapp.store.models import PENDING_STEP_STATUSES, Batch, LlmCall, Step, of
 
 
 def open_batch(
-    session: Session, batch_id: uuid.UUID, agent: str, model: str, taken: list[Taken], reason: str, stranded_s: float
+    session: Session,
+    batch_id: uuid.UUID,
+    agent: str,
+    model: str,
+    taken: list[Taken],
+    reason: str,
+    stranded_s: float,
+    lane: str | None = None,
 ) -> list[str]:
-    """Mark the taken steps as this batch's; returns the ids that joined (others were gone)."""
+    """Mark the taken steps as this batch's; returns the ids that joined (others were gone).
+    With `lane`, only steps of that lane join: one prompt never mixes agent versions or teams."""
     if not taken:
         return []
     now = datetime.now(UTC)
@@ -46,6 +54,7 @@ def open_batch(
             Step.status == "queued",
             Step.agent == agent,
             Step.model == model,
+            *([Step.lane == lane] if lane is not None else []),
             of_running_run(),
         )
         .values(
@@ -68,6 +77,7 @@ def open_batch(
             id=batch_id,
             agent=agent,
             model=model,
+            lane=lane,
             size=len(joined),
             reason=reason,
             mean_wait_ms=stats.mean_ms,

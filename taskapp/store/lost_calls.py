@@ -25,10 +25,10 @@ from sqlalchemy import Table, delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from taskapp.domain.agents import get_agent
 from taskapp.domain.pricing import Usage, cost_usd
 from taskapp.domain.prompts import prompt_tokens
 from taskapp.store.models import LlmCall, Step
+from taskapp.store.workflows import agent_of_step
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def record_lost_calls(session: Session, taken_over: list[Step]) -> int:
         return 0
     rows = []
     for (batch_id, claimed_at), steps in claims.items():
-        agent, model = get_agent(steps[0].agent), steps[0].model
+        agent, model = agent_of_step(session, steps[0]), steps[0].model
         tokens_in = prompt_tokens(agent, [(str(s.id), s.input) for s in steps])
         rows.append(
             {

@@ -16,8 +16,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from taskapp.domain.agents import Agent
 from taskapp.domain.definitions.checks import Definition, load_stored
-from taskapp.store.models import Run, Workflow, WorkflowVersion
+from taskapp.store.models import Run, Step, Workflow, WorkflowVersion
 
 
 class UnknownWorkflow(LookupError):
@@ -26,6 +27,10 @@ class UnknownWorkflow(LookupError):
 
 class UnknownVersion(LookupError):
     """The workflow exists but has no such version."""
+
+
+class UnknownAgent(LookupError):
+    """A step names an agent its run's definition does not have."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,9 @@ def history(session: Session, team_id: uuid.UUID, name: str) -> tuple[Workflow, 
     if workflow is None:
         raise UnknownWorkflow(name)
     versions = session.scalars(
-        select(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow.id).order_by(WorkflowVersion.version.desc())
+        select(WorkflowVersion)
+        .where(WorkflowVersion.workflow_id == workflow.id)
+        .order_by(WorkflowVersion.version.desc())
     ).all()
     return workflow, list(versions)
 
@@ -150,6 +157,16 @@ def definition_of_run(session: Session, run: Run) -> Definition:
     if version is None:
         raise UnknownWorkflow(run.workflow)
     return definition_of(session, version)
+
+
+def agent_of_step(session: Session, step: Step) -> Agent:
+    """The agent a step calls, as its run's pinned definition defines it."""
+    run = step.run if "run" in step.__dict__ else session.get(Run, step.run_id)
+    assert run is not None
+    agent = definition_of_run(session, run).agents.get(step.agent)
+    if agent is None:
+        raise UnknownAgent(f"workflow {run.workflow!r} has no agent {step.agent!r}")
+    return agent
 
 
 _definitions: dict[uuid.UUID, Definition] = {}

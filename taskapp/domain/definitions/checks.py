@@ -84,9 +84,7 @@ def check_definition(
     try:
         spec = WorkflowSpec.model_validate(document)
     except ValidationError as exc:
-        raise DefinitionError(
-            [Problem(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()], source
-        ) from None
+        raise DefinitionError([Problem(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()], source) from None
     problems: list[Problem] = []
     problems += _check_schemas(spec)
     problems += _check_agents(spec, models, tools, shared)

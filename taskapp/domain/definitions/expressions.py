@@ -127,7 +127,9 @@ class _Checker:
             if name in props:
                 found.append(props[name])
             elif option.get("additionalProperties") not in (None, False) or "properties" not in option:
-                found.append(option.get("additionalProperties") if isinstance(option.get("additionalProperties"), dict) else ANY)
+                found.append(
+                    option.get("additionalProperties") if isinstance(option.get("additionalProperties"), dict) else ANY
+                )
             else:
                 known = ", ".join(sorted(props)) or "none"
                 reasons.append(f"{current.text or 'the context'} has no field {name!r} (its fields: {known})")
@@ -144,7 +146,7 @@ class _Checker:
                 return _Val(self.resolve(option.get("items") or ANY), f"{current.text}[]")
         raise ExpressionError(f"{current.text} is not a list, so it has no items")
 
-    def value(self, node: dict[str, Any], current: _Val) -> _Val:  # noqa: C901 (one case per node type)
+    def value(self, node: dict[str, Any], current: _Val) -> _Val:
         kind = node["type"]
         children = node.get("children", [])
         if kind == "field":

@@ -87,7 +87,11 @@ def replay(steps: Sequence[StepState]) -> list[_Visit]:
         if item is None:
             item = len(current.threads) if current and current.stage == stage else 0
         thread = current.threads.get(item) if current and current.stage == stage else None
-        if current is None or current.stage != stage or (step.kind == AGENT_STEP and thread is not None and thread.done):
+        if (
+            current is None
+            or current.stage != stage
+            or (step.kind == AGENT_STEP and thread is not None and thread.done)
+        ):
             current = _Visit(stage)
             visits.append(current)
             thread = None

@@ -107,7 +107,9 @@ class OutputSpec(_Strict):
     from_: Expression | dict[str, Expression] | None = Field(
         default=None, alias="from", description="JMESPath (or field -> JMESPath) giving the run's output"
     )
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema", description="JSON Schema the output must match")
+    schema_: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="JSON Schema the output must match"
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -120,9 +120,23 @@ def _walk(node: Any, path: str, depth: int, problems: list[Problem]) -> None:
 
 def validation_errors(schema: dict[str, Any], value: Any, limit: int = 10) -> list[tuple[str, str]]:
     """Each way `value` fails `schema`: (dotted path inside the value, message), best first."""
-    validator = _VALIDATOR(schema, format_checker=_VALIDATOR.FORMAT_CHECKER)
+    validator = _validator(schema)
     errors = sorted(validator.iter_errors(value), key=lambda e: (list(map(str, e.path)), e.message))
     return [(".".join(map(str, e.path)), _plain(e)) for e in errors[:limit]]
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    """One validator per schema object (agents' and workflows' schemas live as long as their
+    definition; building a validator costs more than most validations)."""
+    held = _validators.get(id(schema))
+    if held is None or held[0] is not schema:
+        if len(_validators) > 4096:
+            _validators.clear()
+        held = _validators[id(schema)] = (schema, _VALIDATOR(schema, format_checker=_VALIDATOR.FORMAT_CHECKER))
+    return held[1]
+
+
+_validators: dict[int, tuple[dict[str, Any], Any]] = {}
 
 
 def _plain(error: js_errors.ValidationError) -> str:

@@ -26,10 +26,16 @@ def upgrade() -> None:
         sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
     )
     # One name per team, and one per deployment among the shared (team_id NULL) ones.
-    op.create_index("uq_workflows_team_name", "workflows", ["team_id", "name"], unique=True,
-                    postgresql_where=sa.text("team_id IS NOT NULL"))
-    op.create_index("uq_workflows_shared_name", "workflows", ["name"], unique=True,
-                    postgresql_where=sa.text("team_id IS NULL"))
+    op.create_index(
+        "uq_workflows_team_name",
+        "workflows",
+        ["team_id", "name"],
+        unique=True,
+        postgresql_where=sa.text("team_id IS NOT NULL"),
+    )
+    op.create_index(
+        "uq_workflows_shared_name", "workflows", ["name"], unique=True, postgresql_where=sa.text("team_id IS NULL")
+    )
     op.create_table(
         "workflow_versions",
         sa.Column("id", sa.Uuid(), primary_key=True),
@@ -40,8 +46,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.UniqueConstraint("workflow_id", "version", name="uq_workflow_versions_number"),
     )
-    op.add_column("runs", sa.Column("workflow_version_id", sa.Uuid(),
-                                    sa.ForeignKey("workflow_versions.id"), nullable=True))
+    op.add_column(
+        "runs", sa.Column("workflow_version_id", sa.Uuid(), sa.ForeignKey("workflow_versions.id"), nullable=True)
+    )
     op.add_column("steps", sa.Column("stage", sa.String(100), nullable=True))
     op.add_column("steps", sa.Column("kind", sa.String(10), server_default="agent", nullable=False))
     op.add_column("steps", sa.Column("item", sa.Integer(), nullable=True))
