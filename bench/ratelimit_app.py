@@ -12,7 +12,8 @@ import time
 import redis
 from celery import Celery
 
-from taskapp.domain.agents import get_agent
+from taskapp.catalog.files import load_path
+from taskapp.dev.localstack import EXAMPLES
 from taskapp.domain.prompts import batch_schema, build_prompt, system_instruction
 from taskapp.llm.gemini import LlmError, get_client
 from taskapp.settings import get_settings
@@ -33,7 +34,8 @@ def _r() -> redis.Redis:
 
 @app.task(bind=True, name=TASK, max_retries=None, acks_late=True)
 def call(self, n: int, submitted: float) -> None:
-    agent = get_agent("summarizer")
+    (summarize,) = [d for d in load_path(str(EXAMPLES), models=get_settings().gemini_models) if d.name == "summarize"]
+    agent = summarize.agents["summarizer"]
     try:
         get_client(get_settings()).generate(
             model=agent.model,

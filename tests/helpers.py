@@ -149,3 +149,21 @@ def assert_error(resp, status: int, code: str) -> dict:
     error = resp.json["error"]
     assert error["code"] == code and error["message"] and "details" in error
     return error
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "workflows"
+MODELS = ("gemini-2.5-flash", "gemini-2.5-flash-lite")
+
+
+def example(name: str):
+    """A shipped example definition, checked as the deployer's files are (its tools registered)."""
+    from taskapp.catalog.files import load_path
+
+    return {d.name: d for d in load_path(str(EXAMPLES), models=MODELS)}[name]
+
+
+def check(document: dict, *, shared: bool = False, tools=None):
+    """check_definition with this test suite's served models (and no tools unless given)."""
+    from taskapp.domain.definitions.checks import check_definition
+
+    return check_definition(document, models=MODELS, tools=tools or {}, shared=shared)

@@ -9,7 +9,7 @@ from google.genai import types
 from pydantic import BaseModel
 
 from taskapp.dev.gemini_sim import server as simulator
-from taskapp.domain.agents import get_agent
+from tests.helpers import example
 from taskapp.domain.prompts import batch_schema, build_prompt, parse_answers, system_instruction
 from taskapp.llm.gemini import GeminiClient
 from taskapp.settings import load_settings
@@ -44,7 +44,7 @@ def test_sdk_gets_schema_valid_json_and_usage(sim, version):
 def test_batched_prompt_gets_one_answer_per_step_id(sim):
     """A batch of five steps is answered with five answers, each about its own task."""
     client = GeminiClient(load_settings({}, gemini_base_url=sim.url))
-    agent = get_agent("researcher")
+    agent = example("research").agents["researcher"]
     items = [(f"step-{i}", {"question": "Q", "sub_question": f"topic number {i}"}) for i in range(5)]
     resp = client.generate(
         model=agent.model,
@@ -65,7 +65,7 @@ def test_requests_are_logged_and_latency_is_configurable(sim):
     before = len(sim.state.requests())
     httpx.post(f"{sim.url}/_sim/config", json={"latency_ms": 50})
     client = GeminiClient(load_settings({}, gemini_base_url=sim.url))
-    agent = get_agent("summarizer")
+    agent = example("summarize").agents["summarizer"]
     resp = client.generate(
         model=agent.model,
         system_instruction="s",

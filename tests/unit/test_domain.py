@@ -5,19 +5,18 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import pydantic
 import pytest
 
 from taskapp.domain import prompts
-from taskapp.domain.agents import get_agent
 from taskapp.domain.batching import Outlook, company_can_come
+from taskapp.domain.definitions.flow import DefinedWorkflow
 from taskapp.domain.engine import Decision, Limits, RunOptions, StepState, decide
 from taskapp.domain.pricing import Usage, cost_usd, split_usage
 from taskapp.domain.prompts import batch_schema, parse_answers
 from taskapp.domain.tokens import TRIM_MARK, trim_to_budget
-from taskapp.domain.workflows import first_step_agents, get_workflow
+from tests.helpers import example
 
-RESEARCH = get_workflow("research")
+RESEARCH = DefinedWorkflow(example("research"))
 Q = {"question": "Why is the sky blue?", "max_revisions": 1}
 
 
@@ -106,7 +105,7 @@ def test_split_usage_adds_up_to_the_bill():
 
 def test_parse_answers_isolates_each_step():
     """Missing, extra, duplicate and malformed answers affect only their own step."""
-    agent = get_agent("reviewer")
+    agent = example("research").agents["reviewer"]
     text = json.dumps(
         {
             "answers": [
@@ -149,16 +148,15 @@ def test_batches_are_cut_oldest_first_and_never_over_the_maximum():
         BatchPolicy(max_size=0, max_wait_ms=10)
 
 
-def test_a_batch_schema_is_generated_once_and_handed_out_as_a_copy():
-    schema = batch_schema(get_agent("summarizer"))
-    fresh = pydantic.create_model(
-        "Fresh", __base__=pydantic.BaseModel, **{name: (f.annotation, f) for name, f in schema.model_fields.items()}
-    )
-    first = schema.model_json_schema()
-    assert any(key[0] is schema for key in prompts._json_schemas)  # kept for the next call
-    assert first["properties"] == fresh.model_json_schema()["properties"]  # what pydantic itself generates
-    first["properties"].clear()  # the SDK edits the schema it is given
-    assert schema.model_json_schema()["properties"]["answers"]["type"] == "array"
+def test_a_batch_schema_is_built_once_and_handed_out_as_a_copy():
+    """One answer per step id, each the agent's output schema; the SDK edits what it gets."""
+    agent = example("summarize").agents["summarizer"]
+    first = batch_schema(agent)
+    assert agent.id in prompts._schemas  # kept for the next call
+    answer = first["properties"]["answers"]["items"]
+    assert answer["required"] == ["step_id", "output"] and answer["properties"]["output"] == agent.output_schema
+    first["properties"].clear()
+    assert batch_schema(agent)["properties"]["answers"]["type"] == "array"
 
 
 # -- batching: the idle flush ------------------------------------------------------------
@@ -182,11 +180,9 @@ def test_a_buffer_of_runs_first_steps_always_waits_its_window():
 
 @pytest.mark.parametrize("name, run_input", [("research", Q), ("summarize", {"text": "some text"})])
 def test_a_workflows_first_agent_takes_every_runs_first_step(name, run_input):
-    workflow = get_workflow(name)
+    workflow = DefinedWorkflow(example(name))
     first = decide(workflow, run_input, [], Limits())
-    assert {n.agent for n in first.new_steps} == {workflow.agents[0]}
-    assert workflow.agents[0] in first_step_agents()
-    assert "writer" not in first_step_agents()
+    assert {n.agent for n in first.new_steps} == {workflow.agents[0]} == {example(name).first_agent.name}
 
 
 def test_after_a_failed_call_a_quota_refusal_waits_a_transient_error_retries_and_the_rest_fail():
@@ -205,15 +201,16 @@ def test_after_a_failed_call_a_quota_refusal_waits_a_transient_error_retries_and
 
 
 def test_the_summarizer_reads_all_the_text_it_accepts():
-    """The limit is what the summarizer reads: accepted text goes whole to its step, whatever
-    CONTEXT_TOKEN_BUDGET says (that budget trims context handed between agents)."""
-    from taskapp.domain.engine import Limits, decide
-    from taskapp.domain.tokens import TRIM_MARK
-    from taskapp.domain.workflows import SUMMARIZE_MAX_CHARS, get_workflow
+    """The limit is what the summarizer reads (its input schema's maxLength): accepted text goes
+    whole to its step, whatever CONTEXT_TOKEN_BUDGET says (that budget trims context handed
+    between agents), and longer text is refused at the door."""
+    from taskapp.domain.definitions.inputs import input_errors
 
-    longest = "z" * SUMMARIZE_MAX_CHARS
-    (step,) = decide(get_workflow("summarize"), {"text": longest}, [], Limits(context_token_budget=100)).new_steps
+    summarize = example("summarize")
+    most = summarize.input_schema["properties"]["text"]["maxLength"]
+    longest = "z" * most
+    (step,) = decide(DefinedWorkflow(summarize), {"text": longest}, [], Limits(context_token_budget=100)).new_steps
     assert step.input == {"text": longest}
-    # Only a run stored before the limit existed can be longer: cut to what is read, and marked.
-    (step,) = decide(get_workflow("summarize"), {"text": longest + "zz"}, [], Limits()).new_steps
-    assert len(step.input["text"]) == SUMMARIZE_MAX_CHARS and step.input["text"].endswith(TRIM_MARK)
+    _, errors = input_errors(summarize.input_schema, {"text": longest + "zz"})
+    assert errors and errors[0]["field"] == "text" and f"{most:,}" in errors[0]["message"]
+    assert TRIM_MARK not in step.input["text"]

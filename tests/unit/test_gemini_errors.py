@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from google.genai import errors
 
-from taskapp.domain.agents import get_agent
+from tests.helpers import example
 from taskapp.domain.prompts import batch_schema
 from taskapp.llm.gemini import GeminiClient, LlmError, classify_api_error
 from taskapp.settings import load_settings
@@ -36,7 +36,7 @@ def test_sdk_errors_are_classified():
 def test_unreachable_gemini_is_a_retryable_error():
     """Nothing listening: a classified, retryable LlmError (not a crash)."""
     client = GeminiClient(load_settings({}, gemini_base_url="http://127.0.0.1:9", gemini_timeout_ms=2000))
-    agent = get_agent("summarizer")
+    agent = example("summarize").agents["summarizer"]
     with pytest.raises(LlmError) as info:
         client.generate(
             model=agent.model,

@@ -88,7 +88,10 @@ def check_definition(
     problems: list[Problem] = []
     problems += _check_schemas(spec)
     problems += _check_agents(spec, models, tools, shared)
-    problems += _check_stages(spec)
+    schemas_ok = not any(
+        p.path.endswith("_schema") or "_schema." in p.path or p.path.startswith("output.schema") for p in problems
+    )
+    problems += _check_stages(spec, expressions=schemas_ok)  # expressions are read against the schemas
     if problems:
         raise DefinitionError(problems, source)
     used = {t: tools[t] for a in spec.agents.values() for t in a.tools}
@@ -165,7 +168,7 @@ def _check_agents(
     return problems
 
 
-def _check_stages(spec: WorkflowSpec) -> list[Problem]:
+def _check_stages(spec: WorkflowSpec, *, expressions: bool = True) -> list[Problem]:
     problems: list[Problem] = []
     names = [s.name for s in spec.stages]
     index = {n: i for i, n in enumerate(names)}
@@ -193,7 +196,7 @@ def _check_stages(spec: WorkflowSpec) -> list[Problem]:
                 problems.append(Problem(f"{here}.loop.to", f"no stage {stage.loop.to!r}"))
             elif target > i:
                 problems.append(Problem(f"{here}.loop.to", "a loop goes back: name this stage or an earlier one"))
-    if problems:
+    if problems or not expressions:
         return problems
     return _check_expressions(spec)
 
