@@ -39,7 +39,9 @@ def _runs_of_each_workflow(schema: dict[str, Any]) -> None:
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_runs_of_each_workflow)
     workflow: str = Field(min_length=1, max_length=100)
-    version: int | None = Field(default=None, ge=1, description="A version of the workflow (default: the latest)")
+    version: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="A version of the workflow (default: the latest)"
+    )
     input: dict[str, Any]
     options: RunOptionsIn = Field(default_factory=RunOptionsIn)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -28,6 +29,12 @@ from taskapp.store.models import Run, Step
 from taskapp.store.runs import create_run, run_by_key
 
 log = logging.getLogger(__name__)
+
+
+# What a workflow can be called (taskapp.domain.definitions.model.Name): anything else names none,
+# and is refused before it reaches a query (a NUL would be a database error, not a 4xx).
+WORKFLOW_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+MAX_VERSION = 2**31 - 1
 
 
 class InvalidRun(ValueError):
@@ -85,6 +92,8 @@ def resolve_workflow(
 ) -> tuple[uuid.UUID, Definition]:
     """The version a new run starts with (the latest, or the one asked for) and its definition;
     InvalidRun when the team has no such workflow or version."""
+    if not WORKFLOW_NAME.fullmatch(workflow) or (version is not None and not 1 <= version <= MAX_VERSION):
+        raise InvalidRun(f"unknown workflow {workflow!r}" if version is None else f"unknown workflow version {version}")
     try:
         found = workflows.resolve(session, team_id, workflow, version)
     except workflows.UnknownWorkflow:

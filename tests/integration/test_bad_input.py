@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import assert_error, auth, form_token, ui_login
+from tests.helpers import assert_error, auth, example, form_token, ui_login
 
 RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
 
@@ -77,7 +77,11 @@ def test_deeply_nested_json_is_a_400(client, team, depth):
     )
     assert "nested" in error["message"]
     shallow = '{"workflow": "summarize", "input": {"text": "x", "extra": [[[1]]]}}'
-    assert client.post("/api/runs", headers=auth(key), data=shallow, content_type="application/json").status_code == 202
+    # Parsed: refused by the workflow's input schema (no field "extra"), not by the parser.
+    refused = assert_error(
+        client.post("/api/runs", headers=auth(key), data=shallow, content_type="application/json"), 422, "invalid_input"
+    )
+    assert "extra" in refused["details"][0]["message"]
 
 
 def test_a_garbage_cursor_on_the_ui_is_a_400_page(client, team):
@@ -170,12 +174,11 @@ def test_text_is_stored_without_surrounding_whitespace(client, team):
 
 def test_summarize_refuses_more_text_than_the_summarizer_reads(client, team):
     """90,000 characters were accepted and 12,017 sent: now over the limit is a 422 that says it."""
-    from taskapp.domain.workflows import SUMMARIZE_MAX_CHARS
-
+    SUMMARIZE_MAX_CHARS = example("summarize").input_schema["properties"]["text"]["maxLength"]
     _, key = team
     too_long = {"workflow": "summarize", "input": {"text": "y" * (SUMMARIZE_MAX_CHARS + 1)}}
     error = assert_error(client.post("/api/runs", headers=auth(key), json=too_long), 422, "invalid_input")
-    assert error["details"][0]["field"] == "text" and str(SUMMARIZE_MAX_CHARS) in error["details"][0]["message"]
+    assert error["details"][0]["field"] == "text" and f"{SUMMARIZE_MAX_CHARS:,}" in error["details"][0]["message"]
     assert (
         client.post(
             "/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {"text": "y" * SUMMARIZE_MAX_CHARS}}

@@ -7,21 +7,22 @@ import time
 import uuid
 
 from taskapp.domain.batching import BatchPolicy
+from taskapp.hotstate.buffers import Lane
 
 
 def test_racing_takers_get_each_step_exactly_once(batcher):
-    agent = f"test-agent-{uuid.uuid4().hex[:6]}"
     policy = BatchPolicy(max_size=4, max_wait_ms=0)
+    lane = Lane(f"test-agent-{uuid.uuid4().hex[:6]}", "m", "test-agent", policy)
     ids = [str(uuid.uuid4()) for _ in range(400)]
     for i in range(0, len(ids), 50):
-        batcher.offer(agent, "m", ids[i : i + 50])
-    assert batcher.offer(agent, "m", ids[:10]) == 400  # offering again never duplicates
+        batcher.offer(lane, ids[i : i + 50])
+    assert batcher.offer(lane, ids[:10]) == 400  # offering again never duplicates
     taken: list[list[str]] = []
     lock = threading.Lock()
 
     def take() -> None:
         while True:
-            got = batcher.take(agent, "m", policy, max_batches=1)
+            got = batcher.take(lane, max_batches=1)
             if not got:
                 return
             with lock:
@@ -38,16 +39,16 @@ def test_racing_takers_get_each_step_exactly_once(batcher):
 
 
 def test_take_waits_for_a_full_batch_or_the_window(batcher):
-    agent = f"test-agent-{uuid.uuid4().hex[:6]}"
     policy = BatchPolicy(max_size=3, max_wait_ms=300)
-    batcher.offer(agent, "m", ["a", "b"])
-    assert batcher.take(agent, "m", policy) == []  # neither full nor due
-    batcher.offer(agent, "m", ["c", "d"])
-    full = batcher.take(agent, "m", policy)
+    lane = Lane(f"test-agent-{uuid.uuid4().hex[:6]}", "m", "test-agent", policy)
+    batcher.offer(lane, ["a", "b"])
+    assert batcher.take(lane) == []  # neither full nor due
+    batcher.offer(lane, ["c", "d"])
+    full = batcher.take(lane)
     assert [t.step_id for t in full] == ["a", "b", "c"]  # one full batch, oldest first; "d" waits
-    assert batcher.size(agent, "m") == 1
+    assert batcher.size(lane.lane, "m") == 1
     time.sleep(0.35)
-    late = batcher.take(agent, "m", policy)
+    late = batcher.take(lane)
     assert [t.step_id for t in late] == ["d"] and late[0].wait_ms >= 300
-    batcher.offer(agent, "m", ["e"])
-    assert [t.step_id for t in batcher.take(agent, "m", policy, force=True)] == ["e"]  # interactive
+    batcher.offer(lane, ["e"])
+    assert [t.step_id for t in batcher.take(lane, force=True)] == ["e"]  # interactive

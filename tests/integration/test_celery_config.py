@@ -8,9 +8,8 @@ def test_celery_config_keeps_at_least_once_delivery(settings):
     back if its process dies, one message at a time, JSON only, and no task (nor any retry's
     countdown) outlives the Redis visibility timeout, or the broker would deliver it twice."""
     from taskapp.celery_app import app
-    from taskapp.domain.agents import models_in_use
     from taskapp.domain.retry import BACKOFF_CAP_S, JITTER_SPREAD
-    from taskapp.keys import ORCHESTRATION_QUEUE, llm_queue
+    from taskapp.keys import ORCHESTRATION_QUEUE, TOOLS_QUEUE, llm_queue
     from taskapp.tasks import MAX_QUOTA_WAIT_S
 
     conf = app.conf
@@ -20,5 +19,5 @@ def test_celery_config_keeps_at_least_once_delivery(settings):
     assert visibility > conf.task_time_limit > conf.task_soft_time_limit
     assert visibility > MAX_QUOTA_WAIT_S and visibility > BACKOFF_CAP_S * (1 + JITTER_SPREAD)
     queues = {q.name for q in conf.task_queues}
-    assert queues == {ORCHESTRATION_QUEUE} | {llm_queue(m) for m in models_in_use()}
-    assert len(queues) > 2  # orchestration, and one queue per model in use
+    assert queues == {ORCHESTRATION_QUEUE, TOOLS_QUEUE} | {llm_queue(m) for m in settings.gemini_models}
+    assert len(queues) > 3  # orchestration, tools, and one queue per served model

@@ -42,7 +42,8 @@ def upgrade() -> None:
         sa.Column("workflow_id", sa.Uuid(), sa.ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("content_hash", sa.String(64), nullable=False),
-        sa.Column("definition", postgresql.JSONB(), nullable=False),
+        # json, not jsonb: the document keeps its key order (agents, fields, schema properties).
+        sa.Column("definition", postgresql.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.UniqueConstraint("workflow_id", "version", name="uq_workflow_versions_number"),
     )
