@@ -49,7 +49,8 @@ class Settings(BaseModel):
     # agent naming another model is refused when its definition is stored.
     gemini_models: list[str] = Field(default_factory=lambda: ["gemini-2.5-flash", "gemini-2.5-flash-lite"])
     # The deployer's shared workflows (and the tools they register): a directory of YAML/JSON
-    # definitions (and .py modules of tools), or a Python module that ships them. Unset: none.
+    # definitions (and .py modules of tools), or a Python package that ships them; several,
+    # comma-separated. Unset: none.
     workflows_path: str | None = None
 
     batch_max_size: int = Field(default=8, ge=1, le=256)

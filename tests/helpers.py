@@ -33,10 +33,10 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def submit_summary(client, key: str, text: str, **options) -> str:
-    """Submit a one-step `summarize` run through the API; its id."""
+def submit_summary(client, key: str, text: str, workflow: str = "summarize", **options) -> str:
+    """Submit a one-step `summarize` run (or its variant sharing calls across teams) through the API; its id."""
     resp = client.post(
-        "/api/runs", headers=auth(key), json={"workflow": "summarize", "input": {"text": text}, "options": options}
+        "/api/runs", headers=auth(key), json={"workflow": workflow, "input": {"text": text}, "options": options}
     )
     assert resp.status_code == 202, resp.json
     return resp.json["id"]

@@ -61,14 +61,17 @@ def check_file(path: Path, *, models: Collection[str], shared: bool) -> Definiti
 
 
 def load_path(spec: str, *, models: Collection[str]) -> list[Definition]:
-    """Every definition in the deployer's directory or package, checked as shared workflows."""
-    directory = _directory_of(spec)
-    for module in sorted(directory.glob("*.py")):
-        if not module.name.startswith("_"):
-            _import_file(module)
+    """Every definition in the deployer's directories or packages (comma-separated), checked as
+    shared workflows; a name defined twice is an error."""
+    directories = [_directory_of(part.strip()) for part in spec.split(",") if part.strip()]
+    for directory in directories:
+        for module in sorted(directory.glob("*.py")):
+            if not module.name.startswith("_"):
+                _import_file(module)
     errors: list[tuple[str, Problem]] = []
     found: dict[str, tuple[Path, Definition]] = {}
-    for path in sorted(p for p in directory.iterdir() if p.suffix in DEFINITION_SUFFIXES and p.is_file()):
+    files = [p for d in directories for p in sorted(d.iterdir()) if p.suffix in DEFINITION_SUFFIXES and p.is_file()]
+    for path in files:
         try:
             definition = check_file(path, models=models, shared=True)
         except DefinitionFileError as exc:

@@ -28,7 +28,9 @@ from taskapp.service_urls import normalize_database_url
 from taskapp.settings import child_environment
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests and benchmarks run from one
-EXAMPLES = ROOT / "examples" / "workflows"  # the shared workflows of every local stack
+EXAMPLES = ROOT / "examples" / "workflows"  # the shared workflows of `make run`
+# The test and benchmark stacks add a variant or two of the examples (e.g. an agent shared across teams).
+TEST_WORKFLOWS = f"{EXAMPLES},{ROOT / 'tests' / 'workflows'}"
 
 
 class LocalStack:
@@ -125,7 +127,7 @@ class LocalStack:
             "LOG_FORMAT": "json",
             "GEMINI_TIMEOUT_MS": "20000",
             "SECRET_KEY": self.secret_key,
-            "WORKFLOWS_PATH": str(EXAMPLES),
+            "WORKFLOWS_PATH": TEST_WORKFLOWS,
         }
         return child_environment(**(base | extra))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import func, exists, select
 from sqlalchemy.orm import Session
 
 from taskapp.domain.batching import Outlook
@@ -61,13 +61,15 @@ def read_outlook(session: Session, batcher: Batcher, stranded_s: float) -> Outlo
 
 def _steps_unbuffered(session: Session, batcher: Batcher) -> bool:
     rows = session.execute(
-        select(Step.id, Step.agent, Step.model)
+        select(Step.id, func.coalesce(Step.lane, Step.agent), Step.model, Step.kind)
         .where(Step.status == "queued", of_running_run())
         .limit(MAX_STEPS_CHECKED)
     ).all()
     if len(rows) >= MAX_STEPS_CHECKED:
         return True
     by_buffer: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for step_id, agent, model in rows:
-        by_buffer[(agent, model)].append(str(step_id))
-    return any(len(batcher.waiting(agent, model, ids)) < len(ids) for (agent, model), ids in by_buffer.items())
+    for step_id, lane, model, kind in rows:
+        if kind != "agent":
+            return True  # a tool call waiting to run: its agent's next call follows it
+        by_buffer[(lane, model)].append(str(step_id))
+    return any(len(batcher.waiting(lane, model, ids)) < len(ids) for (lane, model), ids in by_buffer.items())

