@@ -7,7 +7,7 @@ taskapp.pipeline.executor), so a redelivery never bills a committed step twice.
 
 from kombu import Exchange, Queue
 
-from taskapp.keys import ORCHESTRATION_QUEUE, all_queues
+from taskapp.keys import ORCHESTRATION_QUEUE, RUN_TOOL_TASK, TOOLS_QUEUE, all_queues
 from taskapp.settings import get_settings
 
 _settings = get_settings()
@@ -72,4 +72,5 @@ task_routes = {
     "taskapp.start_run": {"queue": ORCHESTRATION_QUEUE},
     "taskapp.advance_run": {"queue": ORCHESTRATION_QUEUE},
     "taskapp.finish_batches": {"queue": ORCHESTRATION_QUEUE},
+    RUN_TOOL_TASK: {"queue": TOOLS_QUEUE},
 }

@@ -13,11 +13,11 @@ import uuid
 from taskapp.celery_app import app
 from taskapp.domain.retry import backoff_s, jittered
 from taskapp.hotstate.quota_gate import QuotaGate, gate_for
-from taskapp.keys import ADVANCE_RUN_TASK, EXECUTE_BATCH_TASK, FINISH_BATCHES_TASK, START_RUN_TASK
+from taskapp.keys import ADVANCE_RUN_TASK, EXECUTE_BATCH_TASK, FINISH_BATCHES_TASK, RUN_TOOL_TASK, START_RUN_TASK
 from taskapp.llm.gemini import get_client
 from taskapp.outages import TRANSIENT_ERRORS
 from taskapp.per_process import per_process
-from taskapp.pipeline import executor
+from taskapp.pipeline import executor, tool_runner
 from taskapp.pipeline.dispatcher import get_dispatcher
 from taskapp.settings import get_settings
 from taskapp.store.db import session_factory
@@ -101,3 +101,21 @@ def execute_batch(
 def finish_batches(self, results: list[dict] | None = None, batch_ids: list[str] | None = None) -> None:
     """Chord body (the aggregator): records the batches and advances every run in them."""
     get_dispatcher(app).finish([uuid.UUID(b) for b in batch_ids or []], origin=self.request.hostname)
+
+
+@app.task(bind=True, name=RUN_TOOL_TASK, max_retries=None, **OUTAGE_RETRY)
+def run_tool(self, step_id: str) -> None:
+    """One tool call (a tool step), then its run's next decision.
+
+    Idempotent per step: a delivery that finds the step finished, or running under a live
+    lease, does nothing. A failed call the tool's `retries` allow again is this task again
+    (`self.retry`, with the message's time limits); the attempts are counted on the step.
+    """
+    settings = get_settings()
+    done = tool_runner.run_tool_step(
+        session_factory(), step_id, lease_s=settings.step_lease_s, stranded_s=settings.batch_stranded_s
+    )
+    if done.status == "retry":
+        raise self.retry(countdown=done.retry_in_s, exc=tool_runner.ToolRetry(done.error or "tool call failed"))
+    if done.run_id is not None:
+        get_dispatcher(app).advance([done.run_id], origin=self.request.hostname)

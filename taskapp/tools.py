@@ -68,7 +68,8 @@ def tool(
         _check(tool_name, args_schema, timeout_s, retries, on_error)
         spec = ToolSpec(
             name=tool_name,
-            description=(description or (function.__doc__ or "").strip() or tool_name)[:500],
+            # The docstring as one line: it goes into the agent's system prompt.
+            description=(description or " ".join((function.__doc__ or "").split()) or tool_name)[:500],
             args_schema=args_schema,
             timeout_s=float(timeout_s),
             retries=int(retries),

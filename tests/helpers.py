@@ -167,3 +167,88 @@ def check(document: dict, *, shared: bool = False, tools=None):
     from taskapp.domain.definitions.checks import check_definition
 
     return check_definition(document, models=MODELS, tools=tools or {}, shared=shared)
+
+
+TOOL_WORKFLOWS = ROOT / "tests" / "workflows"  # tool_check.yaml and its test tools (tools.py)
+
+
+def tool_check_definition(models: list[str]):
+    """The tool tests' workflow, checked (loading it registers its tools in this process)."""
+    from taskapp.catalog.files import load_path
+
+    return next(d for d in load_path(str(TOOL_WORKFLOWS), models=models) if d.name == "tool_check")
+
+
+def make_tool_step(factory, team_id, definition, tool: str, arguments) -> tuple[uuid.UUID, uuid.UUID]:
+    """A running run pinned to `definition`, whose agent asked for one call of `tool`: the agent
+    step (succeeded, its output the call) and the tool step, queued, as the orchestrator stores
+    them. Returns (run id, tool step id)."""
+    from datetime import UTC, datetime
+
+    from taskapp.domain.agents import lane_of
+    from taskapp.domain.engine import step_key
+    from taskapp.store import workflows
+    from taskapp.store.models import Step
+    from taskapp.store.runs import create_run
+
+    now = datetime.now(UTC)
+    agent, stage = definition.first_agent, definition.spec.stages[0].name
+    call = {"tool": tool, "arguments": arguments}
+    with factory.begin() as session:
+        version, _ = workflows.push(session, team_id, definition)
+        run, _ = create_run(
+            session,
+            team_id=team_id,
+            workflow=definition.name,
+            input={"text": "t"},
+            options={},
+            workflow_version_id=version.id,
+        )
+        run.status, run.started_at = "running", now
+        common = {"run_id": run.id, "stage": stage, "item": 0}
+        session.add(
+            Step(
+                id=step_key(run.id, 1),
+                seq=1,
+                agent=agent.name,
+                model=agent.model,
+                status="succeeded",
+                input={"text": "t"},
+                output={"tool_calls": [call]},
+                kind="agent",
+                lane=lane_of(agent, str(team_id)),
+                finished_at=now,
+                **common,
+            )
+        )
+        session.add(
+            Step(
+                id=step_key(run.id, 2),
+                seq=2,
+                agent=tool,
+                model="tool",
+                status="queued",
+                input={**call, "asked_by": 1},
+                kind="tool",
+                **common,
+            )
+        )
+        return run.id, step_key(run.id, 2)
+
+
+def step_events(db_session, step_id) -> list[dict]:
+    """A step's events as stored: each one's data, with its type, in id order."""
+    from sqlalchemy import select
+
+    from taskapp.store.models import Event
+
+    db_session.rollback()
+    rows = db_session.execute(
+        select(Event.type, Event.data).where(Event.data["step_id"].astext == str(step_id)).order_by(Event.id)
+    ).all()
+    return [{"type": t, **d} for t, d in rows]
+
+
+def calls_logged(path) -> int:
+    """How often a test tool ran (tests/workflows/tools.py writes a line per call)."""
+    return len(Path(path).read_text(encoding="utf-8").splitlines()) if Path(path).exists() else 0

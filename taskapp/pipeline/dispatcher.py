@@ -24,14 +24,13 @@ from taskapp.keys import (
     EXECUTE_BATCH_TASK,
     FINISH_BATCHES_TASK,
     ORCHESTRATION_QUEUE,
-    RUN_TOOL_TASK,
     STARTED_PREFIX,
-    TOOLS_QUEUE,
     llm_queue,
 )
 from taskapp.outages import dependency_of
 from taskapp.per_process import per_process
 from taskapp.pipeline import orchestrator
+from taskapp.pipeline.tool_publish import publish_tool_calls
 from taskapp.settings import Settings, get_settings
 from taskapp.store import in_motion
 from taskapp.store.batches import close_batches, open_batch
@@ -47,8 +46,6 @@ _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2,
 # Redis flushed or down) the message asks Postgres, which gives the same answer.
 STARTED_TTL_S = 600
 TOOL_KIND = orchestrator.TOOL_STEP
-# A tool past its soft limit gets this long to record its timeout before its process is killed.
-TOOL_HARD_LIMIT_EXTRA_S = 5
 
 
 class Dispatcher:
@@ -228,21 +225,6 @@ class Dispatcher:
         self._carry_out(done, origin)
         if run_ids[ADVANCE_CHUNK:]:
             self.advance(run_ids[ADVANCE_CHUNK:], origin)
-
-
-def publish_tool_calls(app: Celery, items: list[orchestrator.Ready]) -> None:
-    """One `run_tool` message per tool step, on the tools queue, with the tool's time limits."""
-    for item in items:
-        app.send_task(
-            RUN_TOOL_TASK,
-            args=[item.step_id],
-            queue=TOOLS_QUEUE,
-            ignore_result=True,
-            soft_time_limit=item.timeout_s,
-            time_limit=item.timeout_s + TOOL_HARD_LIMIT_EXTRA_S,
-            retry=True,
-            retry_policy=_PUBLISH_RETRY,
-        )
 
 
 @per_process(key=lambda *_: ())

@@ -11,6 +11,8 @@ seconds one node (a Redis lease elects it) looks at Postgres, the source of trut
   not in the first lease period after PostgreSQL started (holders could not renew).
   A dead claim's call is recorded as lost, and a batch left with nothing pending is
   closed, so it no longer counts as work on its way for the idle flush;
+- tool steps whose `run_tool` message is lost: `queued` for BATCH_STRANDED_S without a claim,
+  or `running` past their lease (their worker died): sent to the tools queue again;
 - runs with nothing pending that nothing advanced (a chord body that never ran),
   runs still `queued` (a lost start message) and runs past their timeout.
 
@@ -30,7 +32,8 @@ from sqlalchemy.orm import Session
 
 from taskapp.pipeline.dispatcher import Dispatcher
 from taskapp.pipeline.orchestrator import TOOL_STEP, Ready
-from taskapp.store import events
+from taskapp.pipeline.tool_publish import publish_tool_calls
+from taskapp.store import events, tool_steps
 from taskapp.store.batches import close_abandoned_batches
 from taskapp.store.lost_calls import record_lost_calls
 from taskapp.store.models import PENDING_STEP_STATUSES, Run, Step
@@ -67,6 +70,14 @@ def sweep(dispatcher: Dispatcher, now: datetime | None = None) -> SweepReport:
     report.reoffered["stranded_batch"] = len(stranded)
     report.reoffered["lease_expired"] = len(expired)
     dispatcher.offer(ready + stranded + expired)
+    with dispatcher.factory.begin() as session:
+        tool_calls = tool_steps.take_back_stale(
+            session,
+            now,
+            queued_after_s=dispatcher.settings.batch_stranded_s,
+            leases_too=not _restarted_within(session, now, dispatcher.settings.step_lease_s),
+        )
+    report.reoffered["tool_message_lost"] = publish_tool_calls(dispatcher.app, tool_calls)
     with dispatcher.factory() as session:
         runs = runs_to_nudge(session, now, dispatcher.settings.run_timeout_s, dispatcher.settings.run_nudge_after_s)
     dispatcher.advance(runs, origin="sweeper", skip_locked=True)
