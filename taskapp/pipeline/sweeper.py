@@ -133,7 +133,7 @@ def _missing_from_buffers(dispatcher: Dispatcher, session: Session, now: datetim
         .order_by(Step.queued_at)
         .limit(BATCH_LIMIT)
     ).all()
-    by_buffer: dict[tuple[str, str], list[Step]] = {}
+    by_buffer: dict[tuple[str, str], list[Ready]] = {}
     for step in candidates:
         ready = _ready(session, step)
         due = dispatcher.settings.batch_policy(step.agent, ready.own_policy).max_wait_ms + BUFFER_GRACE_MS

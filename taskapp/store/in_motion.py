@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from taskapp.domain.batching import Outlook

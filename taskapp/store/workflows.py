@@ -181,7 +181,8 @@ def _visible(session: Session, team_id: uuid.UUID, name: str) -> Workflow | None
         )
     ).all()
     own = [w for w in rows if w.team_id is not None]
-    return (own or list(rows) or [None])[0]
+    found = own or list(rows)
+    return found[0] if found else None
 
 
 def _version(session: Session, workflow_id: uuid.UUID, number: int) -> WorkflowVersion | None:

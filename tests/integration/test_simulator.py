@@ -9,10 +9,10 @@ from google.genai import types
 from pydantic import BaseModel
 
 from taskapp.dev.gemini_sim import server as simulator
-from tests.helpers import example
 from taskapp.domain.prompts import batch_schema, build_prompt, parse_answers, system_instruction
 from taskapp.llm.gemini import GeminiClient
 from taskapp.settings import load_settings
+from tests.helpers import example
 
 
 @pytest.fixture(scope="module")

@@ -204,7 +204,7 @@ def test_a_loop_goes_back_while_its_condition_holds_at_most_its_bound():
         drafts += decision.new_steps[0].agent == "writer"
         run.answer(
             decision,
-            lambda n: (
+            lambda n, drafts=drafts: (
                 {"title": "T", "draft": f"D{drafts}"}
                 if n.agent == "writer"
                 else {"approved": False, "feedback": "more"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from google.genai import errors
 
-from tests.helpers import example
 from taskapp.domain.prompts import batch_schema
 from taskapp.llm.gemini import GeminiClient, LlmError, classify_api_error
 from taskapp.settings import load_settings
+from tests.helpers import example
 
 
 def test_sdk_errors_are_classified():

@@ -191,10 +191,10 @@ def _check_stages(spec: WorkflowSpec, *, expressions: bool = True) -> list[Probl
             for path, target in targets:
                 problems += _forward(index, i, target, path)
         if stage.loop is not None:
-            target = index.get(stage.loop.to)
-            if target is None:
+            back = index.get(stage.loop.to)
+            if back is None:
                 problems.append(Problem(f"{here}.loop.to", f"no stage {stage.loop.to!r}"))
-            elif target > i:
+            elif back > i:
                 problems.append(Problem(f"{here}.loop.to", "a loop goes back: name this stage or an earlier one"))
     if problems or not expressions:
         return problems

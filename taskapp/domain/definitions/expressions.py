@@ -27,10 +27,10 @@ class ExpressionError(ValueError):
     """An expression that does not parse, or reads what cannot exist; `str()` says what and where."""
 
 
-class _Functions(jp_functions.Functions):
+class _Functions(jp_functions.Functions):  # type: ignore[misc]
     """JMESPath's built-ins plus one: `fit_tokens(list_of_strings, tokens)`."""
 
-    @jp_functions.signature({"types": ["array", "null"]}, {"types": ["number"]})
+    @jp_functions.signature({"types": ["array", "null"]}, {"types": ["number"]})  # type: ignore[untyped-decorator]
     def _func_fit_tokens(self, parts: list[Any] | None, tokens: float) -> list[str]:
         """Shorten texts to share a token budget fairly; each cut text ends with a visible mark."""
         return trim_to_budget([p if isinstance(p, str) else str(p) for p in parts or []], int(tokens))
@@ -127,9 +127,8 @@ class _Checker:
             if name in props:
                 found.append(props[name])
             elif option.get("additionalProperties") not in (None, False) or "properties" not in option:
-                found.append(
-                    option.get("additionalProperties") if isinstance(option.get("additionalProperties"), dict) else ANY
-                )
+                extra = option.get("additionalProperties")
+                found.append(extra if isinstance(extra, dict) else ANY)
             else:
                 known = ", ".join(sorted(props)) or "none"
                 reasons.append(f"{current.text or 'the context'} has no field {name!r} (its fields: {known})")

@@ -144,7 +144,7 @@ def _plain(error: js_errors.ValidationError) -> str:
         return "must not be blank"
     if error.validator == "maxLength" and isinstance(error.instance, str):
         return f"is {len(error.instance):,} characters long; at most {error.validator_value:,} are allowed"
-    return error.message
+    return str(error.message)
 
 
 def is_valid(schema: dict[str, Any], value: Any) -> bool:
