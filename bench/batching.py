@@ -1,6 +1,6 @@
 """Issue 4's benchmark: what batching buys at saturation, per batch size and window.
 
-    python -m bench.batching [--inflight 200] [--seconds 20] [--latency-ms 1000]
+    python -m bench.batching [--inflight 200] [--seconds 20] [--latency-ms 1000] [--teams 1,4,16]
 
 A closed loop keeps `--inflight` one-step runs (workflow `summarize`) in flight: each
 run that ends is replaced at once. Two worker nodes, the simulator answering every
@@ -9,6 +9,10 @@ the drain), from Postgres (batches, steps) and from the simulator's own request 
 Gemini calls per step, steps per second, and the wait each step spent in its buffer.
 Runs are submitted in-process through `taskapp.pipeline.intake` (the API's own code path
 minus HTTP), so the web server's CPU does not compete with the workers'.
+
+`--teams` adds the cost of keeping teams apart: the same load spread over that many teams,
+with the shipped `summarize` (one prompt never carries two teams' steps, the default) and
+with `summarize_shared` (the same agent, shared across teams by the deployer).
 """
 
 from __future__ import annotations
@@ -29,7 +33,16 @@ WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "8"))
 FINAL = ("succeeded", "failed", "cancelled")
 
 
-def run_config(stack, size: int, window_ms: int, inflight: int, seconds: float, warmup_s: float) -> dict:
+def run_config(
+    stack,
+    size: int,
+    window_ms: int,
+    inflight: int,
+    seconds: float,
+    warmup_s: float,
+    teams: int = 1,
+    workflow: str = "summarize",
+) -> dict:
     from taskapp.pipeline import intake
     from taskapp.store.db import session_factory
     from taskapp.store.models import Batch, Run, Step
@@ -41,7 +54,8 @@ def run_config(stack, size: int, window_ms: int, inflight: int, seconds: float, 
     ]
     factory = session_factory()
     with factory.begin() as s:
-        team_id = create_team(s, f"bench-batching-{uuid.uuid4().hex[:8]}")[0].id
+        team_ids = [create_team(s, f"bench-batching-{uuid.uuid4().hex[:8]}")[0].id for _ in range(teams)]
+    turn = iter(range(10**9))
 
     def submit(n: int) -> list[uuid.UUID]:
         ids = []
@@ -49,8 +63,8 @@ def run_config(stack, size: int, window_ms: int, inflight: int, seconds: float, 
             for _ in range(n):
                 run, _ = intake.submit_run(
                     s,
-                    team_id=team_id,
-                    workflow="summarize",
+                    team_id=team_ids[next(turn) % teams],
+                    workflow=workflow,
                     input={"text": f"bench document {uuid.uuid4().hex} " * 4},
                     options={},
                 )
@@ -78,10 +92,10 @@ def run_config(stack, size: int, window_ms: int, inflight: int, seconds: float, 
             stack.stop(w)
 
     lo, hi = start + timedelta(seconds=warmup_s), end
-    mine = select(Run.id).where(Run.team_id == team_id)
+    mine = select(Run.id).where(Run.team_id.in_(team_ids))
     with factory() as s:
         failed = s.scalar(
-            select(func.count()).select_from(Run).where(Run.team_id == team_id, Run.status != "succeeded")
+            select(func.count()).select_from(Run).where(Run.team_id.in_(team_ids), Run.status != "succeeded")
         )
         steps_done = s.scalar(
             select(func.count())
@@ -125,9 +139,14 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=1000)
     parser.add_argument("--sizes", default="1,4,8,16")
     parser.add_argument("--windows", default="250,1000")
+    parser.add_argument("--teams", default="", help="e.g. 1,4,16: the isolation table (batch size 8, window 250)")
     args = parser.parse_args()
     rows = []
     with bench_stack(sim_latency_ms=args.latency_ms) as stack:
+        if args.teams:
+            print(isolation_table(stack, [int(t) for t in args.teams.split(",")], args), flush=True)
+            if not args.sizes:
+                return
         for window in (int(w) for w in args.windows.split(",")):
             for size in (int(n) for n in args.sizes.split(",")):
                 r = run_config(stack, size, window, args.inflight, args.seconds, args.warmup)
@@ -171,6 +190,25 @@ def main() -> None:
             ],
             rows,
         )
+    )
+
+
+def isolation_table(stack, team_counts: list[int], args: argparse.Namespace) -> str:
+    """Calls per step and added wait with teams kept apart (the default) and with a shared agent."""
+    rows = []
+    for teams in team_counts:
+        for workflow, how in (("summarize", "kept apart"), ("summarize_shared", "shared agent")):
+            r = run_config(stack, 8, 250, args.inflight, args.seconds, args.warmup, teams=teams, workflow=workflow)
+            rows.append(
+                [teams, how, f"{r['calls_per_step']:.3f}", f"{r['mean_batch']:.1f}", r["steps_s"], r["p50"], r["p95"]]
+            )
+            print(rows[-1], flush=True)
+    head = (
+        f"\nTeams kept apart or sharing calls: {args.inflight} one-step runs in flight spread evenly over the "
+        f"teams, batch size 8, window 250 ms, simulator latency {args.latency_ms} ms\n\n"
+    )
+    return head + table(
+        ["teams", "batching", "calls/step", "mean batch", "steps/s", "added wait p50 ms", "added wait p95 ms"], rows
     )
 
 
