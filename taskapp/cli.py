@@ -261,6 +261,14 @@ def workflows() -> None:
     """Workflow definitions: check a file, push it as a new version for your team, list what you can run."""
 
 
+@workflows.command("schema")
+def workflows_schema() -> None:
+    """Print the JSON Schema of definitions (docs/workflow.schema.json; GET /api/workflows/schema)."""
+    from taskapp.domain.definitions.model import definition_json_schema
+
+    click.echo(json.dumps(definition_json_schema(), indent=2))
+
+
 @workflows.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--shared", is_flag=True, help="Check as a deployer's shared file (may batch across teams).")

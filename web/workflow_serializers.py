@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskapp.domain.agents import Agent
 from taskapp.domain.definitions.checks import Definition
 from taskapp.domain.definitions.graph import workflow_graph
 from taskapp.store.models import Workflow, WorkflowVersion
@@ -34,9 +35,16 @@ def workflow_info(workflow: Workflow, latest: WorkflowVersion, definition: Defin
         version=latest.version,
         description=definition.spec.description,
         input_schema=definition.input_schema,
-        agents=[AgentInfo(name=a.name, model=a.model, description=a.description) for a in definition.agents.values()],
+        agents=[AgentInfo(name=a.name, model=a.model, description=a.description) for a in agents_in_order(definition)],
         graph=graph_of(definition),
     )
+
+
+def agents_in_order(definition: Definition) -> list[Agent]:
+    """The agents in the order the stages first use them (a stored document's keys have no order:
+    PostgreSQL's jsonb sorts them), then any no stage uses."""
+    names = list(dict.fromkeys([s.agent for s in definition.spec.stages] + sorted(definition.agents)))
+    return [definition.agents[n] for n in names if n in definition.agents]
 
 
 def version_info(workflow: Workflow, version: WorkflowVersion) -> WorkflowVersionInfo:
