@@ -116,7 +116,7 @@ def _into(source: str, stage: StageSpec) -> Edge:
 def _loop(stage: StageSpec) -> Edge:
     loop = stage.loop
     assert loop is not None
-    bound = f"at most {loop.max}" + (f" (or {loop.max_from})" if loop.max_from else "")
+    bound = f"at most min({loop.max}, {loop.max_from})" if loop.max_from else f"at most {loop.max}"
     return Edge(
         stage.name,
         loop.to,
