@@ -14,6 +14,7 @@ from taskapp import tools
 from taskapp.domain.definitions.checks import DefinitionError, check_definition
 from taskapp.domain.definitions.model import definition_json_schema
 from taskapp.domain.definitions.schemas import Problem
+from taskapp.pipeline.intake import MAX_VERSION, WORKFLOW_NAME
 from taskapp.store import workflows
 from taskapp.store.models import Workflow
 from web.auth import require_team
@@ -94,6 +95,7 @@ def put_workflow(name: str):
 @require_team
 def get_workflow(name: str):
     """A workflow the team can run: its current version's definition, tools and graph, and every version."""
+    _known_name(name)
     session = db()
     try:
         workflow, versions = workflows.history(session, g.team_id, name)
@@ -107,6 +109,9 @@ def get_workflow(name: str):
 @require_team
 def get_workflow_version(name: str, number: int):
     """One version of a workflow the team can run, as it was stored."""
+    _known_name(name)
+    if not 1 <= number <= MAX_VERSION:
+        raise ApiError(404, "not_found", f"workflow {name!r} has no version {number}")
     session = db()
     try:
         version = workflows.resolve(session, g.team_id, name, number)
@@ -126,6 +131,7 @@ def delete_workflow(name: str):
     """Retire the team's own workflow: it is no longer listed and no new run can start it; runs already
     started keep running on their version. Pushing the name again brings it back as a new version.
     A shared workflow is the deployer's (403)."""
+    _known_name(name)
     session = db()
     if workflows.retire(session, g.team_id, name) is None:
         if workflows.shared_name_exists(session, name):
@@ -154,6 +160,12 @@ def _invalid(problems: list[Problem]) -> ApiError:
         f"the definition is invalid: {first.path or '(top)'}: {first.reason}{more}",
         [p.as_dict() for p in problems],
     )
+
+
+def _known_name(name: str) -> None:
+    """A name no workflow can have (taskapp.domain.definitions.model.Name) is a 404 before any query."""
+    if not WORKFLOW_NAME.fullmatch(name):
+        raise _not_found(name)
 
 
 def _not_found(name: str) -> ApiError:

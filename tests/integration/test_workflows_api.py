@@ -254,6 +254,21 @@ def test_retiring_stops_new_runs_while_a_run_started_before_keeps_its_version(cl
     assert client.post("/api/runs", headers=auth(key), json={"workflow": "triage", "input": TICKET}).status_code == 202
 
 
+def test_names_and_versions_no_workflow_can_have_are_404_before_any_query(client, team):
+    """A NUL or a capital in a name, a version past PostgreSQL's integer: never a database error."""
+    _, key = team
+    h = auth(key)
+    put(client, key, triage())
+    for path in ("/api/workflows/tri%00age", "/api/workflows/Triage", "/api/workflows/" + "t" * 64):
+        assert_error(client.get(path, headers=h), 404, "not_found")
+        assert_error(client.get(path + "/versions/1", headers=h), 404, "not_found")
+        assert_error(client.delete(path, headers=h), 404, "not_found")
+    for number in (0, 2**31, 2**63):
+        assert_error(client.get(f"/api/workflows/triage/versions/{number}", headers=h), 404, "not_found")
+    nul = assert_error(put(client, key, triage(lambda d: d.pop("name")), name="tri%00age"), 422, "invalid_definition")
+    assert nul["details"][0]["path"] == "name"
+
+
 def test_a_shared_workflow_cannot_be_retired_by_a_team_and_an_unknown_one_is_404(client, team):
     _, key = team
     error = assert_error(client.delete("/api/workflows/research", headers=auth(key)), 403, "forbidden")
