@@ -95,26 +95,32 @@
     });
     dagre.layout(g);
 
-    var size = g.graph();
-    svg.setAttribute("viewBox", "0 0 " + Math.ceil(size.width) + " " + Math.ceil(size.height));
-    svg.setAttribute("width", Math.ceil(size.width));
-    svg.setAttribute("height", Math.ceil(size.height));
-
-    var edges = make("g", { "class": "edges" }, svg);
+    var drawing = make("g", {}, svg);
+    var edges = make("g", { "class": "edges" }, drawing);
     g.edges().forEach(function (ref) {
       var edge = g.edge(ref);
       var e = edge.data;
       var group = make("g", { "class": "edge " + e.kind + (e.default ? " default" : "") }, edges);
       var tip = make("title", {}, group);
       tip.textContent = e.label || e.kind;
-      make("path", { d: curve(edge.points), "marker-end": "url(#arrow-" + index + "-" + e.kind + ")" }, group);
+      var d, lx = edge.x, ly = edge.y;
+      if (e.source === e.target) {  // a stage that loops on itself: an arc on its right side
+        var n = g.node(e.source), right = n.x + n.width / 2;
+        d = "M" + right + "," + (n.y - 8) + " C" + (right + 42) + "," + (n.y - 30) + " " +
+          (right + 42) + "," + (n.y + 30) + " " + right + "," + (n.y + 8);
+        lx = right + 40 + edge.width / 2;
+        ly = n.y;
+      } else {
+        d = curve(edge.points);
+      }
+      make("path", { d: d, "marker-end": "url(#arrow-" + index + "-" + e.kind + ")" }, group);
       if (edge.text) {
-        make("rect", { x: edge.x - edge.width / 2, y: edge.y - 8, width: edge.width, height: 16, rx: 3, "class": "label-bg" }, group);
-        text(group, edge.text, edge.x, edge.y, "edge-label");
+        make("rect", { x: lx - edge.width / 2, y: ly - 8, width: edge.width, height: 16, rx: 3, "class": "label-bg" }, group);
+        text(group, edge.text, lx, ly, "edge-label");
       }
     });
 
-    var nodes = make("g", { "class": "nodes" }, svg);
+    var nodes = make("g", { "class": "nodes" }, drawing);
     g.nodes().forEach(function (id) {
       var node = g.node(id);
       var n = node.data;
@@ -131,6 +137,12 @@
         text(group, l.text, node.width / 2, 7 + lineHeight / 2 + k * lineHeight, l.cls);
       });
     });
+    // The picture's size: everything drawn (a self-loop's arc and label may reach past dagre's box).
+    var box = drawing.getBBox(), pad = 6;
+    var width = Math.ceil(box.width + 2 * pad), height = Math.ceil(box.height + 2 * pad);
+    svg.setAttribute("viewBox", [Math.floor(box.x - pad), Math.floor(box.y - pad), width, height].join(" "));
+    svg.setAttribute("width", width);
+    svg.setAttribute("height", height);
     figure.classList.add("drawn");
   }
 
