@@ -9,10 +9,8 @@ import re
 import uuid
 from html.parser import HTMLParser
 
-import pytest
-
-from tests.helpers import ROOT, app_with, auth, form_token, make_team, ui_login
-from tests.integration.test_workflows_api import EXAMPLES, put, triage
+from tests.helpers import ROOT, auth, form_token, make_team, ui_login
+from tests.integration.test_workflows_api import put, triage
 
 FORM_INPUT = {
     "type": "object",
@@ -74,16 +72,6 @@ def _parse(page: bytes) -> _Form:
     form = _Form()
     form.feed(page.decode())
     return form
-
-
-@pytest.fixture()
-def app(settings):
-    return app_with(settings, workflows_path=str(EXAMPLES))
-
-
-@pytest.fixture()
-def client(app):
-    return app.test_client()
 
 
 def test_the_form_is_built_from_the_input_schema_and_posts_typed_values(client, team, db_session):

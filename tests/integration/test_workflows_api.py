@@ -87,17 +87,6 @@ def triage(change: Callable[[dict[str, Any]], object] | None = None) -> dict[str
     return document
 
 
-@pytest.fixture()
-def app(settings):
-    """The web app with the shared example workflows (WORKFLOWS_PATH), as `make run` starts it."""
-    return app_with(settings, workflows_path=str(EXAMPLES))
-
-
-@pytest.fixture()
-def client(app):
-    return app.test_client()
-
-
 def put(client, key: str, document: Any, name: str = "triage"):
     return client.put(f"/api/workflows/{name}", headers=auth(key), json=document)
 

@@ -16,7 +16,7 @@ from tests.integration.test_workflows_api import EXAMPLES, TRIAGE
 
 @pytest.fixture(scope="module")
 def web_url(stack):
-    url, proc = stack.start_web(WORKFLOWS_PATH=str(EXAMPLES))
+    url, proc = stack.start_web()
     yield url
     stack.stop(proc)
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.helpers import ARTIFACTS, auth
-from tests.integration.test_workflows_api import EXAMPLES, TRIAGE
+from tests.integration.test_workflows_api import TRIAGE
 from tests.system.test_browser import CHROMIUM
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not instal
 
 @pytest.fixture(scope="module")
 def web_url(stack):
-    url, proc = stack.start_web(WORKFLOWS_PATH=str(EXAMPLES))
+    url, proc = stack.start_web()
     yield url
     stack.stop(proc)
 
