@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Flask, g
+import logging
 
+from flask import Flask, g
+from sqlalchemy.orm import Session, sessionmaker
+
+from taskapp.catalog import shared
 from taskapp.logs import configure_logging
+from taskapp.outages import DATABASE_ERRORS
 from taskapp.settings import Settings, get_settings
 from taskapp.store.db import get_engine, session_factory
 from web.errors import register_error_handlers
 from web.json_body import JSONRequest, StrictJSONProvider
 from web.security import init_security
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -17,6 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     Raises:
         SettingsError: SECRET_KEY is missing or too short (the process must not start).
+        DefinitionFileError: a file of WORKFLOWS_PATH is not a valid definition (nor must it).
     """
     settings = settings or get_settings()
     app = Flask(__name__)
@@ -42,19 +50,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["taskapp_engine"] = get_engine(settings, settings.web_db_pool_size) if has_db else None
     app.extensions["taskapp_sessions"] = session_factory(settings, settings.web_db_pool_size) if has_db else None
     configure_logging(settings)
+    _load_shared_workflows(settings, app.extensions["taskapp_sessions"])
 
-    from web import api, apidocs, auth, health, pages, prometheus, stream
+    from web import api, apidocs, auth, health, pages, prometheus, stream, workflow_pages, workflows_api
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(workflows_api.bp)
     app.register_blueprint(stream.bp)
     app.register_blueprint(prometheus.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(workflow_pages.bp)
     app.register_blueprint(apidocs.bp)
     init_security(
         app,
         settings,
-        limited=[api.bp, stream.bp, prometheus.bp],
+        limited=[api.bp, workflows_api.bp, stream.bp, prometheus.bp],
         caller_key=auth.rate_limit_key,
         sign_in_views=["pages.login", "pages.login_link"],
     )
@@ -71,3 +82,16 @@ def create_app(settings: Settings | None = None) -> Flask:
             db.close()
 
     return app
+
+
+def _load_shared_workflows(settings: Settings, factory: sessionmaker[Session] | None) -> None:
+    """Check the deployer's definitions (a bad file raises: the process does not start), then store
+    those that changed as new shared versions. PostgreSQL down: a warning; the release step
+    (`taskapp db upgrade`) or the next process to start stores them."""
+    shared.shared_definitions(settings)
+    if factory is None:
+        return
+    try:
+        shared.sync(settings, factory)
+    except DATABASE_ERRORS as exc:
+        log.warning("could not store the shared workflows (PostgreSQL unavailable): %s", exc)

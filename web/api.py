@@ -10,26 +10,16 @@ from pydantic import BaseModel, ValidationError
 
 from taskapp.celery_app import queue_depths
 from taskapp.pipeline import intake, orchestrator
-from taskapp.store import metrics, workflows
+from taskapp.store import metrics
 from taskapp.store.runs import run_steps, runs_page, step_progress
 from web import submission
 from web.auth import metrics_scope, require_team, team_run
 from web.context import db, gate_usage
 from web.errors import ApiError
 from web.openapi import answers, documented
-from web.responses import (
-    AgentInfo,
-    MetricsSnapshot,
-    RunCreated,
-    RunDetail,
-    RunPage,
-    RunSummary,
-    WorkflowInfo,
-    WorkflowList,
-    reply,
-)
+from web.responses import MetricsSnapshot, RunCreated, RunDetail, RunPage, RunSummary, reply
 from web.schemas import MetricsQuery, RunCreate, RunCreateHeaders, RunListQuery
-from web.serializers import run_detail, run_summary
+from web.serializers import pinned_versions, run_detail, run_summary
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 M = TypeVar("M", bound=BaseModel)
@@ -63,7 +53,8 @@ def list_runs():
     except ValueError as exc:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
     progress = step_progress(db(), [r.id for r in runs])
-    return reply(RunPage(runs=[run_summary(r, progress.get(r.id)) for r in runs], next_cursor=cursor))
+    versions = pinned_versions(runs)
+    return reply(RunPage(runs=[run_summary(r, progress.get(r.id), versions) for r in runs], next_cursor=cursor))
 
 
 @bp.get("/runs/<run_id>")
@@ -102,28 +93,6 @@ def get_metrics():
     depths = queue_depths() if scope.fleet else None
     snapshot = metrics.snapshot(db(), depths, window_s, gate_usage(), scope)
     return reply(MetricsSnapshot.model_validate(snapshot), omit_unset=True)
-
-
-@bp.get("/workflows")
-@documented(tags=["workflows"], resp=answers(200, WorkflowList, errors=(401, 429)))
-@require_team
-def list_workflows():
-    """The workflows that can be run, with their agents and input schemas."""
-    session = db()
-    listed = []
-    for item in workflows.visible(session, g.team_id):
-        definition = workflows.definition_of(session, item.latest.id)
-        listed.append(
-            WorkflowInfo(
-                name=definition.name,
-                description=definition.spec.description,
-                input_schema=definition.input_schema,
-                agents=[
-                    AgentInfo(name=a.name, model=a.model, description=a.description) for a in definition.agents.values()
-                ],
-            )
-        )
-    return reply(WorkflowList(workflows=listed))
 
 
 def _parse(model: type[M], values: Mapping[str, str], code: str) -> M:

@@ -35,7 +35,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _depth_over(value: Any, limit: int) -> bool:
+def depth_over(value: Any, limit: int) -> bool:
     """Whether containers nest more than `limit` deep (iterative: a deep value cannot recurse us)."""
     stack = [(value, 1)]
     while stack:
@@ -64,7 +64,7 @@ class StrictJSONProvider(DefaultJSONProvider):
             value = json.loads(s, **kwargs)
         except RecursionError:
             raise too_deep from None
-        if _depth_over(value, MAX_DEPTH):
+        if depth_over(value, MAX_DEPTH):
             raise too_deep
         return value
 

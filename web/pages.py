@@ -19,6 +19,7 @@ from web import auth, submission
 from web.auth import login_required
 from web.context import db, gate_usage
 from web.errors import ApiError
+from web.input_form import form_fields, read_form
 from web.serializers import run_json
 
 bp = Blueprint("pages", __name__)
@@ -76,20 +77,27 @@ def logout():
 @bp.route("/runs/new", methods=["GET", "POST"])
 @login_required
 def new_run():
-    """A form built from the workflow's input schema."""
+    """A form built from the chosen workflow version's input schema."""
     team_id = g.team_id
-    name = request.values.get("workflow", "research")
-    listed = {item.workflow.name: item for item in workflows.visible(db(), team_id)}
-    if name not in listed:
+    session = db()
+    listed = {item.workflow.name: item for item in workflows.visible(session, team_id)}
+    if not listed:
+        return render_template("new_run.html", workflow=None, workflows=listed), 200
+    name = request.values.get("workflow") or ("research" if "research" in listed else next(iter(listed)))
+    version = _version_arg(request.values.get("version"))
+    try:
+        found = workflows.resolve(session, team_id, name, version)
+    except (workflows.UnknownWorkflow, workflows.UnknownVersion):
         abort(404)
-    workflow = workflows.definition_of(db(), listed[name].latest.id).spec
-    schema = workflow.input_schema
+    definition = workflows.definition_of(session, found.id)
+    schema = definition.input_schema
     errors: list[str] = []
     status = 200
     if request.method == "POST":
         body = {
             "workflow": name,
-            "input": _form_input(schema),
+            "version": version,
+            "input": read_form(schema, request.form),
             "options": {"priority": request.form.get("priority", "batch")},
         }
         try:
@@ -98,7 +106,16 @@ def new_run():
         except ApiError as exc:
             errors, status = _form_errors(exc, schema), exc.status
     return render_template(
-        "new_run.html", workflow=workflow, workflows=listed, schema=schema, errors=errors, values=request.form
+        "new_run.html",
+        workflow=definition.spec,
+        version=found.version,
+        pinned=version is not None,
+        agents=[s.agent for s in definition.spec.stages],
+        workflows=listed,
+        fields=form_fields(schema),
+        errors=errors,
+        values=request.form,
+        posted=request.method == "POST",
     ), status
 
 
@@ -170,21 +187,14 @@ def _form_errors(exc: ApiError, schema: dict) -> list[str]:
         return [exc.message]
     labels = {field: spec.get("title", field) for field, spec in schema.get("properties", {}).items()}
     labels["options.priority"] = "Priority"
+    labels["version"] = "Version"
     return [f"{labels.get(d['field'], d['field'])}: {d['message']}" for d in exc.details] or [exc.message]
 
 
-def _form_input(schema: dict) -> dict:
-    """Form fields back into typed JSON values (the workflow schema validates them next)."""
-    out: dict = {}
-    for field, spec in schema.get("properties", {}).items():
-        raw = request.form.get(field, "")
-        if raw == "":
-            continue
-        if spec.get("type") == "integer":
-            try:
-                out[field] = int(raw)
-            except ValueError:
-                out[field] = raw
-        else:
-            out[field] = raw
-    return out
+def _version_arg(raw: str | None) -> int | None:
+    """`?version=N` (empty: the latest); anything else is no such page."""
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 2**31 - 1:
+        abort(404)
+    return int(raw)

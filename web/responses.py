@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from flask import Response as FlaskResponse
 from flask import current_app
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from taskapp.domain.status import RUN_STATUSES, STEP_STATUSES
 from taskapp.store.metrics import AgentStats
@@ -49,6 +49,7 @@ class RunSummary(BaseModel):
 
     id: str
     workflow: str
+    workflow_version: int | None = Field(description="the version of the workflow the run is pinned to")
     status: RunStatus
     created_at: datetime
     started_at: datetime | None
@@ -154,15 +155,97 @@ class AgentInfo(BaseModel):
     description: str
 
 
+class FanOutInfo(BaseModel):
+    items: str = Field(description="JMESPath giving the list: one step per item")
+    max_items: int
+
+
+class GraphNode(BaseModel):
+    id: str = Field(description="the stage's name; `_input` and `_output` for the run's input and output")
+    kind: Literal["input", "stage", "output"]
+    label: str
+    agent: str | None
+    model: str | None
+    tools: list[str]
+    fan_out: FanOutInfo | None = Field(description="set when the stage runs once per item of a list (then fans in)")
+
+
+class GraphEdge(BaseModel):
+    source: str
+    target: str
+    kind: Literal["next", "fan_out", "loop", "route"]
+    label: str = Field(description="what the edge means, in words")
+    condition: str | None = Field(description="a loop's `while`, a route's `on`, a fan-out's `items` (JMESPath)")
+    value: str | None = Field(description="a route's case")
+    default: bool = Field(description="a route's default (any other value)")
+    max: int | None = Field(description="a loop's bound, or a fan-out's `max_items`")
+    max_from: str | None = Field(description="a loop's lower bound read from the run")
+
+
+class WorkflowGraph(BaseModel):
+    """A workflow's stages and every way one can follow another (taskapp.domain.definitions.graph)."""
+
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+
+WorkflowScope = Literal["team", "shared"]
+
+
 class WorkflowInfo(BaseModel):
     name: str
+    scope: WorkflowScope = Field(description="`team`: the caller's team's own; `shared`: the deployer's")
+    version: int = Field(description="the latest version: what a run starts with unless it names one")
     description: str
     input_schema: dict[str, Any] = Field(description="JSON Schema of the run's `input`")
     agents: list[AgentInfo]
+    graph: WorkflowGraph
 
 
 class WorkflowList(BaseModel):
     workflows: list[WorkflowInfo]
+
+
+class VersionInfo(BaseModel):
+    version: int
+    content_hash: str = Field(description="SHA-256 of the normalised definition")
+    created_at: datetime
+
+
+class WorkflowVersionInfo(VersionInfo):
+    """A stored version (the answer to a push)."""
+
+    name: str
+    scope: WorkflowScope
+
+
+class ToolInfo(BaseModel):
+    name: str
+    description: str
+    args_schema: dict[str, Any]
+    timeout_s: float
+    retries: int
+    on_error: Literal["feed_back", "fail"]
+
+
+class WorkflowVersionDetail(WorkflowVersionInfo):
+    """One version: its definition as stored (normalised: defaults spelt out), and the tools it uses."""
+
+    definition: dict[str, Any] = Field(description="the definition; PUT it back unchanged and no version is made")
+    tools: list[ToolInfo] = Field(description="the registered tools its agents use, as they were when it was stored")
+    graph: WorkflowGraph
+
+
+class WorkflowDetail(WorkflowVersionDetail):
+    """A workflow: its current (latest) version in full, and every version, newest first."""
+
+    versions: list[VersionInfo]
+
+
+class DefinitionSchema(BaseModel):
+    """A JSON Schema (draft 2020-12): the one of workflow definitions."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 class Health(BaseModel):

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
+from taskapp.domain.definitions.model import Name, WorkflowSpec
 from taskapp.store.models import RUN_STATUSES
 
 MAX_PAGE = 100
@@ -29,30 +30,32 @@ class RunOptionsIn(BaseModel):
     limits: RunLimits = Field(default_factory=RunLimits)
 
 
-def _runs_of_each_workflow(schema: dict[str, Any]) -> None:
-    """`input` is checked against the chosen workflow version's input schema (taskapp.pipeline.intake);
-    GET /api/workflows gives each one's."""
+def _optional(schema: dict[str, Any]) -> None:
+    """An optional parameter is documented by `required: false`, not by a `null` default."""
+    schema.pop("default", None)
+
+
+def _run_example(schema: dict[str, Any]) -> None:
     example = {"workflow": "summarize", "input": {"text": "Celery runs tasks; Redis carries the messages."}}
     schema["examples"] = [example]
 
 
 class RunCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_runs_of_each_workflow)
-    workflow: str = Field(min_length=1, max_length=100)
-    version: int | None = Field(
-        default=None, ge=1, le=2**31 - 1, description="A version of the workflow (default: the latest)"
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_run_example)
+    workflow: str = Field(min_length=1, max_length=100, description="a workflow of `GET /api/workflows`")
+    version: Annotated[int, Field(ge=1, le=2**31 - 1)] | SkipJsonSchema[None] = Field(
+        default=None,
+        json_schema_extra=_optional,
+        description="the workflow's version to run (default: its latest)",
     )
-    input: dict[str, Any]
+    input: dict[str, Any] = Field(
+        description="the run's input: checked against the chosen version's `input_schema` (`GET /api/workflows`)"
+    )
     options: RunOptionsIn = Field(default_factory=RunOptionsIn)
 
 
 def _clamp(low: int, high: int) -> AfterValidator:
     return AfterValidator(lambda value: min(high, max(low, value)))
-
-
-def _optional(schema: dict[str, Any]) -> None:
-    """An optional parameter is documented by `required: false`, not by a `null` default."""
-    schema.pop("default", None)
 
 
 class RunCreateHeaders(BaseModel):
@@ -99,3 +102,10 @@ class RunEventsHeaders(BaseModel):
         json_schema_extra=_optional,
         description="resume after this event id; browsers send it when they reconnect",
     )
+
+
+class DefinitionIn(WorkflowSpec):
+    """A workflow definition (the schema of GET /api/workflows/schema); `name` may be left out, as
+    the URL names it. YAML is accepted too, with `Content-Type: application/yaml`."""
+
+    name: Name | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_optional)  # type: ignore[assignment]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from flask import url_for
 
 from taskapp.store.models import Run, Step
 from taskapp.store.runs import run_totals
+from taskapp.store.workflows import version_numbers
+from web.context import db
 from web.responses import Progress, RunDetail, RunLinks, RunSummary, RunTotals, StepView
 
 
@@ -41,11 +44,12 @@ def step_view(step: Step) -> StepView:
     )
 
 
-def _summary_fields(run: Run, progress: tuple[int, int] | None) -> dict[str, Any]:
+def _summary_fields(run: Run, progress: tuple[int, int] | None, version: int | None) -> dict[str, Any]:
     done, total = progress or (0, 0)
     return {
         "id": str(run.id),
         "workflow": run.workflow,
+        "workflow_version": version,
         "status": run.status,
         "created_at": run.created_at,
         "started_at": run.started_at,
@@ -56,14 +60,25 @@ def _summary_fields(run: Run, progress: tuple[int, int] | None) -> dict[str, Any
     }
 
 
-def run_summary(run: Run, progress: tuple[int, int] | None = None) -> RunSummary:
-    return RunSummary(**_summary_fields(run, progress))
+def run_summary(
+    run: Run, progress: tuple[int, int] | None = None, versions: dict[uuid.UUID, int] | None = None
+) -> RunSummary:
+    """`versions`: the runs' pinned version numbers, read for a page of runs at once (`pinned_versions`)."""
+    if versions is None:
+        versions = pinned_versions([run])
+    return RunSummary(**_summary_fields(run, progress, versions.get(run.id)))
+
+
+def pinned_versions(runs: list[Run]) -> dict[uuid.UUID, int]:
+    """Each run's pinned workflow version number, by run id (one query for them all)."""
+    numbers = version_numbers(db(), [r.workflow_version_id for r in runs])
+    return {r.id: numbers[r.workflow_version_id] for r in runs if r.workflow_version_id in numbers}
 
 
 def run_detail(run: Run, steps: list[Step]) -> RunDetail:
     totals = run_totals(steps)
     return RunDetail(
-        **_summary_fields(run, (totals.steps_done, totals.steps)),
+        **_summary_fields(run, (totals.steps_done, totals.steps), pinned_versions([run]).get(run.id)),
         input=run.input,
         options=run.options,
         output=run.output,

@@ -169,6 +169,15 @@ def agent_of_step(session: Session, step: Step) -> Agent:
     return agent
 
 
+def version_numbers(session: Session, version_ids: list[uuid.UUID | None]) -> dict[uuid.UUID, int]:
+    """The numbers of these versions (what a run's JSON shows of its pinned version), by id."""
+    wanted = {v for v in version_ids if v is not None}
+    if not wanted:
+        return {}
+    rows = session.execute(select(WorkflowVersion.id, WorkflowVersion.version).where(WorkflowVersion.id.in_(wanted)))
+    return {version_id: number for version_id, number in rows}
+
+
 _definitions: dict[uuid.UUID, Definition] = {}
 
 

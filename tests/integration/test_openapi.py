@@ -7,6 +7,7 @@ from this server, with no inline script. The live fuzz is in test_api_fuzz.py.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,7 +22,7 @@ from tests.helpers import auth
 
 RUN = {"workflow": "summarize", "input": {"text": "Some text to summarise."}}
 # The blueprints whose routes make up the API (the pages and the docs themselves are not in it).
-API_BLUEPRINTS = {"api", "stream", "health", "prometheus"}
+API_BLUEPRINTS = {"api", "workflows", "stream", "health", "prometheus"}
 
 
 @pytest.fixture()
@@ -32,7 +33,7 @@ def document(client) -> dict:
 
 
 def _openapi_path(rule: str) -> str:
-    return rule.replace("<", "{").replace(">", "}")
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
 
 
 def test_the_document_is_openapi_3_1_with_every_operation_of_the_api(app, document):
