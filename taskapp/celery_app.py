@@ -36,12 +36,18 @@ def _warm_up_before_fork(**_: object) -> None:
     import psycopg  # noqa: F401 (the engine imports the driver on its first connect)
     import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 
+    from taskapp.catalog.files import DefinitionFileError
     from taskapp.catalog.shared import shared_definitions
     from taskapp.domain.prompts import batch_schema
     from taskapp.llm import gemini
 
     # A bad file in WORKFLOWS_PATH stops the node here, naming the file, the path and the reason.
-    definitions = shared_definitions(get_settings())
+    # (SystemExit, not the error itself: Celery logs and ignores an Exception a signal handler raises.)
+    try:
+        definitions = shared_definitions(get_settings())
+    except DefinitionFileError as exc:
+        log.critical("%s", exc)
+        raise SystemExit(f"taskapp worker: WORKFLOWS_PATH: {exc}") from None
     gemini.warm_up(batch_schema(agent) for d in definitions for agent in d.agents.values())
     _store_shared_workflows()
 

@@ -525,3 +525,25 @@ def test_gunicorn_refuses_to_start_on_a_bad_shared_file_and_names_the_file_the_p
         stack.stop(proc)
     log = (stack.log_dir / "web-bad-workflow.log").read_text()
     assert f"{tmp_path / 'triage.yaml'}: stages.1.agent: no agent 'ghost'" in log
+
+
+def test_a_worker_node_refuses_to_start_on_a_bad_shared_file_and_names_the_file_the_path_and_the_reason(
+    stack, tmp_path
+):
+    """The Procfile's `worker` line with an invalid WORKFLOWS_PATH file: the node exits before it
+    takes a task (a worker deciding runs from definitions it cannot read would fail them all)."""
+    bad = copy.deepcopy(TRIAGE)
+    bad["stages"][1]["agent"] = "ghost"
+    (tmp_path / "triage.yaml").write_text(yaml.safe_dump(bad))
+    proc = stack.spawn(
+        "worker-bad-workflow",
+        [sys.executable, "-m", "celery", "-A", "taskapp.celery_app", "worker", "-c", "1", "--without-mingle"],
+        WORKFLOWS_PATH=str(tmp_path),
+        BATCH_FLUSHER_EMBEDDED="false",
+    )
+    try:
+        assert proc.wait(60) != 0
+    finally:
+        stack.stop(proc)
+    log = (stack.log_dir / "worker-bad-workflow.log").read_text()
+    assert f"{tmp_path / 'triage.yaml'}: stages.1.agent: no agent 'ghost'" in log
