@@ -95,12 +95,12 @@ def resolve_workflow(
     if not WORKFLOW_NAME.fullmatch(workflow) or (version is not None and not 1 <= version <= MAX_VERSION):
         raise InvalidRun(f"unknown workflow {workflow!r}" if version is None else f"unknown workflow version {version}")
     try:
-        found = workflows.resolve(session, team_id, workflow, version)
+        found = workflows.resolve_id(session, team_id, workflow, version)
     except workflows.UnknownWorkflow:
         raise InvalidRun(f"unknown workflow {workflow!r}") from None
     except workflows.UnknownVersion as exc:
         raise InvalidRun(str(exc)) from None
-    return found.id, workflows.definition_of(session, found.id)
+    return found, workflows.definition_of(session, found)
 
 
 UNSTORABLE = "contains a character that cannot be stored (NUL, or an unpaired surrogate)"

@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Integer, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -83,6 +84,44 @@ def resolve(session: Session, team_id: uuid.UUID, name: str, version: int | None
     if found is None:
         raise UnknownVersion(f"workflow {name!r} has no version {version} (latest: {workflow.latest_version})")
     return found
+
+
+def resolve_id(session: Session, team_id: uuid.UUID, name: str, version: int | None = None) -> uuid.UUID:
+    """`resolve`'s version id alone, in one statement (a run's submission: the definition itself
+    comes from this process's cache)."""
+    row = session.execute(_RESOLVE, {"name": name, "team_id": team_id, "version": version}).first()
+    if row is None:
+        raise UnknownWorkflow(name)
+    if row[1] is None:
+        raise UnknownVersion(f"workflow {name!r} has no version {version} (latest: {row[0]})")
+    return row[1]
+
+
+def _resolve_statement() -> Any:
+    """Built once (it runs for every submitted run): the visible workflow, the team's own first
+    (it shadows a shared one), joined to the version asked for or its latest."""
+    workflow = (
+        select(Workflow.id, Workflow.latest_version)
+        .where(
+            Workflow.name == bindparam("name"),
+            or_(Workflow.team_id == bindparam("team_id"), Workflow.team_id.is_(None)),
+            Workflow.retired_at.is_(None),
+        )
+        .order_by(Workflow.team_id.is_(None))
+        .limit(1)
+        .subquery()
+    )
+    number = func.coalesce(bindparam("version", type_=Integer), workflow.c.latest_version)
+    return (
+        select(workflow.c.latest_version, WorkflowVersion.id)
+        .select_from(workflow)
+        .outerjoin(
+            WorkflowVersion, (WorkflowVersion.workflow_id == workflow.c.id) & (WorkflowVersion.version == number)
+        )
+    )
+
+
+_RESOLVE = _resolve_statement()
 
 
 def visible(session: Session, team_id: uuid.UUID) -> list[Listed]:
@@ -160,12 +199,16 @@ def definition_of_run(session: Session, run: Run) -> Definition:
 
 
 def agent_of_step(session: Session, step: Step) -> Agent:
-    """The agent a step calls, as its run's pinned definition defines it."""
-    run = step.run if "run" in step.__dict__ else session.get(Run, step.run_id)
-    assert run is not None
-    agent = definition_of_run(session, run).agents.get(step.agent)
+    """The agent a step calls, as its run's pinned definition defines it (reads two columns of
+    the run, not the run: this is on every batch's path)."""
+    pinned = session.execute(select(Run.workflow_version_id, Run.workflow).where(Run.id == step.run_id)).one()
+    if pinned.workflow_version_id is not None:
+        definition = definition_of(session, pinned.workflow_version_id)
+    else:
+        definition = definition_of_run(session, Run(workflow=pinned.workflow))
+    agent = definition.agents.get(step.agent)
     if agent is None:
-        raise UnknownAgent(f"workflow {run.workflow!r} has no agent {step.agent!r}")
+        raise UnknownAgent(f"workflow {pinned.workflow!r} has no agent {step.agent!r}")
     return agent
 
 
