@@ -174,10 +174,13 @@ def definition_of(session: Session, version_id: uuid.UUID) -> Definition:
     """A stored version's definition (read once per process: versions never change)."""
     cached = _definitions.get(version_id)
     if cached is None:
-        document = session.scalar(select(WorkflowVersion.definition).where(WorkflowVersion.id == version_id))
-        if document is None:
+        row = session.execute(
+            select(WorkflowVersion.definition, WorkflowVersion.version).where(WorkflowVersion.id == version_id)
+        ).first()
+        if row is None:
             raise UnknownVersion(f"no workflow version {version_id}")
-        cached = _definitions.setdefault(version_id, load_stored(document))
+        _numbers[version_id] = row.version
+        cached = _definitions.setdefault(version_id, load_stored(row.definition))
     return cached
 
 
@@ -215,13 +218,17 @@ def agent_of_step(session: Session, step: Step) -> Agent:
 def version_numbers(session: Session, version_ids: list[uuid.UUID | None]) -> dict[uuid.UUID, int]:
     """The numbers of these versions (what a run's JSON shows of its pinned version), by id."""
     wanted = {v for v in version_ids if v is not None}
-    if not wanted:
-        return {}
-    rows = session.execute(select(WorkflowVersion.id, WorkflowVersion.version).where(WorkflowVersion.id.in_(wanted)))
-    return {version_id: number for version_id, number in rows}
+    missing = wanted - _numbers.keys()  # a version's number never changes: read once per process
+    if missing:
+        rows = session.execute(
+            select(WorkflowVersion.id, WorkflowVersion.version).where(WorkflowVersion.id.in_(missing))
+        )
+        _numbers.update({version_id: number for version_id, number in rows})
+    return {v: _numbers[v] for v in wanted if v in _numbers}
 
 
 _definitions: dict[uuid.UUID, Definition] = {}
+_numbers: dict[uuid.UUID, int] = {}
 
 
 def _visible(session: Session, team_id: uuid.UUID, name: str) -> Workflow | None:
