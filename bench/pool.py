@@ -82,10 +82,10 @@ def memory_mb(procs: list[psutil.Process]) -> tuple[float, float]:
     return pss / 2**20, rss / 2**20
 
 
-def backlog(pool: str, latency_ms: int, span_s: float) -> int:
+def backlog(pool: str, latency_ms: int, span_s: float, waiting_concurrency: int) -> int:
     """Batches to queue before the node starts: more than it can take in the window, so it
     never runs dry (a waiting pool is CPU-bound near CPU_CALLS_S calls/s, see the docs)."""
-    slots = PREFORK_CONCURRENCY if pool == "prefork" else WAITING_CONCURRENCY
+    slots = PREFORK_CONCURRENCY if pool == "prefork" else waiting_concurrency
     rate = min(slots / (latency_ms / 1000), CPU_CALLS_S)
     return int(rate * span_s * 1.3) + 20
 
@@ -124,13 +124,15 @@ def clear_backlog(team_id: uuid.UUID) -> None:
             orchestrator.cancel_run(s, run_id)
 
 
-def measure(stack, team_id: uuid.UUID, pool: str, latency_ms: int, seconds: float, warmup_s: float) -> dict:
+def measure(
+    stack, team_id: uuid.UUID, pool: str, latency_ms: int, seconds: float, warmup_s: float, waiting_concurrency: int
+) -> dict:
     from taskapp.store.db import session_factory
     from taskapp.store.models import Run, Step
 
-    concurrency = PREFORK_CONCURRENCY if pool == "prefork" else WAITING_CONCURRENCY
+    concurrency = PREFORK_CONCURRENCY if pool == "prefork" else waiting_concurrency
     httpx.post(f"{stack.sim_url}/_sim/config", json={"latency_ms": latency_ms}).raise_for_status()
-    queued = backlog(pool, latency_ms, warmup_s + seconds)
+    queued = backlog(pool, latency_ms, warmup_s + seconds, waiting_concurrency)
     fill_backlog(stack, team_id, queued)
     node = stack.start_worker(
         f"llm-{pool}-{latency_ms}",
@@ -197,6 +199,7 @@ def main() -> None:
     parser.add_argument("--pools", default="prefork,threads,gevent")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--warmup", type=float, default=6)
+    parser.add_argument("--concurrency", type=int, default=WAITING_CONCURRENCY, help="of the threads and gevent nodes")
     args = parser.parse_args()
     rows = []
     with bench_stack() as stack:
@@ -209,7 +212,7 @@ def main() -> None:
         try:
             for latency in (int(v) for v in args.latencies.split(",")):
                 for pool in args.pools.split(","):
-                    r = measure(stack, team_id, pool, latency, args.seconds, args.warmup)
+                    r = measure(stack, team_id, pool, latency, args.seconds, args.warmup, args.concurrency)
                     print(r, flush=True)
                     rows.append(
                         [
