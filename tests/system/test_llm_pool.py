@@ -50,8 +50,8 @@ def pool_stack(tmp_path_factory):
         from taskapp.store import migrate
 
         migrate.upgrade(load_settings(s.env()))
-        url, web = s.start_web(API_RATE_LIMIT="100/second", **NODE_ENV)
-        orchestration = s.start_worker("pool-orch", concurrency=2, role="orchestration", **NODE_ENV)
+        url, _ = s.start_web(API_RATE_LIMIT="100/second", **NODE_ENV)
+        s.start_worker("pool-orch", concurrency=2, role="orchestration", **NODE_ENV)
         llm = s.start_worker(
             "pool-llm",
             concurrency=None,
@@ -61,8 +61,7 @@ def pool_stack(tmp_path_factory):
             **NODE_ENV,
         )
         yield s, url, llm
-        for proc in (llm, orchestration, web):
-            s.stop(proc)
+        # (LocalStack stops every process it started, the replacement node of the test below too.)
 
 
 def _db_connections(pid: int, database_url: str) -> int:
@@ -147,3 +146,61 @@ def _assert_one_claim_and_one_bill_per_step(settings, run_ids: list[str]) -> Non
             select(func.count()).select_from(LlmCall).where(LlmCall.batch_id.in_(batches), LlmCall.status == "ok")
         )
         assert billed == RUNS
+
+
+def test_a_sigterm_to_the_threads_node_lets_every_call_in_flight_finish(pool_stack):
+    """Heroku's stop (SIGTERM to the whole group) mid-calls: a warm shutdown, each call
+    finishes and commits, none is cut and made again by the node that replaces it."""
+    stack, url, llm = pool_stack
+    from taskapp.settings import load_settings
+    from taskapp.store.db import session_factory
+    from taskapp.store.teams import create_team
+
+    node = load_settings(stack.env(**NODE_ENV))
+    sim = stack.sim
+    assert sim is not None
+    sim.state.reset()
+    with session_factory(node).begin() as session:
+        key = create_team(session, f"pool-stop-{uuid.uuid4().hex[:8]}")[1]
+    runs = 40
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+        ids = [
+            c.post(
+                "/api/runs",
+                json={"workflow": "summarize", "input": {"text": f"stop {i}"}, "options": {"priority": "interactive"}},
+            ).json()["id"]
+            for i in range(runs)
+        ]
+        deadline = time.monotonic() + 60
+        while sim.state.inflight()["in_flight"] < 30:
+            assert time.monotonic() < deadline, sim.state.inflight()
+            time.sleep(0.05)
+        stack.stop(llm)  # SIGTERM to the process group, then waits (SIGKILL only after 30 s)
+        assert llm.returncode == 0, llm.returncode
+        cut_short = sim.state.inflight()["in_flight"]
+        stack.start_worker(
+            "pool-llm-2",
+            concurrency=None,
+            role="llm",
+            LLM_WORKER_POOL="threads",
+            LLM_WORKER_CONCURRENCY=str(THREADS),
+            **NODE_ENV,
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            done = [c.get(f"/api/runs/{i}").json()["status"] for i in ids]
+            if all(s in ("succeeded", "failed", "cancelled") for s in done):
+                break
+            assert time.monotonic() < deadline, sorted(done)
+            time.sleep(0.5)
+    assert cut_short == 0
+    assert done == ["succeeded"] * runs
+    answered = [e for e in sim.state.requests() if e["model"] == MODEL and e["status"] == 200]
+    assert len(answered) == runs  # none called twice
+    with session_factory(node)() as session:
+        from sqlalchemy import select
+
+        from taskapp.store.models import Step
+
+        attempts = session.scalars(select(Step.attempts).where(Step.run_id.in_([uuid.UUID(i) for i in ids]))).all()
+    assert sorted(set(attempts)) == [1]
