@@ -2,10 +2,10 @@
 
 import sys
 
-from bench import batching, foundation, quota, sse
+from bench import batching, foundation, pool, quota, sse
 
 if __name__ == "__main__":
-    for bench in (foundation, sse, batching, quota):
+    for bench in (foundation, sse, batching, quota, pool):
         sys.argv = [bench.__name__]  # each with its defaults
         print(f"\n===== {bench.__name__} =====", flush=True)
         bench.main()

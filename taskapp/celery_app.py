@@ -78,7 +78,10 @@ class EmbeddedFlusher(bootsteps.StartStopStep):
     """Runs `python -m taskapp.pipeline.flusher` beside this worker node, restarting it if it exits.
 
     So a Procfile `worker` dyno brings its own flusher and sweeper, and a fleet has as
-    many as it has nodes (their work is atomic, so more is only redundancy).
+    many as it has orchestration nodes (their work is atomic, so more is only redundancy).
+    An `llm` node (taskapp.worker_roles) runs none: flushing and sweeping are orchestration
+    work, and a fleet of llm nodes, scaled on RPM x call latency, would multiply the
+    flushers' polls of Redis (each ticks every BATCH_TICK_MS) for nothing.
     BATCH_FLUSHER_EMBEDDED=false leaves it to a separate `taskapp flusher` process.
     """
 
@@ -88,7 +91,7 @@ class EmbeddedFlusher(bootsteps.StartStopStep):
         self.stopping = threading.Event()
 
     def start(self, parent: object) -> None:
-        if not get_settings().batch_flusher_embedded:
+        if not get_settings().batch_flusher_embedded or not _orchestrates(parent):
             return
         # From the node's first shutdown signal on, a flusher that exits stays down: a
         # SIGTERM to the process group stops it while this node still finishes its tasks.
@@ -118,6 +121,13 @@ class EmbeddedFlusher(bootsteps.StartStopStep):
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _orchestrates(worker: object) -> bool:
+    """Whether this node consumes the orchestration queue (every node does unless -Q says otherwise)."""
+    from taskapp.keys import ORCHESTRATION_QUEUE
+
+    return ORCHESTRATION_QUEUE in worker.app.amqp.queues.consume_from  # type: ignore[attr-defined]
 
 
 app.steps["worker"].add(EmbeddedFlusher)

@@ -399,6 +399,24 @@ def flower(port: int | None) -> None:
     )
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("role", type=click.Choice(["orchestration", "llm", "all"]))
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(role: str, celery_args: tuple[str, ...]) -> None:
+    """A Celery worker node of one role: `orchestration` (prefork), `llm` (LLM_WORKER_POOL) or `all`.
+
+    Further arguments go to `celery worker` (e.g. --loglevel INFO). The process becomes
+    Celery (exec), so signals from the platform reach it directly.
+    """
+    import os
+    from typing import cast
+
+    from taskapp.worker_roles import Role, worker_argv
+
+    argv = worker_argv(cast(Role, role), get_settings(), list(celery_args))
+    os.execv(argv[0], argv)
+
+
 @main.command("flusher")
 def flusher_cmd() -> None:
     """Flush batch buffers on their windows and run the sweeper (workers start one each by default)."""

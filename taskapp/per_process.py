@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar, overload
 
@@ -22,13 +23,24 @@ class PerProcess(Generic[T]):
         self._build = build
         self._key = key or (lambda *args: args)
         self._made: dict[tuple[Hashable, ...], T] = {}
+        # A threads-pool worker's first tasks all ask at once: one builds, the others wait for
+        # it (two engines or clients would each open their own connections). Reentrant: a
+        # builder may ask for another per-process thing.
+        self._lock = threading.RLock()
+        os.register_at_fork(after_in_child=self._fresh_lock)  # a lock held across a fork stays held
         functools.update_wrapper(self, build)
+
+    def _fresh_lock(self) -> None:
+        self._lock = threading.RLock()
 
     def __call__(self, *args: object) -> T:
         slot = (os.getpid(), *self._key(*args))
         made = self._made.get(slot)
         if made is None:
-            made = self._made[slot] = self._build(*args)
+            with self._lock:
+                made = self._made.get(slot)
+                if made is None:
+                    made = self._made[slot] = self._build(*args)
         return made
 
     def made(self) -> list[T]:

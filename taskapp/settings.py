@@ -28,6 +28,7 @@ class SettingsError(ValueError):
 
 
 MIN_SECRET_KEY_BYTES = 32
+MAX_PREFORK_LLM_CONCURRENCY = 32  # processes: beyond this an `llm` node belongs on a waiting pool
 DEFAULT_LIMITS = Limits()
 
 
@@ -111,6 +112,10 @@ class Settings(BaseModel):
     port: int = Field(default=5000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
+    # The `llm` process type (taskapp.worker_roles): the llm.* queues on a pool made for waiting,
+    # so one process keeps many Gemini calls in flight (docs/operations.md, "Scaling").
+    llm_worker_pool: Literal["threads", "gevent", "prefork"] = "threads"
+    llm_worker_concurrency: int = Field(default=200, ge=1, le=2000)
     task_events: bool = True
     db_pool_size: int = Field(default=5, ge=1)
     web_db_pool_size: int = Field(default=20, ge=1)
@@ -186,6 +191,15 @@ class Settings(BaseModel):
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
         return normalize_redis_url(value) if value else None
+
+    @model_validator(mode="after")
+    def _llm_pool_fits(self) -> Settings:
+        if self.llm_worker_pool == "prefork" and self.llm_worker_concurrency > MAX_PREFORK_LLM_CONCURRENCY:
+            raise ValueError(
+                f"LLM_WORKER_CONCURRENCY ({self.llm_worker_concurrency}) with LLM_WORKER_POOL=prefork is a process "
+                f"per call; at most {MAX_PREFORK_LLM_CONCURRENCY} (use LLM_WORKER_POOL=threads for many calls)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _attempts_cover_retries(self) -> Settings:
@@ -304,6 +318,8 @@ _ENV = {
     "PORT": "port",
     "WEB_CONCURRENCY": "web_concurrency",
     "WORKER_CONCURRENCY": "worker_concurrency",
+    "LLM_WORKER_POOL": "llm_worker_pool",
+    "LLM_WORKER_CONCURRENCY": "llm_worker_concurrency",
     "CELERY_TASK_EVENTS": "task_events",
     "DB_POOL_SIZE": "db_pool_size",
     "WEB_DB_POOL_SIZE": "web_db_pool_size",
@@ -336,8 +352,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raw = source.get(env)
         if raw is not None and raw.strip() != "":
             values[field] = raw.strip()
-    if "log_format" in values:
-        values["log_format"] = str(values["log_format"]).lower()
+    for lowered in ("log_format", "llm_worker_pool"):
+        if lowered in values:
+            values[lowered] = str(values[lowered]).lower()
     values.update(overrides)
     try:
         return Settings.model_validate(values)

@@ -25,7 +25,8 @@ from taskapp.child_processes import die_with_parent
 from taskapp.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from taskapp.dev.gemini_sim import server as simulator
 from taskapp.service_urls import normalize_database_url
-from taskapp.settings import child_environment
+from taskapp.settings import child_environment, load_settings
+from taskapp.worker_roles import Role, role_options
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests and benchmarks run from one
 EXAMPLES = ROOT / "examples" / "workflows"  # the shared workflows of `make run`
@@ -147,9 +148,22 @@ class LocalStack:
         return proc
 
     def start_worker(
-        self, name: str, concurrency: int = 2, app: str = "taskapp.celery_app", **env: str | None
+        self,
+        name: str,
+        concurrency: int | None = 2,
+        app: str = "taskapp.celery_app",
+        role: Role = "all",
+        **env: str | None,
     ) -> subprocess.Popen:
-        """A real `celery worker` node, returned once it answers a ping."""
+        """A real `celery worker` node, returned once it answers a ping.
+
+        `role` as the Procfile's `taskapp worker <role>` sets it (queues; for `llm` the pool and
+        concurrency of LLM_WORKER_POOL / LLM_WORKER_CONCURRENCY in `env`); `concurrency`, when
+        given, overrides the role's.
+        """
+        options = role_options(role, load_settings(self.env(**env)))
+        if concurrency is not None:
+            options.append(f"--concurrency={concurrency}")
         proc = self.spawn(
             f"worker-{name}",
             [
@@ -161,7 +175,7 @@ class LocalStack:
                 "worker",
                 "-n",
                 f"{name}@%h",
-                f"--concurrency={concurrency}",
+                *options,
                 "--loglevel=INFO",
                 "--without-mingle",
                 "--without-gossip",

@@ -23,9 +23,11 @@ try:  # google-genai 3.x sends with httpx2 by default; 1.x and 2.x with httpx
 
     _TIMEOUTS: tuple[type[BaseException], ...] = (httpx.TimeoutException, httpx2.TimeoutException, TimeoutError)
     _TRANSPORT: tuple[type[BaseException], ...] = (httpx.HTTPError, httpx2.HTTPError, OSError)
+    _Limits: type = httpx2.Limits  # the SDK picks its transport from the type of the limits it is given
 except ImportError:  # pragma: no cover (older SDKs)
     _TIMEOUTS = (httpx.TimeoutException, TimeoutError)
     _TRANSPORT = (httpx.HTTPError, OSError)
+    _Limits = httpx.Limits
 
 
 @dataclass(frozen=True)
@@ -59,16 +61,28 @@ class LlmError(Exception):
         return self.kind in ("rate_limited", "server", "timeout")
 
 
+def connection_limit(settings: Settings) -> int:
+    """Connections one process may hold open to Gemini: one per call it can have in flight.
+
+    httpx's default (100 connections, 20 kept alive) would make an `llm` node's 101st
+    concurrent call wait for a connection (its wait counted in its timeout) and close all
+    but 20 after each answer, reconnecting for every call.
+    """
+    return max(settings.llm_worker_concurrency, settings.worker_concurrency)
+
+
 class GeminiClient:
-    """Built once per worker process (building a genai.Client costs ~65 ms)."""
+    """Built once per worker process (building a genai.Client costs ~65 ms); shared by its threads."""
 
     def __init__(self, settings: Settings) -> None:
         if not settings.gemini_api_key and not settings.gemini_base_url:
             settings.require("gemini_base_url")  # raises with a helpful message
+        limit = connection_limit(settings)
         options = types.HttpOptions(
             api_version=settings.gemini_api_version,
             timeout=settings.gemini_timeout_ms,
             base_url=settings.gemini_base_url,
+            client_args={"limits": _Limits(max_connections=limit, max_keepalive_connections=limit)},
         )
         self._client = genai.Client(api_key=settings.gemini_api_key or "simulator", http_options=options)
 

@@ -4,6 +4,10 @@ For offline use, tests and benchmarks: `/v1` and `/v1beta` generateContent and
 countTokens, answers valid against the requested schema, plausible token counts,
 configurable latency, and a log of every request it accepted (with how many batched
 items it carried) so tests can check what reached "Gemini" from the server's side.
+`GET /_sim/inflight` says how many generateContent calls it is answering now, and the
+most it answered at once since the last reset (`POST /_sim/inflight/reset` zeroes that
+peak alone): the calls a worker keeps in flight, counted where they arrive. One thread
+per connection, so a slow latency holds hundreds of calls at once.
 `POST /_sim/config {"answer_faults": [...]}` makes it drop or corrupt the answers of
 chosen batched items, to test that one bad answer never spoils its batch.
 
@@ -57,6 +61,25 @@ class SimulatorState:
         self.lock = threading.Lock()
         self.log: deque[dict[str, Any]] = deque(maxlen=log_size)
         self.seq = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    def call_started(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def call_ended(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+    def inflight(self) -> dict[str, int]:
+        with self.lock:
+            return {"in_flight": self.in_flight, "peak": self.peak_in_flight}
+
+    def reset_peak(self) -> None:
+        with self.lock:
+            self.peak_in_flight = self.in_flight
 
     def record(self, entry: dict[str, Any]) -> None:
         with self.lock:
@@ -90,6 +113,7 @@ class SimulatorState:
     def reset(self) -> None:
         with self.lock:
             self.log.clear()
+            self.peak_in_flight = self.in_flight
             self.answer_faults = []
             self._fault_counts.clear()
             self.output_overrides = {}
@@ -207,6 +231,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/_sim/requests"):
             match = re.search(r"since=(\d+)", self.path)
             self._send(200, state.requests(int(match.group(1)) if match else 0))
+        elif self.path == "/_sim/inflight":
+            self._send(200, state.inflight())
         elif self.path == "/_sim/health":
             self._send(200, {"ok": True, "latency_ms": state.latency_ms})
         else:
@@ -221,6 +247,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_sim/reset":
             state.reset()
             self._send(200, {"ok": True})
+            return
+        if self.path == "/_sim/inflight/reset":
+            state.reset_peak()
+            self._send(200, state.inflight())
             return
         if self.path == "/_sim/config":
             try:
@@ -263,9 +293,13 @@ class Handler(BaseHTTPRequestHandler):
             )
             self._send(error["code"], refusal)
             return
-        if state.latency_ms:
-            time.sleep(state.latency_ms / 1000)
-        answer, tokens_in, tokens_out, items = generate(model, body, state)
+        state.call_started()
+        try:
+            if state.latency_ms:
+                time.sleep(state.latency_ms / 1000)
+            answer, tokens_in, tokens_out, items = generate(model, body, state)
+        finally:
+            state.call_ended()
         state.record(
             {
                 "ts": received,
@@ -281,7 +315,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class SimulatorServer(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 512
+    request_queue_size = 1024  # the listen backlog: a fleet's worth of calls connecting at once
     allow_reuse_address = True
 
     def __init__(self, host: str, port: int, state: SimulatorState) -> None:
