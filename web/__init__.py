@@ -79,7 +79,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     def _close_db(_: BaseException | None) -> None:
         db = g.pop("db", None)
         if db is not None:
-            db.close()
+            try:
+                db.close()
+            except Exception as exc:  # noqa: BLE001 (psycopg raises its own errors from a dropped connection)
+                # A connection PostgreSQL dropped (a restart) fails its rollback here, after the
+                # response was made: the pool discards it; the answer must not become a 500.
+                log.warning("closing a request's session failed (PostgreSQL gone): %s", type(exc).__name__)
 
     return app
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from taskapp.domain.batching import BatchPolicy
-from taskapp.hotstate.buffers import Batcher
+from taskapp.hotstate.buffers import Batcher, Lane
 from taskapp.store.models import Event, LlmCall, Step
 from tests.helpers import claim_steps, run_steps, submit_summary, wait_for_run
 
@@ -26,8 +26,9 @@ def _steal_from_buffer(batcher: Batcher, db_session, run_id: str) -> str:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         steps = run_steps(db_session, [run_id])
-        if steps and batcher.waiting("summarizer", "gemini-2.5-flash-lite", [str(steps[0].id)]):
-            taken = batcher.take("summarizer", "gemini-2.5-flash-lite", BatchPolicy(64, 0), force=True)
+        if steps and batcher.waiting(steps[0].lane, steps[0].model, [str(steps[0].id)]):
+            lane = Lane(steps[0].lane, steps[0].model, steps[0].agent, BatchPolicy(64, 0))
+            taken = batcher.take(lane, force=True)
             assert str(steps[0].id) in {t.step_id for t in taken}
             return str(steps[0].id)
         time.sleep(0.002)
