@@ -143,7 +143,7 @@ def _graph(run: Run) -> Graph | None:
 
 def _progress(graph: Graph | None, run: Run, stages: list[StepStage]) -> dict[str, Any]:
     if graph is None:
-        return {"done": 0, "total": 0, "states": {}, "current": None, "loops": 0}
+        return {"done": 0, "total": 0, "states": {}, "current": None, "loops": 0, "last_done": None}
     return asdict(stage_progress(graph, run.status, stages))
 
 

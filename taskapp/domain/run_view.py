@@ -155,8 +155,9 @@ class StageProgress:
     done: int  # stages done (of `total`)
     total: int  # the stages this workflow's runs pass through
     states: dict[str, str]  # stage -> done | current | failed | pending | skipped
-    current: str | None  # the stage working now (or where the run stopped)
+    current: str | None  # the stage working now (or where the run failed or was stopped)
     loops: int  # how often a loop went back to an earlier stage
+    last_done: str | None = None  # the latest stage to finish (a run may fail after it, deciding the next)
 
 
 @dataclass(frozen=True)
@@ -187,15 +188,20 @@ def stage_progress(graph: Graph, run_status: str, steps: Sequence[StepStage]) ->
             states[stage] = "done"  # passed (a loop may come back to it)
         elif not final:
             states[stage] = "current"
+        elif run_status == "succeeded" or (
+            run_status == "failed" and all(s.status == "succeeded" for s in ordered if s.stage == stage)
+        ):
+            states[stage] = "done"  # (a failed run whose last stage succeeded failed deciding the next)
         else:
-            states[stage] = {"succeeded": "done", "failed": "failed"}.get(run_status, "stopped")
+            states[stage] = "failed" if run_status == "failed" else "stopped"
     done = max((ranks[s] for s, state in states.items() if state == "done"), default=0)
     if run_status == "succeeded":
         done = total
     elif done >= total:
         done = max(0, total - 1)  # a loop may still go back: never full before the run ends
     current = latest if latest is not None and states[latest] != "done" else None
-    return StageProgress(done=done, total=total, states=states, current=current, loops=loops)
+    last_done = next((s.stage for s in reversed(ordered) if states[str(s.stage)] == "done"), None)
+    return StageProgress(done=done, total=total, states=states, current=current, loops=loops, last_done=last_done)
 
 
 def input_preview(value: Mapping[str, Any], limit: int = 90) -> str:

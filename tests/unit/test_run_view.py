@@ -104,6 +104,9 @@ def test_a_failed_run_shows_where_it_stopped():
     failed = stage_progress(RESEARCH, "failed", steps)
     assert (failed.done, failed.total, failed.current) == (1, 4, "researcher")
     assert failed.states["researcher"] == "failed" and failed.states["writer"] == "pending"
+    # A step limit hit deciding what follows the planner: the planner is done, the run failed after it.
+    after = stage_progress(RESEARCH, "failed", steps[:1])
+    assert (after.done, after.current, after.last_done, after.states["planner"]) == (1, None, "planner", "done")
     cancelled = stage_progress(RESEARCH, "cancelled", steps[:1] + [StepStage("researcher", "cancelled", 1)])
     assert cancelled.states["researcher"] == "stopped"
 

@@ -77,9 +77,12 @@
     }
   }
 
+  function fansOut(stage) {
+    return ((view.graph && view.graph.nodes) || []).some(function (n) { return n.id === stage && n.fan_out; });
+  }
   function stepTitle(s) {
     var name = s.stage && s.stage !== s.agent ? s.stage + " · " + s.agent : s.agent;
-    if (s.item !== null && s.item !== undefined && s.item > 0) name += " #" + (s.item + 1);
+    if (s.item !== null && s.item !== undefined && fansOut(s.stage)) name += " #" + (s.item + 1);
     return name;
   }
 

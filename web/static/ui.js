@@ -43,15 +43,18 @@
     var bar = el("span", null, "stage-bar " + status, wrap);
     var total = stages.total || 0;
     var words = total ? stages.done + " of " + total + " stages" : "no stages";
-    if (status === "failed") words += ", failed" + (stages.current ? " at " + stages.current : "");
-    else if (status === "cancelled") words += ", cancelled" + (stages.current ? " at " + stages.current : "");
+    function where() {
+      return stages.current ? " at " + stages.current : stages.last_done ? " after " + stages.last_done : "";
+    }
+    if (status === "failed") words += ", failed" + where();
+    else if (status === "cancelled") words += ", cancelled" + where();
     else if (stages.current && status === "running") words += ", now " + stages.current;
     if (stages.loops) words += " (" + stages.loops + " loop" + (stages.loops === 1 ? "" : "s") + " back)";
     bar.setAttribute("role", "img");
     bar.setAttribute("aria-label", words);
     for (var i = 0; i < total; i++) {
       var kind = i < stages.done ? "done" : "pending";
-      if (i === stages.done && stages.current) {
+      if (i === stages.done && (stages.current || status === "failed" || status === "cancelled")) {
         kind = status === "failed" ? "failed" : status === "cancelled" ? "stopped" : "current";
       }
       el("i", null, "seg " + kind, bar);
