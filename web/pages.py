@@ -164,32 +164,51 @@ def new_run():
 @bp.get("/dashboard")
 @login_required
 def dashboard():
-    """The team's charts (the fleet's for operators): latency and cost per agent, batch sizes, quota use."""
+    """The team's numbers over a chosen range (the fleet's for operators): time series drawn by
+    static/dashboard.js with the vendored uPlot, what batching saved, what waits now, per agent."""
+    rng = _range(request.args.get("range"))
+    if rng is None:
+        abort(400, f"range must be one of {', '.join(metrics.RANGES)}, not {request.args.get('range', '')[:20]!r}")
     scope = metrics.Scope.of(g.caller.team_id, g.caller.is_operator)
-    since = datetime.now(UTC) - timedelta(hours=1)
-    agents = metrics.agent_stats(db(), since, scope)
-    timeline = metrics.minute_series(metrics.usage_by_minute(db(), minutes=30, scope=scope), minutes=30)
-
-    def series(attr: str) -> list[tuple[str, float]]:
-        return [(a.agent, getattr(a, attr)) for a in agents if getattr(a, attr) is not None]
-
-    charts = {
-        "p50": series("latency_p50_ms"),
-        "p95": series("latency_p95_ms"),
-        "cost": series("cost_usd"),
-        "batch": series("mean_batch_size"),
-    }
+    since = datetime.now(UTC) - timedelta(seconds=rng.seconds)
+    gate = metrics.gate_view(gate_usage(), scope)
     return render_template(
         "dashboard.html",
-        agents=agents,
-        charts=charts,
-        timeline=timeline,
-        quota=metrics.quota_use(db(), scope),
-        gate=metrics.gate_view(gate_usage(), scope),
+        rng=rng,
+        ranges=list(metrics.RANGES),
+        data=dashboard_data(scope, rng, gate),
+        agents=metrics.agent_stats(db(), since, scope),
+        savings=metrics.batching_savings(db(), since, scope),
+        waits=metrics.current_waits(db(), scope),
+        gate=gate,
         fleet=scope.fleet,
         runs=metrics.run_counts(db(), scope),
         queues=queue_depths() if scope.fleet else None,
     )
+
+
+@bp.get("/dashboard/series.json")
+@login_required
+def dashboard_series():
+    """The dashboard's series again (static/dashboard.js redraws from it every few seconds)."""
+    rng = _range(request.args.get("range"))
+    if rng is None:
+        raise ApiError(400, "invalid_range", f"range must be one of {', '.join(metrics.RANGES)}")
+    scope = metrics.Scope.of(g.caller.team_id, g.caller.is_operator)
+    return jsonify(dashboard_data(scope, rng, metrics.gate_view(gate_usage(), scope)))
+
+
+def _range(raw: str | None) -> metrics.Range | None:
+    return metrics.RANGES.get(raw or "1h")
+
+
+def dashboard_data(scope: metrics.Scope, rng: metrics.Range, gate: dict) -> dict:
+    """The series and each model's limits (requests and input tokens per minute) to draw them against."""
+    limits = {
+        model: {"rpm": dims.get("rpm", {}).get("limit"), "tpm": dims.get("tpm", {}).get("limit")}
+        for model, dims in gate.items()
+    }
+    return {**metrics.time_series(db(), rng, scope), "limits": limits}
 
 
 @bp.post("/runs/<run_id>/cancel")

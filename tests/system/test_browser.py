@@ -226,6 +226,30 @@ def test_the_form_shows_its_limits_and_says_what_is_wrong_beside_the_field(page,
     assert page.console_errors == []
 
 
+def test_the_dashboards_series_are_drawn_with_data_over_the_chosen_range(page, web_url, team, settings):
+    team_id, key = team
+    runs = [submit(web_url, key, "summarize", {"text": f"Text number {i} for the charts."}) for i in range(3)]
+    for run_id in runs:
+        wait_for_run(settings, run_id)
+    sign_in(page, web_url, settings, team_id)
+    page.goto(f"{web_url}/dashboard?range=15m")
+    page.wait_for_selector("#chart-throughput .uplot canvas")
+    assert page.locator("#charts .uplot").count() == 7
+    drawn = page.evaluate(
+        "Object.keys(window.taskappCharts).map(k => [k, window.taskappCharts[k].series.length, "
+        "window.taskappCharts[k].data.slice(1).flat().filter(v => v > 0).length])"
+    )
+    by_chart = {name: (series, points) for name, series, points in drawn}
+    assert by_chart["throughput"][1] >= 2, by_chart  # steps and calls in this range
+    assert by_chart["cost"][1] >= 1 and by_chart["call-latency"][1] >= 1, by_chart
+    assert by_chart["requests"][0] >= 3, by_chart  # time, a model, and its limit drawn against it
+    assert page.evaluate("window.taskappCharts.throughput.scales.x.time") is True  # a time axis
+    assert "calls saved" in page.locator("#savings").inner_text()
+    assert "in batch buffers" in page.locator("#waits").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "ui-dashboard.png"), full_page=True)
+    assert page.console_errors == []
+
+
 def test_every_page_fits_a_390px_phone_without_console_errors(browser, web_url, team, settings):
     team_id, key = team
     run_id = submit(web_url, key, "research", {"question": "How do tides work?", "max_revisions": 1})
@@ -249,6 +273,8 @@ def test_every_page_fits_a_390px_phone_without_console_errors(browser, web_url, 
         page.goto(web_url + path)
         if name in ("run", "workflows", "workflow-version"):
             page.wait_for_selector("figure.graph.drawn")
+        if name == "dashboard":
+            page.wait_for_selector("#chart-cost .uplot canvas")
         width = no_overflow(page)
         page.screenshot(path=str(ARTIFACTS / f"phone-{name}.png"), full_page=True)
         assert width <= 390, f"{path} is {width} px wide at 390"
