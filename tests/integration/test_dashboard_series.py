@@ -13,6 +13,17 @@ import pytest
 from tests.helpers import make_team, ui_login
 
 
+@pytest.fixture()
+def app(settings):
+    """The app with a sign-in limit of its own: these tests sign in often, and must not spend the
+    per-address budget (20 a minute) that other tests' sign-ins from 127.0.0.1 count against."""
+    from web import create_app
+
+    flask_app = create_app(settings.model_copy(update={"sign_in_rate_limit": "1000/minute"}))
+    flask_app.config.update(TESTING=True)
+    return flask_app
+
+
 def _batch(session, run_id, agent, when, size, seq0, cost=Decimal("0.0002"), single_cost=None):
     """`size` finished steps of `run_id` in one batch flushed at `when`, with its call (and, with
     `single_cost`, a later one-step call of its own)."""
