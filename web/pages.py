@@ -243,6 +243,11 @@ def run_view_json(run_id: str):
 
 
 def _team_run(run_id: str) -> Run:
+    """The team's run, read with its steps, events and batches in one snapshot (REPEATABLE READ):
+    else a flush committing between two reads could show a step `queued` whose events say batched."""
+    session = db()
+    session.rollback()  # the sign-in check's read-only transaction
+    session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     try:
         run = get_run(db(), g.team_id, uuid.UUID(run_id))
     except ValueError:

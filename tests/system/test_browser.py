@@ -115,8 +115,12 @@ def test_a_runs_timeline_grows_live_with_its_phases_and_the_batch_it_shared(page
     page.wait_for_selector("#steps details.step", timeout=15_000)
     seen: set[tuple[int, int]] = set()
     deadline = time.monotonic() + 60
+    live_shot = False
     while page.locator("#run-status").get_attribute("data-status") != "succeeded" and time.monotonic() < deadline:
         seen.add((page.locator("#steps details.step").count(), page.locator("#steps .phase").count()))
+        if not live_shot and page.locator("#steps details.step").count() >= 3:
+            page.screenshot(path=str(ARTIFACTS / "ui-run-live.png"), full_page=True)  # mid-run, phases open
+            live_shot = True
         time.sleep(0.1)
     assert page.locator("#run-status").get_attribute("data-status") == "succeeded"
     expect(page.locator("#steps .phase.open")).to_have_count(0)

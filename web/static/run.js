@@ -171,7 +171,11 @@
       var b = s.batch;
       item.side.textContent = b ? "×" + b.size + (b.steps_of_other_runs ? " (+" + b.other_runs + " run" + (b.other_runs === 1 ? "" : "s") + ")" : "") : (s.kind === "tool" ? "tool" : "");
       item.side.title = batchWords(s);
-      renderBody(s, item.body);
+      var text = JSON.stringify(s);
+      if (text !== item.shown) {  // redraw an open step's details only when they changed
+        item.shown = text;
+        renderBody(s, item.body);
+      }
     });
   }
 

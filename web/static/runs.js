@@ -35,13 +35,23 @@
     return tr;
   }
 
+  var shown = null;
   function render(data) {
+    live.textContent = "updated " + new Date().toLocaleTimeString();
+    var text = JSON.stringify(data.runs);
+    if (text === shown) return;  // nothing changed: leave the rows (and the keyboard focus) alone
+    shown = text;
+    var focused = document.activeElement && body.contains(document.activeElement)
+      ? document.activeElement.closest("tr").getAttribute("data-run") : null;
     body.textContent = "";
     data.runs.forEach(function (r) { body.appendChild(row(r)); });
+    if (focused) {  // keep the keyboard where it was
+      var again = body.querySelector('tr[data-run="' + focused + '"] a');
+      if (again) again.focus();
+    }
     table.hidden = data.runs.length === 0;
     var empty = document.getElementById("runs-empty");
     if (empty) empty.hidden = data.runs.length > 0;
-    live.textContent = "updated " + new Date().toLocaleTimeString();
   }
 
   function tick() {
