@@ -100,6 +100,15 @@ def submit(web_url: str, key: str, workflow: str, run_input: dict, **options) ->
     return resp.json()["id"]
 
 
+def assert_axis_over_tracks(page) -> None:
+    """The time axis spans exactly the steps' tracks (its ticks read true)."""
+    axis, track = page.locator("#axis").bounding_box(), page.locator("#steps .track").first.bounding_box()
+    assert axis and track and abs(axis["x"] - track["x"]) <= 2 and abs(axis["width"] - track["width"]) <= 2, (
+        axis,
+        track,
+    )
+
+
 def no_overflow(page) -> int:
     return page.evaluate("document.documentElement.scrollWidth")
 
@@ -144,6 +153,7 @@ def test_a_runs_timeline_grows_live_with_its_phases_and_the_batch_it_shared(page
     assert page.locator("#answer h3").is_visible() and page.locator("#fact-cost").inner_text().startswith("$")
     assert page.locator("#run-status").inner_text() == "succeeded"
     assert page.locator("svg.graph-picture .node.state-done").count() == 4
+    assert_axis_over_tracks(page)
     page.screenshot(path=str(ARTIFACTS / "ui-run.png"), full_page=True)
     assert page.console_errors == []
 
@@ -166,6 +176,31 @@ def test_a_run_the_reviewer_never_approved_is_shown_as_not_approved(page, web_ur
     assert page.locator(f'tr[data-run="{run_id}"] .status').inner_text() == "not approved after 1 revision"
     page.goto(f"{web_url}/runs/{run_id}")
     page.screenshot(path=str(ARTIFACTS / "ui-run-unapproved.png"), full_page=True)
+    assert page.console_errors == []
+
+
+def test_a_tool_step_shows_its_tool_call_and_a_routed_run_skips_the_other_desks(page, web_url, team, settings, sim):
+    team_id, key = team
+    sim(output_overrides={"category": "refund"})
+    run_id = submit(
+        web_url,
+        key,
+        "support",
+        {"message": "It arrived broken; refund me.", "order_id": "A-1001"},
+        priority="interactive",
+    )
+    assert wait_for_run(settings, run_id).status == "succeeded"
+    sign_in(page, web_url, settings, team_id)
+    page.goto(f"{web_url}/runs/{run_id}")
+    tool = page.locator("#steps details.step.kind-tool").first
+    assert tool.locator(".track .phase.tool").count() == 1
+    tool.locator("summary").click()
+    assert "a tool call, run on the tools queue" in tool.inner_text() and "A-1001" in tool.inner_text()
+    page.wait_for_selector("figure.graph.drawn")
+    skipped = page.locator("svg.graph-picture .node.state-skipped")
+    assert skipped.count() >= 1 and page.locator('svg.graph-picture .node.state-done[data-node="refunds"]').count() == 1
+    assert "3 of 3 stages" in page.locator("#stage-words").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "ui-run-tools.png"), full_page=True)
     assert page.console_errors == []
 
 
@@ -277,6 +312,8 @@ def test_every_page_fits_a_390px_phone_without_console_errors(browser, web_url, 
         page.goto(web_url + path)
         if name in ("run", "workflows", "workflow-version"):
             page.wait_for_selector("figure.graph.drawn")
+        if name == "run":
+            assert_axis_over_tracks(page)
         if name == "dashboard":
             page.wait_for_selector("#chart-cost .uplot canvas")
         width = no_overflow(page)

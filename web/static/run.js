@@ -165,7 +165,7 @@
       item.details.className = "step " + s.status + " kind-" + s.kind;
       item.label.textContent = "";
       el("span", s.seq, "seq", item.label);
-      el("span", stepTitle(s), "name", item.label);
+      el("span", stepTitle(s), "name", item.label).title = stepTitle(s);
       el("span", s.status, "status " + s.status, item.label);
       drawBar(s, item.track, total);
       var b = s.batch;
