@@ -12,6 +12,7 @@ from taskapp.logs import configure_logging
 from taskapp.outages import DATABASE_ERRORS
 from taskapp.settings import Settings, get_settings
 from taskapp.store.db import get_engine, session_factory
+from web import formatting
 from web.errors import register_error_handlers
 from web.json_body import JSONRequest, StrictJSONProvider
 from web.security import init_security
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         sign_in_views=["pages.login", "pages.login_link"],
     )
     register_error_handlers(app)
+    formatting.register(app)
 
     @app.context_processor
     def _caller() -> dict[str, object]:

@@ -46,10 +46,12 @@ def create_run():
 @documented(query=RunListQuery, tags=["runs"], resp=answers(200, RunPage, errors=(400, 401, 429)))
 @require_team
 def list_runs():
-    """The team's runs, newest first; `?status=` filters, `?cursor=` pages."""
+    """The team's runs, newest first; `?status=` and `?workflow=` filter, `?cursor=` pages."""
     query = _parse(RunListQuery, request.args, "invalid_{field}")
     try:
-        runs, cursor = runs_page(db(), g.team_id, status=query.status, limit=query.limit, cursor=query.cursor)
+        runs, cursor = runs_page(
+            db(), g.team_id, status=query.status, workflow=query.workflow, limit=query.limit, cursor=query.cursor
+        )
     except ValueError as exc:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
     progress = step_progress(db(), [r.id for r in runs])

@@ -131,3 +131,74 @@ def _typed(field: FormField, raw: str, spec: dict[str, Any]) -> Any:
         except ValueError:
             return raw
     return raw
+
+
+def plain_problem(field: FormField, raw: str) -> str | None:
+    """What is wrong with a posted value, in words a person reads (None: nothing this form can tell)."""
+    text = raw.strip()
+    name = field.label
+    if field.widget == "checkbox":
+        return None
+    if not text:
+        return f"{name} cannot be blank: please fill it in." if field.required else None
+    if "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return f"{name} contains a character that cannot be stored (a NUL, or half of an emoji); please remove it."
+    if field.widget in ("text", "textarea"):
+        if field.max_length is not None and len(text) > field.max_length:
+            over = len(text) - field.max_length
+            return (
+                f"{name} can be at most {field.max_length:,} characters; this has {len(text):,}, "
+                f"so shorten it by {over:,}."
+            )
+        if field.min_length is not None and len(text) < field.min_length:
+            return f"{name} needs at least {field.min_length:,} characters; this has {len(text):,}."
+    if field.widget == "number":
+        whole = field.step == "1"
+        try:
+            number = int(text) if whole else float(text)
+        except ValueError:
+            return f"{name} must be {'a whole number' if whole else 'a number'}."
+        low, high = field.minimum, field.maximum
+        if (low is not None and number < low) or (high is not None and number > high):
+            if low is not None and high is not None:
+                return f"{name} must be from {_num(low)} to {_num(high)}."
+            return (
+                f"{name} must be at least {_num(low)}." if low is not None else f"{name} must be at most {_num(high)}."
+            )
+    if field.widget == "select" and text not in field.options:
+        return f"Choose one of the listed values for {name}."
+    if field.widget == "json":
+        try:
+            json.loads(text)
+        except ValueError:
+            return f'{name} must be JSON (for example ["a", "b"] or {{"key": 1}}).'
+    return None
+
+
+def _num(value: float | None) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def field_errors(
+    fields: list[FormField], form: Mapping[str, str], details: list[dict[str, str]]
+) -> tuple[dict[str, str], list[str]]:
+    """A refusal of the posted form as (a message per field name, messages for the whole form).
+
+    Each field's message is this form's own check of what was posted; a problem only the
+    schema check found (a pattern, a format) is said with its field's label."""
+    by_name = {f.name: f for f in fields}
+    mine = {f.name: p for f in fields if (p := plain_problem(f, form.get(f.name, ""))) is not None}
+    general: list[str] = []
+    for detail in details:
+        name = detail.get("field", "").removeprefix("input.").split(".")[0]
+        if name in mine:
+            continue
+        if name in by_name:
+            mine[name] = f"{by_name[name].label} is not accepted: {detail.get('message', 'invalid')}."
+        elif name in ("input", ""):
+            continue  # a required field left out: the blank check above says so
+        else:
+            general.append(f"{detail.get('field')}: {detail.get('message')}")
+    if not mine and not general:
+        general.append("The form could not be submitted; check the fields and try again.")
+    return mine, general

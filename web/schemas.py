@@ -74,6 +74,12 @@ class RunListQuery(BaseModel):
     ] = Field(  # `?status=`: no filter
         default=None, json_schema_extra=_optional
     )
+    workflow: Annotated[
+        Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")] | SkipJsonSchema[None],
+        BeforeValidator(lambda value: value or None),
+    ] = Field(  # `?workflow=`: no filter
+        default=None, json_schema_extra=_optional, description="only the runs of this workflow (its name)"
+    )
     limit: Annotated[int, _clamp(1, MAX_PAGE)] = Field(
         default=20, description=f"runs per page, 1 to {MAX_PAGE} (values outside are clamped)"
     )

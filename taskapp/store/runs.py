@@ -90,12 +90,20 @@ def run_totals(steps: list[Step]) -> RunTotals:
 
 
 def runs_page(
-    session: Session, team_id: uuid.UUID, *, status: str | None = None, limit: int = 20, cursor: str | None = None
+    session: Session,
+    team_id: uuid.UUID,
+    *,
+    status: str | None = None,
+    workflow: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
 ) -> tuple[list[Run], str | None]:
-    """Newest first, keyset-paginated on (created_at, id)."""
+    """Newest first, keyset-paginated on (created_at, id); `status` and `workflow` filter."""
     query = select(Run).where(Run.team_id == team_id)
     if status:
         query = query.where(Run.status == status)
+    if workflow:
+        query = query.where(Run.workflow == workflow)
     if cursor:
         created, run_id = decode_cursor(cursor)
         query = query.where((Run.created_at < created) | ((Run.created_at == created) & (Run.id < run_id)))

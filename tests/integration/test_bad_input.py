@@ -50,7 +50,7 @@ def test_a_nul_in_the_ui_form_is_shown_on_the_form(client, team):
     resp = client.post(
         "/runs/new", data={"workflow": "research", "question": "What is\x00 Celery?", "csrf_token": csrf}
     )
-    assert resp.status_code == 422 and b"Question:" in resp.data and b"cannot be stored" in resp.data
+    assert resp.status_code == 422 and b"Question contains a character that cannot be stored" in resp.data
     assert runs_of(client, key) == []
 
 
@@ -196,9 +196,9 @@ def test_the_ui_form_is_validated_like_the_api(client, team):
     resp = client.post(
         "/runs/new", data={"workflow": "summarize", "text": "Some text.", "priority": "bogus", "csrf_token": csrf}
     )
-    assert resp.status_code == 422 and b"Priority:" in resp.data
+    assert resp.status_code == 422 and b"Choose one of the two priorities." in resp.data
     resp = client.post("/runs/new", data={"workflow": "research", "question": "   ", "csrf_token": csrf})
-    assert resp.status_code == 422 and b"Question: must not be blank" in resp.data
+    assert resp.status_code == 422 and b"Question cannot be blank: please fill it in." in resp.data
     assert runs_of(client, key) == []
     ok = client.post(
         "/runs/new", data={"workflow": "summarize", "text": "Some text.", "priority": "interactive", "csrf_token": csrf}

@@ -126,6 +126,7 @@
       var n = node.data;
       var group = make("g", {
         "class": "node " + n.kind + (n.fan_out ? " fan-out" : ""),
+        "data-node": n.id,
         transform: "translate(" + (node.x - node.width / 2) + "," + (node.y - node.height / 2) + ")",
       }, nodes);
       if (n.fan_out) {  // a stack: one step per item
