@@ -37,7 +37,7 @@ from taskapp.store import events, tool_steps
 from taskapp.store.batches import close_abandoned_batches
 from taskapp.store.lost_calls import record_lost_calls
 from taskapp.store.models import PENDING_STEP_STATUSES, Run, Step
-from taskapp.store.workflows import agent_of_step, definition_of_run
+from taskapp.store.workflows import UnknownAgent, UnknownWorkflow, agent_of_step, definition_of_run
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,18 @@ def _ready(session: Session, step: Step, priority: str = "batch") -> Ready:
     )
 
 
+def _ready_or_none(session: Session, step: Step) -> Ready | None:
+    """`_ready`, or None (logged) for a step its run's definition cannot place: one bad row must
+    not stop the sweep for every other run."""
+    try:
+        return _ready(session, step)
+    except (UnknownAgent, UnknownWorkflow) as exc:
+        log.error(
+            "sweeper: cannot re-offer a step: %s", exc, extra={"step_id": str(step.id), "run_id": str(step.run_id)}
+        )
+        return None
+
+
 def _opens_runs(session: Session, step: Step) -> bool:
     run = session.get(Run, step.run_id)
     return run is not None and definition_of_run(session, run).first_agent.name == step.agent
@@ -135,7 +147,9 @@ def _missing_from_buffers(dispatcher: Dispatcher, session: Session, now: datetim
     ).all()
     by_buffer: dict[tuple[str, str], list[Ready]] = {}
     for step in candidates:
-        ready = _ready(session, step)
+        ready = _ready_or_none(session, step)
+        if ready is None:
+            continue
         due = dispatcher.settings.batch_policy(step.agent, ready.own_policy).max_wait_ms + BUFFER_GRACE_MS
         if step.queued_at < now - timedelta(milliseconds=due):
             by_buffer.setdefault((ready.lane, step.model), []).append(ready)
@@ -174,7 +188,7 @@ def _requeue(session: Session, condition, now: datetime, why: str) -> list[Ready
             reason=why,
         )
     close_abandoned_batches(session, {s.batch_id for s in rows if s.batch_id is not None})
-    return [_ready(session, s) for s in rows]
+    return [r for r in (_ready_or_none(session, s) for s in rows) if r is not None]
 
 
 def runs_to_nudge(session: Session, now: datetime, server_timeout_s: float, nudge_after_s: float) -> list[uuid.UUID]:

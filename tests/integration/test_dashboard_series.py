@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import update
 
 from tests.helpers import make_team, ui_login
 
@@ -30,7 +31,18 @@ def _batch(session, run_id, agent, when, size, seq0, cost=Decimal("0.0002"), sin
     from taskapp.store.models import Batch, LlmCall, Step
 
     batch_id = uuid.uuid4()
-    session.add(Batch(id=batch_id, agent=agent, model="gemini-2.5-flash", size=size, reason="window", flushed_at=when))
+    # Finished: an open batch would count as work on its way (the idle flush) for the tests after these.
+    session.add(
+        Batch(
+            id=batch_id,
+            agent=agent,
+            model="gemini-2.5-flash",
+            size=size,
+            reason="window",
+            flushed_at=when,
+            finished_at=when + timedelta(seconds=2),
+        )
+    )
     call = LlmCall(
         batch_id=batch_id,
         agent=agent,
@@ -124,6 +136,7 @@ def test_batching_savings_count_calls_exactly_and_price_steps_at_one_step_calls(
     db_session.flush()
     _batch(db_session, run.id, "agent_a", now - timedelta(minutes=5), 5, 0, Decimal("0.0005"), Decimal("0.0003"))
     _batch(db_session, run.id, "agent_b", now - timedelta(minutes=5), 3, 10)  # no one-step call to price it
+    run.status = "succeeded"  # ended: the workers' sweeper must not take up a run made by hand
     db_session.commit()
     saved = metrics.batching_savings(db_session, now - timedelta(hours=1), metrics.Scope(team_id))
     assert (saved["steps"], saved["calls"], saved["calls_saved"]) == (8, 2, 6)
@@ -166,13 +179,20 @@ def test_current_waits_count_a_teams_steps_by_what_they_wait_for(settings, db_se
     db_session.flush()
     events.record_step(db_session, waiting, "quota.wait", model="m", reason="rpm", wait_s=1.0, ahead=0)
     db_session.commit()
-    assert metrics.current_waits(db_session, metrics.Scope(team_id)) == {
-        "in_buffers": 2,
-        "on_their_way": 1,
-        "waiting_for_quota": 1,
-        "tools_waiting": 1,
-        "calls_under_way": 1,
-    }
+    try:
+        assert metrics.current_waits(db_session, metrics.Scope(team_id)) == {
+            "in_buffers": 2,
+            "on_their_way": 1,
+            "waiting_for_quota": 1,
+            "tools_waiting": 1,
+            "calls_under_way": 1,
+        }
+    finally:
+        # Made by hand, so ended by hand: the workers' sweeper and the idle flush of the tests
+        # after this one would otherwise see a running run with steps waiting forever.
+        db_session.execute(update(Step).where(Step.run_id == run.id).values(status="cancelled"))
+        run.status = "cancelled"
+        db_session.commit()
 
 
 def test_the_dashboard_answers_a_bad_range_with_a_400_that_names_the_ranges(client, team):

@@ -142,7 +142,9 @@ def _timeline_run(settings, team_id):
     output = {"title": "Tides", "answer": "The moon.", "approved": False, "revisions": 2, "review": "thin"}
     with session_factory(settings).begin() as session:
         run = _run(session, team_id, "research", "succeeded", t0, output=output)
-        other = _run(session, team_id, "research", "running", t0)
+        # Another run's step shared the batch. Ended, like the batch: a run or batch these tests
+        # leave open would count as work on its way (the idle flush) for the tests after them.
+        other = _run(session, team_id, "research", "succeeded", t0)
         batch_id = uuid.uuid4()
         session.add(
             Batch(
@@ -152,6 +154,7 @@ def _timeline_run(settings, team_id):
                 size=3,
                 reason="window",
                 flushed_at=ms(3000),
+                finished_at=ms(3500),
             )
         )
         steps = []
