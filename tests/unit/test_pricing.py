@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from decimal import Decimal
 
 import pytest
@@ -19,6 +21,7 @@ from taskapp.domain.pricing import (
     split_usage,
     to_cents,
 )
+from taskapp.domain.prompts import batch_schema, build_prompt, system_instruction
 from taskapp.settings import SettingsError, load_settings
 
 
@@ -116,3 +119,25 @@ def test_simulated_prompt_cache_counts_a_repeated_long_prefix_only():
     assert cache.cached_tokens("m", "S" * 800, schema, 200, now=200) == 0  # expired (seen at 30)
     assert cache.cached_tokens("m", "short", schema, 99, now=201) == 0  # below the minimum
     assert cache.cached_tokens("m", "short", schema, 99, now=202) == 0
+
+
+@pytest.mark.parametrize(("workflow", "agent_name"), [("research", "researcher"), ("support", None)])
+def test_two_batches_of_an_agent_share_their_prefix_byte_for_byte(workflow, agent_name):
+    """What Gemini's implicit cache can reuse: the system instruction (system prompt, batch rules,
+    tools) and the response schema are the agent's alone, identical for every batch; the per-step
+    tasks, with their ids, come after them in the user turn."""
+    from tests.helpers import example
+
+    agents = example(workflow).agents
+    agent = agents[agent_name] if agent_name else next(a for a in agents.values() if a.tools)
+    one = [("11111111-aaaa", {"question": "Q", "sub_question": "first"})]
+    two = [("22222222-bbbb", {"question": "Q", "sub_question": "second"}), ("33333333-cccc", {"x": 1})]
+    assert system_instruction(agent) == system_instruction(agent)
+    assert json.dumps(batch_schema(agent)) == json.dumps(batch_schema(agent))
+    for sid in ("11111111-aaaa", "22222222-bbbb"):
+        assert sid not in system_instruction(agent) and sid not in json.dumps(batch_schema(agent))
+    first, second = build_prompt(one), build_prompt(two, repair="missing field")
+    shared = system_instruction(agent) + json.dumps(batch_schema(agent))
+    # Laid out as the request is: instruction, schema, then the tasks: the common prefix covers the first two.
+    common = os.path.commonprefix([shared + first, shared + second])
+    assert len(common) >= len(shared) and first.startswith("TASKS:\n") and second.startswith("TASKS:\n")
