@@ -141,3 +141,12 @@ def test_two_batches_of_an_agent_share_their_prefix_byte_for_byte(workflow, agen
     # Laid out as the request is: instruction, schema, then the tasks: the common prefix covers the first two.
     common = os.path.commonprefix([shared + first, shared + second])
     assert len(common) >= len(shared) and first.startswith("TASKS:\n") and second.startswith("TASKS:\n")
+
+
+def test_totals_are_shown_to_the_cent_and_the_exact_amount_beside_them():
+    from web.formatting import money, money_exact, money_total
+
+    assert money_total(Decimal("0.005")) == "$0.01" and money_total(0.0049) == "$0.00"
+    assert money_total(Decimal("1234.565")) == "$1,234.57" and money_total(None) == ""
+    assert money_exact(0.000412) == "$0.00041200" and money_exact(Decimal("0.00000001")) == "$0.00000001"
+    assert money(0.000412) == "$0.000412"  # a call's or a step's cost keeps its micro-dollars
