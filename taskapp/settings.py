@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from taskapp.domain.batching import BatchPolicy, policy_for
 from taskapp.domain.engine import Limits
+from taskapp.domain.pricing import PriceTable
 from taskapp.domain.quota import QUOTA_FIELDS, ModelQuota, quota_for
 from taskapp.service_urls import normalize_database_url, normalize_redis_url
 
@@ -67,6 +68,10 @@ class Settings(BaseModel):
     # Per model: {"gemini-2.5-flash": {"rpm": 10, "tpm": 250000, "rpd": 250, "concurrency": 8}};
     # "*" applies to models not named. Unset values keep the defaults in taskapp/quota.py.
     gemini_quotas: dict[str, dict[str, int | None]] = Field(default_factory=dict)
+    # Per model, USD per 1M tokens and the lanes' discounts: {"gemini-2.5-flash": {"input": 0.3,
+    # "cached_input": 0.03, "output": 2.5, "batch_discount": 0.5, "flex_discount": 0.5}}; "*" applies
+    # to models not named. Unset fields keep the defaults in taskapp/domain/pricing.py.
+    gemini_prices: dict[str, dict[str, float | int | str]] = Field(default_factory=dict)
     # Simulation only: a quota "day" of this many seconds instead of midnight-to-midnight Pacific.
     quota_day_seconds: int | None = Field(default=None, ge=1)
     # Simulation only: a quota "minute" (the RPM/TPM window) of this many seconds instead of 60.
@@ -169,6 +174,20 @@ class Settings(BaseModel):
                         raise ValueError(f"quota for {model!r}: {name} must be a positive integer or null")
         return value
 
+    @field_validator("gemini_prices", mode="before")
+    @classmethod
+    def _prices(cls, value: object) -> object:
+        value = _json_objects(value, '{"gemini-2.5-flash": {"input": 0.3, "cached_input": 0.03, "output": 2.5}}')
+        if isinstance(value, dict):
+            for model, price in value.items():
+                if not isinstance(price, dict):
+                    raise ValueError(f"price for {model!r}: an object of field -> number")
+                try:
+                    PriceTable({model: price})
+                except ValueError as exc:
+                    raise ValueError(f"price for {model!r}: {exc}") from None
+        return value
+
     @field_validator("api_rate_limit", "sign_in_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
@@ -213,6 +232,10 @@ class Settings(BaseModel):
     def quota(self, model: str) -> ModelQuota:
         """The model's limits: its GEMINI_QUOTAS entry over the built-in defaults."""
         return quota_for(model, self.gemini_quotas)
+
+    def prices(self) -> PriceTable:
+        """Prices per model: GEMINI_PRICES over the built-in defaults (cheap to build: a few entries)."""
+        return PriceTable(self.gemini_prices)
 
     def limits(self) -> Limits:
         """The server's kill switches, which a run's own limits may only lower."""
@@ -292,6 +315,7 @@ _ENV = {
     "BATCH_FLUSHER_EMBEDDED": "batch_flusher_embedded",
     "RUN_NUDGE_AFTER_S": "run_nudge_after_s",
     "GEMINI_QUOTAS": "gemini_quotas",
+    "GEMINI_PRICES": "gemini_prices",
     "MAX_WAITING_WORK": "max_waiting_work",
     "STEP_MAX_ATTEMPTS": "step_max_attempts",
     "STEP_LEASE_S": "step_lease_s",

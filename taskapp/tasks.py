@@ -78,6 +78,7 @@ def execute_batch(
             give_up=failures >= settings.llm_max_retries,
             gate=_gate(),
             max_attempts=settings.step_max_attempts,
+            prices=settings.prices(),
         )
     except executor.QuotaWait as exc:
         log.info("waiting for quota: %s", exc, extra=context)

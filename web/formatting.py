@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from flask import Flask
+
+from taskapp.domain.pricing import QUANTUM, to_cents
 
 
 def duration_text(ms: int | float | None) -> str:
@@ -34,6 +38,23 @@ def money(usd: float | None) -> str:
     return f"${usd:,.2f}"
 
 
+def money_total(usd: Decimal | float | None) -> str:
+    """A run's or a team's total as money: to the cent, half up (`$0.00`, `$1,234.57`); the exact
+    amount is `money_exact` (a call's or step's cost keeps `money`'s places)."""
+    if usd is None:
+        return ""
+    return f"${to_cents(Decimal(str(usd))):,.2f}"
+
+
+def money_exact(usd: Decimal | float | None) -> str:
+    """The amount as it was summed, to 1e-8 dollars (`$0.00041200`), for a title beside a total."""
+    if usd is None:
+        return ""
+    return f"${Decimal(str(usd)).quantize(QUANTUM):,f}"
+
+
 def register(app: Flask) -> None:
     app.jinja_env.filters["duration"] = duration_text
     app.jinja_env.filters["money"] = money
+    app.jinja_env.filters["money_total"] = money_total
+    app.jinja_env.filters["money_exact"] = money_exact

@@ -39,7 +39,12 @@ class TaskappCollector:
         calls = CounterMetricFamily("taskapp_llm_calls", "Gemini requests", labels=labels)
         limited = CounterMetricFamily("taskapp_llm_rate_limited", "Gemini 429 answers", labels=labels)
         tokens = CounterMetricFamily("taskapp_tokens", "Tokens billed", labels=[*labels, "direction"])
-        cost = CounterMetricFamily("taskapp_cost_usd", "Cost in USD", labels=labels)
+        cached = CounterMetricFamily(
+            "taskapp_tokens_cached",
+            "Input tokens Gemini served from its prompt cache (part of taskapp_tokens direction=in)",
+            labels=labels,
+        )
+        cost = CounterMetricFamily("taskapp_cost_usd", "Cost in USD (cached input at its price)", labels=labels)
         latency = GaugeMetricFamily("taskapp_llm_latency_ms", "Gemini call latency", labels=[*labels, "quantile"])
         batch_size = GaugeMetricFamily("taskapp_batch_size_mean", "Mean steps per batch", labels=labels)
         buffer_wait = GaugeMetricFamily(
@@ -55,6 +60,7 @@ class TaskappCollector:
             limited.add_metric(key, a.rate_limited)
             tokens.add_metric([*key, "in"], a.tokens_in)
             tokens.add_metric([*key, "out"], a.tokens_out)
+            cached.add_metric(key, a.tokens_cached)
             cost.add_metric(key, a.cost_usd)
             batch_size.add_metric(key, a.mean_batch_size)
             for q, v in (("0.5", a.latency_p50_ms), ("0.95", a.latency_p95_ms)):
@@ -63,7 +69,7 @@ class TaskappCollector:
             for q, v in (("0.5", a.buffer_wait_p50_ms), ("0.95", a.buffer_wait_p95_ms)):
                 if v is not None:
                     buffer_wait.add_metric([*key, q], v)
-        yield from (steps, batches, calls, limited, tokens, cost, latency, batch_size, buffer_wait)
+        yield from (steps, batches, calls, limited, tokens, cached, cost, latency, batch_size, buffer_wait)
         quota = GaugeMetricFamily("taskapp_quota_used", "Quota used per model", labels=["model", "dimension"])
         for model, dims in metrics.quota_use(session, scope).items():
             for dim, value in dims.items():

@@ -83,7 +83,8 @@ class StepView(BaseModel):
     batch_id: str | None = Field(description="the batch (one Gemini call) it was sent in")
     tokens_in: int
     tokens_out: int
-    cost_usd: float
+    tokens_cached: int = Field(0, description="of tokens_in, those Gemini served from its prompt cache")
+    cost_usd: float = Field(description="its share of its calls' cost, exact to 1e-8 dollars")
     wait_ms: int | None = Field(description="queued to started")
     buffer_wait_ms: int | None = Field(description="time spent in a batch buffer")
     latency_ms: int | None = Field(description="started to finished")
@@ -97,7 +98,10 @@ class RunTotals(BaseModel):
     steps_done: int
     tokens_in: int
     tokens_out: int
-    cost_usd: float
+    tokens_cached: int = Field(0, description="of tokens_in, those Gemini served from its prompt cache")
+    cost_usd: float = Field(description="the sum of its steps' costs, unrounded (to 1e-8 dollars)")
+    cost_usd_exact: str = Field("0", description="the same sum as a decimal string, without float rounding")
+    cost_usd_rounded: float = Field(0.0, description="the total to the cent (half up), as the pages show it")
     llm_calls: int
 
 

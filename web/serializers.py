@@ -10,6 +10,7 @@ from typing import Any
 from flask import url_for
 
 from taskapp.domain.definitions.graph import Graph, workflow_graph
+from taskapp.domain.pricing import to_cents
 from taskapp.domain.run_view import (
     PHASE_LABELS,
     Phase,
@@ -49,6 +50,7 @@ def step_view(step: Step) -> StepView:
         batch_id=str(step.batch_id) if step.batch_id else None,
         tokens_in=step.tokens_in,
         tokens_out=step.tokens_out,
+        tokens_cached=step.tokens_cached or 0,
         cost_usd=float(step.cost_usd),
         wait_ms=wait_ms,
         buffer_wait_ms=step.buffer_wait_ms,
@@ -102,7 +104,10 @@ def run_detail(run: Run, steps: list[Step]) -> RunDetail:
             steps_done=totals.steps_done,
             tokens_in=totals.tokens_in,
             tokens_out=totals.tokens_out,
+            tokens_cached=totals.tokens_cached,
             cost_usd=float(totals.cost_usd),
+            cost_usd_exact=str(totals.cost_usd),
+            cost_usd_rounded=float(to_cents(totals.cost_usd)),
             llm_calls=totals.llm_calls,
         ),
         steps=[step_view(s) for s in steps],
@@ -159,6 +164,7 @@ def run_row(run: Run, steps: RunSteps, graph: Graph | None, now: datetime) -> di
         "stages": _progress(graph, run, steps.stages),
         "duration_ms": duration_ms(run, now),
         "cost_usd": float(steps.cost_usd),
+        "cost_usd_rounded": float(to_cents(steps.cost_usd)),
         "tokens": steps.tokens,
         "input_preview": input_preview(run.input),
         "created_at": run.created_at.isoformat(),
@@ -199,6 +205,7 @@ def _batch(share: BatchShare | None) -> dict[str, Any] | None:
             "latency_ms": c.latency_ms,
             "tokens_in": c.tokens_in,
             "tokens_out": c.tokens_out,
+            "tokens_cached": c.tokens_cached,
             "cost_usd": float(c.cost_usd),
             "error": c.error,
             "repair": i > 0 and c.step_count == 1,

@@ -3,6 +3,13 @@
 The batched prompt carries every step with its id and asks for structured output
 holding one answer per id. Parsing checks each answer on its own, so a missing or
 malformed answer fails (or is retried for) that step alone, never the batch.
+
+Layout, for Gemini's implicit prompt cache (which bills a repeated request prefix at the
+cached-input price): everything shared by an agent's batches comes first and is the same
+byte for byte in each of them: the system instruction (system prompt, batch rules, tool
+list) and the response schema, built from the agent's definition alone (no step ids, times
+or counts). The per-step part, the tasks with their ids (and a repair's complaint, last),
+is the user turn after it. tests/unit/test_pricing.py holds this.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ def _batch_schema(agent: Agent) -> dict[str, Any]:
 
 
 def system_instruction(agent: Agent) -> str:
+    """The agent's shared prefix: only what its definition says, so every batch's is identical."""
     text = f"{agent.system_prompt}\n\n{BATCH_RULES}"
     if agent.tools:
         listed = "\n".join(

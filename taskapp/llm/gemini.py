@@ -95,13 +95,17 @@ class GeminiClient:
         response_schema: dict[str, Any],
         temperature: float,
         max_output_tokens: int,
+        service_tier: str | None = None,
     ) -> LlmResponse:
+        """One generateContent call. `service_tier` (e.g. "flex") is passed through as the SDK's
+        `GenerateContentConfig.service_tier`; no call path sets it yet (issue 21, item 3)."""
         config = types.GenerateContentConfig(
             system_instruction=system_instruction,
             temperature=temperature,
             max_output_tokens=max_output_tokens,
             response_mime_type="application/json",
             response_json_schema=response_schema,
+            service_tier=types.ServiceTier(service_tier) if service_tier else None,
         )
         started = time.perf_counter()
         try:
@@ -113,16 +117,25 @@ class GeminiClient:
         except _TRANSPORT as exc:
             raise LlmError("server", f"Gemini unreachable: {exc}") from exc
         latency_ms = int((time.perf_counter() - started) * 1000)
-        meta = resp.usage_metadata
-        usage = Usage(
-            tokens_in=(meta.prompt_token_count or 0) if meta else 0,
-            tokens_out=((meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)) if meta else 0,
-        )
+        usage = usage_of(resp.usage_metadata)
         try:
             text = resp.text
         except ValueError:
             text = None
         return LlmResponse(text=text, usage=usage, latency_ms=latency_ms, model_version=resp.model_version)
+
+
+def usage_of(meta: types.GenerateContentResponseUsageMetadata | None) -> Usage:
+    """The billed tokens of a response: the prompt (cached part included, and counted apart so it
+    is billed at the cached price), and the answer with its thinking."""
+    if meta is None:
+        return Usage(0, 0)
+    tokens_in = meta.prompt_token_count or 0
+    return Usage(
+        tokens_in=tokens_in,
+        tokens_out=(meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0),
+        tokens_cached=min(meta.cached_content_token_count or 0, tokens_in),
+    )
 
 
 def classify_api_error(exc: genai_errors.APIError) -> LlmError:

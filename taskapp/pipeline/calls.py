@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from taskapp.domain.agents import Agent
-from taskapp.domain.pricing import cost_usd
+from taskapp.domain.pricing import DEFAULT_TABLE, PriceTable, cost_usd
 from taskapp.domain.prompts import (
     Answer,
     batch_schema,
@@ -66,8 +66,16 @@ class Deferred:
 class BatchCaller:
     """Makes a batch's calls through the gate: the batch call, then per-step repairs."""
 
-    def __init__(self, client: GeminiClient, gate: QuotaGate | None, agent: Agent, batch_id: uuid.UUID) -> None:
+    def __init__(
+        self,
+        client: GeminiClient,
+        gate: QuotaGate | None,
+        agent: Agent,
+        batch_id: uuid.UUID,
+        prices: PriceTable = DEFAULT_TABLE,
+    ) -> None:
         self.client, self.gate, self.agent, self.batch_id = client, gate, agent, batch_id
+        self.prices = prices
 
     def call_with_repairs(self, steps: list[Step], grant: Grant | None) -> tuple[dict[str, Answer], Carried, Deferred]:
         """One call for the batch; each step it answered badly gets up to two repair calls of its own."""
@@ -133,8 +141,9 @@ class BatchCaller:
             status="ok" if all(a.ok for a in answers.values()) else "partial",
             tokens_in=response.usage.tokens_in,
             tokens_out=response.usage.tokens_out,
+            tokens_cached=response.usage.tokens_cached,
             latency_ms=response.latency_ms,
-            cost_usd=cost_usd(model, response.usage),
+            cost_usd=cost_usd(model, response.usage, self.prices),
         )
         row.id = uuid.uuid4()
         return answers, (row, [sid for sid, _ in items])

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskapp.domain.agents import Agent
+from taskapp.domain.pricing import DEFAULT_TABLE, PriceTable
 from taskapp.domain.prompts import Answer, prompt_tokens
 from taskapp.domain.retry import after_call_error
 from taskapp.hotstate.quota_gate import Grant, QuotaGate
@@ -66,6 +67,7 @@ def execute_batch(
     give_up: bool = False,
     gate: QuotaGate | None = None,
     max_attempts: int | None = None,
+    prices: PriceTable = DEFAULT_TABLE,
 ) -> BatchOutcome:
     """Run one batch end to end: claim its steps (one transaction), call Gemini, commit the answers
     (another); a failed call releases or fails the steps (a third).
@@ -89,7 +91,7 @@ def execute_batch(
     log.info(
         "calling %s for %d step(s)", steps[0].model, len(steps), extra={"agent": agent.name, "batch_id": str(batch_id)}
     )
-    caller = BatchCaller(client, gate, agent, batch_id)
+    caller = BatchCaller(client, gate, agent, batch_id, prices)
     try:
         with LeaseKeeper(factory, steps, lease_s):
             answers, calls, deferred = caller.call_with_repairs(steps, grant)
@@ -108,7 +110,9 @@ def execute_batch(
         )
     # The answers are paid for: a database restart now is waited out, not turned into a second call.
     outcome = retry_database(
-        lambda: _commit_results(factory, batch_id, steps, answers, calls, deferred, outcome.skipped, stranded_s),
+        lambda: _commit_results(
+            factory, batch_id, steps, answers, calls, deferred, outcome.skipped, stranded_s, prices
+        ),
         budget_s=COMMIT_RETRY_S,
         what=f"committing batch {batch_id}",
     )
@@ -198,6 +202,7 @@ def _commit_results(
     deferred: Deferred,
     skipped: int,
     stranded_s: float,
+    prices: PriceTable = DEFAULT_TABLE,
 ) -> BatchOutcome:
     """One transaction: the bill, every answered step, and the steps whose repairs must wait."""
     committed = BatchOutcome(batch_id=batch_id, skipped=skipped)
@@ -205,7 +210,7 @@ def _commit_results(
         if calls:  # the bill: one Core INSERT (the rows need no tracking)
             session.connection().execute(insert(LlmCall), [as_row(call) for call, _ in calls])
         done = [s for s in steps if str(s.id) not in deferred.step_ids]
-        commit_answers(session, done, answers, calls, committed)
+        commit_answers(session, done, answers, calls, committed, prices)
         if deferred.step_ids:
             # Repairs the gate could not serve now: the retry asks for these steps again.
             release_steps(

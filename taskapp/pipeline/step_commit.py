@@ -1,8 +1,9 @@
 """The step commit: a batch's answers, each committed only if its claim still holds.
 
 One conditional statement for the whole batch (status and attempt number must be as the
-claim left them), so two racing deliveries commit a step once; the call's tokens and cost
-are shared out over the steps it carried.
+claim left them), so two racing deliveries commit a step once; the call's tokens (cached
+ones too) and its cost are shared out over the steps it carried, the cost in 1e-8 dollar
+units so the steps' costs add up exactly to what the calls cost.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from sqlalchemy import Integer, Numeric, String, Text, Uuid, bindparam, column, func, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from taskapp.domain.pricing import Usage, cost_usd, split_usage
+from taskapp.domain.pricing import DEFAULT_TABLE, PriceTable, Usage, exact_cost, split_cost, split_usage
 from taskapp.domain.prompts import Answer
 from taskapp.pipeline.calls import Carried
 from taskapp.store import events
@@ -35,6 +37,7 @@ _ANSWERS = (
         column("llm_call_id", Uuid),
         column("tokens_in", Integer),
         column("tokens_out", Integer),
+        column("tokens_cached", Integer),
         column("cost_usd", Numeric),
         name="answers",
     )
@@ -61,6 +64,7 @@ _COMMIT = (
         llm_call_id=_ANSWERS.c.llm_call_id,
         tokens_in=_ANSWERS.c.tokens_in,
         tokens_out=_ANSWERS.c.tokens_out,
+        tokens_cached=_ANSWERS.c.tokens_cached,
         cost_usd=_ANSWERS.c.cost_usd,
     )
     .returning(Step.id)
@@ -93,7 +97,12 @@ def as_row(call: LlmCall) -> dict[str, object]:
 
 
 def commit_answers(
-    session: Session, steps: list[Step], answers: dict[str, Answer], calls: Carried, outcome: BatchOutcome
+    session: Session,
+    steps: list[Step],
+    answers: dict[str, Answer],
+    calls: Carried,
+    outcome: BatchOutcome,
+    prices: PriceTable = DEFAULT_TABLE,
 ) -> None:
     """Commit each step unless another delivery claimed it since (its attempt number moved on).
 
@@ -102,7 +111,7 @@ def commit_answers(
     the step no longer its own and calls nothing.
     """
     now = datetime.now(UTC)
-    shares = usage_shares(steps, answers, calls)
+    shares, costs = bill_shares(steps, answers, calls, prices)
     last_call = {sid: row for row, sids in calls for sid in sids}
     planned: dict[uuid.UUID, tuple[Step, Answer, Usage, str | None]] = {}
     rows = []
@@ -123,7 +132,8 @@ def commit_answers(
                 "llm_call_id": str(call.id) if call else None,
                 "tokens_in": usage.tokens_in,
                 "tokens_out": usage.tokens_out,
-                "cost_usd": str(cost_usd(step.model, usage)),
+                "tokens_cached": usage.tokens_cached,
+                "cost_usd": str(costs.get(sid, Decimal(0))),
             }
         )
     committed: list[tuple[Step, Answer, Usage, str | None]] = []
@@ -165,15 +175,27 @@ def commit_answers(
             )
 
 
-def usage_shares(steps: list[Step], answers: dict[str, Answer], calls: Carried) -> dict[str, Usage]:
-    """Every call's tokens shared among the steps it carried, so per-step sums equal the bill."""
+def bill_shares(
+    steps: list[Step], answers: dict[str, Answer], calls: Carried, prices: PriceTable = DEFAULT_TABLE
+) -> tuple[dict[str, Usage], dict[str, Decimal]]:
+    """Every call's tokens and cost shared among the steps it carried, so per-step sums equal the bill.
+
+    Tokens go by prompt and answer size (`split_usage`); the call's recorded cost goes by what
+    each step's tokens would cost at the model's prices, apportioned in 1e-8 dollar units, so a
+    step's cost is never rounded on its own and the steps of a call add up to exactly its cost.
+    """
     inputs = {str(s.id): len(str(s.input)) for s in steps}
     shares: dict[str, Usage] = {}
+    costs: dict[str, Decimal] = {}
     for row, sids in calls:
         split = split_usage(
-            Usage(row.tokens_in, row.tokens_out), [inputs[s] for s in sids], [len(answers[s].raw) or 1 for s in sids]
+            Usage(row.tokens_in, row.tokens_out, row.tokens_cached or 0),
+            [inputs[s] for s in sids],
+            [len(answers[s].raw) or 1 for s in sids],
         )
-        for sid, usage in zip(sids, split, strict=True):
-            prev = shares.get(sid, Usage(0, 0))
-            shares[sid] = Usage(prev.tokens_in + usage.tokens_in, prev.tokens_out + usage.tokens_out)
-    return shares
+        price = prices.price(row.model)
+        parts = split_cost(Decimal(row.cost_usd), [exact_cost(price, u) for u in split])
+        for sid, usage, part in zip(sids, split, parts, strict=True):
+            shares[sid] = shares.get(sid, Usage(0, 0)) + usage
+            costs[sid] = costs.get(sid, Decimal(0)) + part
+    return shares, costs

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from taskapp.domain.pricing import Usage, cost_usd
 from taskapp.domain.prompts import prompt_tokens
+from taskapp.settings import get_settings
 from taskapp.store.models import LlmCall, Step
 from taskapp.store.workflows import agent_of_step
 
@@ -53,6 +54,7 @@ def record_lost_calls(session: Session, taken_over: list[Step]) -> int:
     if not claims:
         return 0
     rows = []
+    prices = get_settings().prices()  # the deployment's GEMINI_PRICES (no cached tokens: none are known)
     for (batch_id, claimed_at), steps in claims.items():
         agent, model = agent_of_step(session, steps[0]), steps[0].model
         tokens_in = prompt_tokens(agent, [(str(s.id), s.input) for s in steps])
@@ -67,7 +69,7 @@ def record_lost_calls(session: Session, taken_over: list[Step]) -> int:
                 "tokens_in": tokens_in,
                 "tokens_out": 0,
                 "latency_ms": 0,
-                "cost_usd": cost_usd(model, Usage(tokens_in, 0)),
+                "cost_usd": cost_usd(model, Usage(tokens_in, 0), prices),
                 "created_at": claimed_at,
                 "error": "worker lost mid-call: Gemini may have billed the call; its answer never arrived "
                 "(input tokens estimated, output unknown)",

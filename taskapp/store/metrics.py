@@ -67,6 +67,7 @@ class AgentStats:
     tokens_out: int
     cost_usd: float
     rate_limited: int
+    tokens_cached: int = 0  # of tokens_in, served from Gemini's prompt cache (billed at the cached price)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ def agent_stats(session: Session, since: datetime, scope: Scope = FLEET) -> list
                 func.percentile_cont(0.95).within_group(LlmCall.latency_ms).filter(ok).label("p95"),
                 func.coalesce(func.sum(LlmCall.tokens_in), 0).label("tokens_in"),
                 func.coalesce(func.sum(LlmCall.tokens_out), 0).label("tokens_out"),
+                func.coalesce(func.sum(LlmCall.tokens_cached), 0).label("tokens_cached"),
                 func.coalesce(func.sum(LlmCall.cost_usd), 0).label("cost"),
                 func.count().filter(LlmCall.error.like("rate_limited%")).label("rate_limited"),
             )
@@ -132,6 +134,7 @@ def agent_stats(session: Session, since: datetime, scope: Scope = FLEET) -> list
             func.percentile_cont(0.95).within_group(Step.buffer_wait_ms).label("buffer_p95"),
             func.coalesce(func.sum(Step.tokens_in), 0).label("tokens_in"),
             func.coalesce(func.sum(Step.tokens_out), 0).label("tokens_out"),
+            func.coalesce(func.sum(Step.tokens_cached), 0).label("tokens_cached"),
             func.coalesce(func.sum(Step.cost_usd), 0).label("cost"),
         )
         .where(*step_filter)
@@ -141,9 +144,16 @@ def agent_stats(session: Session, since: datetime, scope: Scope = FLEET) -> list
     for s in steps:
         c = calls.get((s.agent, s.model))
         if scope.fleet:  # every call made
-            tokens_in, tokens_out, cost = (int(c.tokens_in), int(c.tokens_out), float(c.cost)) if c else (0, 0, 0.0)
+            tokens_in, tokens_out, cached, cost = (
+                (int(c.tokens_in), int(c.tokens_out), int(c.tokens_cached), float(c.cost)) if c else (0, 0, 0, 0.0)
+            )
         else:  # the team's own steps' share of each call
-            tokens_in, tokens_out, cost = int(s.tokens_in), int(s.tokens_out), float(s.cost)
+            tokens_in, tokens_out, cached, cost = (
+                int(s.tokens_in),
+                int(s.tokens_out),
+                int(s.tokens_cached),
+                float(s.cost),
+            )
         by_reason = batches.get((s.agent, s.model), {})
         n_batches, n_batched = sum(n for n, _ in by_reason.values()), sum(size for _, size in by_reason.values())
         out.append(
@@ -165,6 +175,7 @@ def agent_stats(session: Session, since: datetime, scope: Scope = FLEET) -> list
                 tokens_out=tokens_out,
                 cost_usd=cost,
                 rate_limited=c.rate_limited if c else 0,
+                tokens_cached=cached,
             )
         )
     return sorted(out, key=lambda a: (a.agent, a.model))

@@ -193,6 +193,8 @@ class Step(Base):
     llm_call_id: Mapped[uuid.UUID | None]
     tokens_in: Mapped[int] = mapped_column(Integer, default=0)
     tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    # Of tokens_in, those Gemini served from its prompt cache (billed at the cached price).
+    tokens_cached: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     cost_usd: Mapped[Decimal] = mapped_column(default=Decimal(0))
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now_default())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -256,6 +258,8 @@ class LlmCall(Base):
     status: Mapped[str] = mapped_column(String(20))
     tokens_in: Mapped[int] = mapped_column(Integer, default=0)
     tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    # Of tokens_in, those Gemini served from its prompt cache (usage_metadata.cached_content_token_count).
+    tokens_cached: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[Decimal] = mapped_column(default=Decimal(0))
     error: Mapped[str | None] = mapped_column(Text)

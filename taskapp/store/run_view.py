@@ -81,6 +81,7 @@ class CallRow:
     cost_usd: Decimal
     error: str | None
     created_at: datetime
+    tokens_cached: int = 0
 
 
 def batch_shares(session: Session, run_id: uuid.UUID, batch_ids: list[uuid.UUID]) -> dict[uuid.UUID, BatchShare]:
@@ -112,6 +113,7 @@ def batch_shares(session: Session, run_id: uuid.UUID, batch_ids: list[uuid.UUID]
                 call.cost_usd,
                 call.error,
                 call.created_at,
+                call.tokens_cached,
             )
         )
     out: dict[uuid.UUID, BatchShare] = {}

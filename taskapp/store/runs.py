@@ -74,6 +74,7 @@ class RunTotals:
     steps_done: int
     tokens_in: int
     tokens_out: int
+    tokens_cached: int
     cost_usd: Decimal
     llm_calls: int
 
@@ -84,6 +85,7 @@ def run_totals(steps: list[Step]) -> RunTotals:
         steps_done=sum(1 for s in steps if s.status in FINAL_STEP_STATUSES),
         tokens_in=sum(s.tokens_in for s in steps),
         tokens_out=sum(s.tokens_out for s in steps),
+        tokens_cached=sum(s.tokens_cached or 0 for s in steps),
         cost_usd=sum((s.cost_usd for s in steps), Decimal(0)),
         llm_calls=len({s.llm_call_id for s in steps if s.llm_call_id}),
     )

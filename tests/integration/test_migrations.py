@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -45,5 +46,36 @@ def test_migrations_match_the_models_and_round_trip(empty_database):
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         migrate.upgrade(settings)
         assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_0009_adds_cached_tokens_to_existing_rows_and_comes_down_again(empty_database):
+    """Calls and steps recorded before 0009 read as having no cached tokens; 0009 down removes the columns."""
+    settings = load_settings({"DATABASE_URL": empty_database})
+    config = migrate.alembic_config(settings)
+    engine = create_engine(settings.database_url)
+
+    def columns(table: str) -> set[str]:
+        return {c["name"] for c in inspect(engine).get_columns(table)}
+
+    try:
+        command.upgrade(config, "0008")
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO llm_calls (id, batch_id, agent, model, step_count, status, tokens_in, tokens_out,"
+                " latency_ms, cost_usd) VALUES (gen_random_uuid(), gen_random_uuid(), 'a', 'm', 1, 'ok', 10, 2, 1,"
+                " 0.00000123)"
+            )
+        assert "tokens_cached" not in columns("llm_calls")
+        command.upgrade(config, "0009")
+        with engine.connect() as conn:
+            row = conn.exec_driver_sql("SELECT tokens_cached, cost_usd FROM llm_calls").one()
+            assert tuple(row) == (0, Decimal("0.00000123"))
+        assert "tokens_cached" in columns("steps")
+        command.downgrade(config, "0008")
+        assert "tokens_cached" not in columns("llm_calls") | columns("steps")
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM llm_calls").scalar() == 1
     finally:
         engine.dispose()

@@ -57,7 +57,9 @@
     document.getElementById("fact-steps").textContent = t.steps_done + " of " + t.steps;
     document.getElementById("fact-calls").textContent = t.llm_calls;
     document.getElementById("fact-tokens").textContent = t.tokens_in + t.tokens_out;
-    document.getElementById("fact-cost").textContent = ui.money(t.cost_usd);
+    var cost = document.getElementById("fact-cost");
+    cost.textContent = ui.moneyTotal(t.cost_usd);
+    cost.title = ui.moneyExact(t.cost_usd);
     if (finalStatus(run.status)) document.getElementById("cancel-form").hidden = true;
   }
 

@@ -30,7 +30,7 @@
     el("span", r.outcome.label, "status " + r.status + " tone-" + r.outcome.tone, cell("Status"));
     ui.stageBar(r.stages, r.status, cell("Stages"));
     cell("Duration", ui.duration(r.duration_ms), "num");
-    cell("Cost", ui.money(r.cost_usd), "num");
+    cell("Cost", ui.moneyTotal(r.cost_usd), "num").title = ui.moneyExact(r.cost_usd);
     cell("Created", r.created_at.slice(0, 19).replace("T", " "), "when");
     return tr;
   }

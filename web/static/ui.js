@@ -25,6 +25,17 @@
     if (usd < 1) return "$" + usd.toFixed(4);
     return "$" + usd.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
   }
+  // A run's or a team's total: to the cent, half up (web/formatting.py money_total); the exact amount
+  // (moneyExact, to 1e-8 dollars) goes in the element's title.
+  function moneyTotal(usd) {
+    if (usd === null || usd === undefined) return "";
+    var cents = Math.round(usd * 100 + 1e-9) / 100;
+    return "$" + cents.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  }
+  function moneyExact(usd) {
+    if (usd === null || usd === undefined) return "";
+    return "$" + usd.toFixed(8);
+  }
   function getJSON(url) {
     return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (resp) {
@@ -62,5 +73,5 @@
     el("span", words, "stage-words", wrap);
     return wrap;
   }
-  window.taskappUI = { el: el, duration: duration, money: money, getJSON: getJSON, stageBar: stageBar };
+  window.taskappUI = { el: el, duration: duration, money: money, moneyTotal: moneyTotal, moneyExact: moneyExact, getJSON: getJSON, stageBar: stageBar };
 })();

@@ -10,6 +10,9 @@ peak alone): the calls a worker keeps in flight, counted where they arrive. One 
 per connection, so a slow latency holds hundreds of calls at once.
 `POST /_sim/config {"answer_faults": [...]}` makes it drop or corrupt the answers of
 chosen batched items, to test that one bad answer never spoils its batch.
+A repeated system instruction (and schema) is reported as cached input
+(`usageMetadata.cachedContentTokenCount`, see prompt_cache.py; `cache_min_tokens` and
+`cache_ttl_s` on `/_sim/config`). `serviceTier` is accepted (and logged), never acted on.
 
 Each response goes out in one write with TCP_NODELAY: a handler that writes
 headers and body separately stalls ~40 ms per call (Nagle + delayed ACK).
@@ -27,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from taskapp.dev.gemini_sim.answers import FakeContext, fake_value
+from taskapp.dev.gemini_sim.prompt_cache import PromptCache
 from taskapp.dev.gemini_sim.quotas import SimQuotas
 from taskapp.domain.tokens import estimate_tokens
 
@@ -56,6 +60,7 @@ class SimulatorState:
         self.answer_faults: list[dict[str, Any]] = []
         self._fault_counts: dict[tuple[int, str], int] = {}
         self.quotas = SimQuotas()  # quotas enforced as Gemini does, and errors to inject
+        self.prompt_cache = PromptCache()  # Gemini's implicit prompt cache, generically
         # Values forced into every answer's output, e.g. {"approved": false}: a reviewer that never approves.
         self.output_overrides: dict[str, Any] = {}
         self.lock = threading.Lock()
@@ -95,6 +100,7 @@ class SimulatorState:
         if "latency_ms" in body:
             self.latency_ms = max(0, int(body["latency_ms"]))
         self.quotas.configure(body)
+        self.prompt_cache.configure(body)
         if "output_overrides" in body:
             if not isinstance(body["output_overrides"], dict):
                 raise ValueError("output_overrides: an object of output field -> value")
@@ -118,6 +124,7 @@ class SimulatorState:
             self._fault_counts.clear()
             self.output_overrides = {}
         self.quotas.reset()
+        self.prompt_cache.reset()
 
     def apply_faults(self, value: Any, tasks: list[dict[str, Any]]) -> int:
         """Force configured output fields, drop or corrupt the answers of matching tasks; returns how many were hit."""
@@ -159,6 +166,16 @@ def request_tokens(body: dict[str, Any]) -> int:
     return _tokens(system) + _tokens(prompt)
 
 
+def service_tier(body: dict[str, Any]) -> str | None:
+    """The request's service tier (the SDK sends `serviceTier` at the top level), if any: accepted, not acted on."""
+    config = body.get("generationConfig") or body.get("generation_config") or {}
+    for source in (body, config):
+        tier = source.get("serviceTier") or source.get("service_tier")
+        if tier:
+            return str(tier)
+    return None
+
+
 def generate(
     model: str, body: dict[str, Any], state: SimulatorState | None = None
 ) -> tuple[dict[str, Any], int, int, int]:
@@ -182,14 +199,18 @@ def generate(
         text = f"Simulated answer to: {' '.join(prompt.split())[:200]}"
     tokens_in = _tokens(system) + _tokens(prompt)
     tokens_out = _tokens(text)
+    cached = state.prompt_cache.cached_tokens(model, system, schema, _tokens(system)) if state is not None else 0
+    usage = {
+        "promptTokenCount": tokens_in,
+        "candidatesTokenCount": tokens_out,
+        "thoughtsTokenCount": 0,
+        "totalTokenCount": tokens_in + tokens_out,
+    }
+    if cached:
+        usage["cachedContentTokenCount"] = cached
     answer = {
         "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}],
-        "usageMetadata": {
-            "promptTokenCount": tokens_in,
-            "candidatesTokenCount": tokens_out,
-            "thoughtsTokenCount": 0,
-            "totalTokenCount": tokens_in + tokens_out,
-        },
+        "usageMetadata": usage,
         "modelVersion": model,
         "responseId": uuid.uuid4().hex[:16],
     }
@@ -308,6 +329,8 @@ class Handler(BaseHTTPRequestHandler):
                 "items": items,
                 "tokens_in": tokens_in,
                 "tokens_out": tokens_out,
+                "tokens_cached": answer["usageMetadata"].get("cachedContentTokenCount", 0),
+                "service_tier": service_tier(body),
             }
         )
         self._send(200, answer)
