@@ -14,6 +14,7 @@ from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template
 from taskapp.celery_app import queue_depths
 from taskapp.domain.status import RUN_STATUSES
 from taskapp.pipeline import orchestrator
+from taskapp.store import dashboard_series as series
 from taskapp.store import metrics, workflows
 from taskapp.store.models import Run
 from taskapp.store.runs import get_run, run_steps, runs_page
@@ -168,18 +169,18 @@ def dashboard():
     static/dashboard.js with the vendored uPlot, what batching saved, what waits now, per agent."""
     rng = _range(request.args.get("range"))
     if rng is None:
-        abort(400, f"range must be one of {', '.join(metrics.RANGES)}, not {request.args.get('range', '')[:20]!r}")
+        abort(400, f"range must be one of {', '.join(series.RANGES)}, not {request.args.get('range', '')[:20]!r}")
     scope = metrics.Scope.of(g.caller.team_id, g.caller.is_operator)
     since = datetime.now(UTC) - timedelta(seconds=rng.seconds)
     gate = metrics.gate_view(gate_usage(), scope)
     return render_template(
         "dashboard.html",
         rng=rng,
-        ranges=list(metrics.RANGES),
+        ranges=list(series.RANGES),
         data=dashboard_data(scope, rng, gate),
         agents=metrics.agent_stats(db(), since, scope),
-        savings=metrics.batching_savings(db(), since, scope),
-        waits=metrics.current_waits(db(), scope),
+        savings=series.batching_savings(db(), since, scope),
+        waits=series.current_waits(db(), scope),
         gate=gate,
         fleet=scope.fleet,
         runs=metrics.run_counts(db(), scope),
@@ -193,22 +194,22 @@ def dashboard_series():
     """The dashboard's series again (static/dashboard.js redraws from it every few seconds)."""
     rng = _range(request.args.get("range"))
     if rng is None:
-        raise ApiError(400, "invalid_range", f"range must be one of {', '.join(metrics.RANGES)}")
+        raise ApiError(400, "invalid_range", f"range must be one of {', '.join(series.RANGES)}")
     scope = metrics.Scope.of(g.caller.team_id, g.caller.is_operator)
     return jsonify(dashboard_data(scope, rng, metrics.gate_view(gate_usage(), scope)))
 
 
-def _range(raw: str | None) -> metrics.Range | None:
-    return metrics.RANGES.get(raw or "1h")
+def _range(raw: str | None) -> series.Range | None:
+    return series.RANGES.get(raw or "1h")
 
 
-def dashboard_data(scope: metrics.Scope, rng: metrics.Range, gate: dict) -> dict:
+def dashboard_data(scope: metrics.Scope, rng: series.Range, gate: dict) -> dict:
     """The series and each model's limits (requests and input tokens per minute) to draw them against."""
     limits = {
         model: {"rpm": dims.get("rpm", {}).get("limit"), "tpm": dims.get("tpm", {}).get("limit")}
         for model, dims in gate.items()
     }
-    return {**metrics.time_series(db(), rng, scope), "limits": limits}
+    return {**series.time_series(db(), rng, scope), "limits": limits}
 
 
 @bp.post("/runs/<run_id>/cancel")

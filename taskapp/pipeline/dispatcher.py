@@ -32,7 +32,7 @@ from taskapp.per_process import per_process
 from taskapp.pipeline import orchestrator
 from taskapp.pipeline.tool_publish import publish_tool_calls
 from taskapp.settings import Settings, get_settings
-from taskapp.store import in_motion
+from taskapp.store import in_motion, run_starts
 from taskapp.store.batches import close_batches, open_batch
 from taskapp.store.db import session_factory
 
@@ -74,10 +74,10 @@ class Dispatcher:
         if self._taken_along(run_id):
             return
         with self.factory.begin() as session:
-            run = orchestrator.lock_queued_run(session, uuid.UUID(str(run_id)))
+            run = run_starts.lock_queued_run(session, uuid.UUID(str(run_id)))
             if run is None:  # started already, being started by another transaction, or gone
                 return
-            others = orchestrator.queued_runs_to_start(session, run, ADVANCE_CHUNK - 1)
+            others = run_starts.queued_runs_to_start(session, run, ADVANCE_CHUNK - 1)
             done = orchestrator.advance_runs(session, [run.id, *others], self.settings, origin)
         self._mark_taken_along(others)
         self._carry_out(done, origin)
@@ -105,7 +105,7 @@ class Dispatcher:
         self.offer(done.ready)
         if done.freed_teams:
             with self.factory() as session:
-                waiting = orchestrator.next_queued_runs(session, done.freed_teams)
+                waiting = run_starts.next_queued_runs(session, done.freed_teams)
             if waiting:
                 self.advance(waiting, origin)
 

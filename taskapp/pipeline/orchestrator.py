@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from taskapp.domain.agents import lane_of
@@ -30,10 +30,11 @@ from taskapp.domain.engine import (
     step_key,
     within_team_budget,
 )
-from taskapp.domain.quota import TeamShare, pacific_day_start
+from taskapp.domain.quota import TeamShare
 from taskapp.settings import Settings
 from taskapp.store import events, workflows
 from taskapp.store.models import FINAL_RUN_STATUSES, PENDING_STEP_STATUSES, Run, Step, Team
+from taskapp.store.run_starts import TeamStarts, team_tokens_today
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def advance_runs(
     live = [(run, team) for run, team in rows if run.status not in FINAL_RUN_STATUSES]
     steps_of = _steps_of(session, [run.id for run, _ in live if run.status != "queued"])  # queued: no steps yet
     now = datetime.now(UTC)
-    starts = _TeamStarts(session)
+    starts = TeamStarts(session)
     with session.no_autoflush:
         plans = [
             plan
@@ -140,31 +141,6 @@ def _steps_of(session: Session, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, lis
     return steps_of
 
 
-class _TeamStarts:
-    """Whether a team with a concurrent-run limit may start one more run now (`TeamShare`),
-    counting the runs this transaction already started."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.started: Counter[uuid.UUID] = Counter()
-
-    def may_start(self, run: Run, share: TeamShare) -> bool:
-        if share.max_concurrent_runs is None:
-            return True
-        self.session.get(Team, run.team_id, with_for_update=True)  # two workers starting its runs: one at a time
-        running = self.started[run.team_id] + (
-            self.session.scalar(
-                select(func.count()).select_from(Run).where(Run.team_id == run.team_id, Run.status == "running")
-            )
-            or 0
-        )
-        if not share.may_start_run(running):
-            log.info("run waits for one of its team's %d running runs to end", running, extra={"run_id": str(run.id)})
-            return False  # stays queued: a run of the team that ends starts it, or the sweeper does
-        self.started[run.team_id] += 1
-        return True
-
-
 def _plan(
     session: Session,
     run: Run,
@@ -172,7 +148,7 @@ def _plan(
     steps: list[Step],
     settings: Settings,
     now: datetime,
-    starts: _TeamStarts,
+    starts: TeamStarts,
 ) -> _Plan | None:
     """One run's next move (None: nothing to write), decided by the domain's rules."""
     share = TeamShare(team.max_concurrent_runs, team.daily_token_budget) if team else TeamShare()
@@ -211,7 +187,7 @@ def _plan(
             elapsed_s=0.0 if starting else (now - (run.started_at or now)).total_seconds(),
         )
     if not decision.finished and share.daily_token_budget is not None:
-        decision = within_team_budget(decision, share, _team_tokens_today(session, run.team_id, now))
+        decision = within_team_budget(decision, share, team_tokens_today(session, run.team_id, now))
     if not (starting or decision.finished or decision.new_steps):
         return None
     next_seq = (steps[-1].seq + 1) if steps else 1
@@ -249,64 +225,6 @@ def _carry_out(session: Session, plans: list[_Plan], origin: str | None, now: da
             out.ready += _queue_steps(session, plan, origin, new_steps)
     if new_steps:  # every run's new steps in one INSERT (Core: no objects to track)
         session.connection().execute(insert(Step), new_steps)
-
-
-def _team_tokens_today(session: Session, team_id: uuid.UUID, now: datetime) -> int:
-    return int(
-        session.scalar(
-            select(func.coalesce(func.sum(Step.tokens_in + Step.tokens_out), 0))
-            .join(Run, Run.id == Step.run_id)
-            .where(Run.team_id == team_id, Step.finished_at >= pacific_day_start(now))
-        )
-        or 0
-    )
-
-
-def lock_queued_run(session: Session, run_id: uuid.UUID) -> Run | None:
-    """Lock a run; the run if it is still `queued` (not started yet by anyone).
-
-    None too when another transaction holds it: a starter that took it along with its own
-    (its start message then has nothing to do and must not wait, holding a worker, for
-    that starter's commit), the sweeper starting it, or a cancel. If that holder rolls
-    back, the sweeper starts the run after RUN_NUDGE_AFTER_S.
-    """
-    run = session.scalar(select(Run).where(Run.id == run_id).with_for_update(key_share=True, skip_locked=True))
-    return run if run is not None and run.status == "queued" else None
-
-
-def queued_runs_to_start(session: Session, run: Run, limit: int) -> list[uuid.UUID]:
-    """Other runs of `run`'s team still waiting for their first move, oldest first, locked.
-
-    None when the team has a concurrent-run limit (its queued runs wait for one of its
-    runs to end, and are started then). `SKIP LOCKED`: a run another starter holds is its
-    own, and waiting for it could deadlock two starters that each hold the other's run.
-    """
-    return list(
-        session.scalars(
-            select(Run.id)
-            .join(Team, Team.id == Run.team_id)
-            .where(
-                Run.team_id == run.team_id, Run.status == "queued", Run.id != run.id, Team.max_concurrent_runs.is_(None)
-            )
-            .order_by(Run.created_at)
-            .limit(limit)
-            .with_for_update(of=Run, skip_locked=True, key_share=True)
-        )
-    )
-
-
-def next_queued_runs(session: Session, team_ids: set[uuid.UUID]) -> list[uuid.UUID]:
-    """Each team's oldest queued run: the one to start when one of its runs ended."""
-    return [
-        rid
-        for rid in (
-            session.scalar(
-                select(Run.id).where(Run.team_id == t, Run.status == "queued").order_by(Run.created_at).limit(1)
-            )
-            for t in team_ids
-        )
-        if rid is not None
-    ]
 
 
 def _queue_steps(session: Session, plan: _Plan, origin: str | None, rows: list[dict[str, Any]]) -> list[Ready]:

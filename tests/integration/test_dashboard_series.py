@@ -92,7 +92,7 @@ def _batch(session, run_id, agent, when, size, seq0, cost=Decimal("0.0002"), sin
 
 
 def test_the_series_sum_a_teams_steps_calls_and_cost_per_bucket(settings, db_session):
-    from taskapp.store import metrics
+    from taskapp.store import dashboard_series, metrics
     from taskapp.store.models import Run
 
     team_id, _ = make_team(settings)
@@ -112,7 +112,7 @@ def test_the_series_sum_a_teams_steps_calls_and_cost_per_bucket(settings, db_ses
     _batch(db_session, run.id, "summarizer", now - timedelta(minutes=3), 4, 0)
     db_session.commit()
     scope = metrics.Scope(team_id)
-    series = metrics.time_series(db_session, metrics.RANGES["15m"], scope, now=now)
+    series = dashboard_series.time_series(db_session, dashboard_series.RANGES["15m"], scope, now=now)
     assert len(series["t"]) == 30 and series["bucket_s"] == 30
     assert sum(series["steps_per_min"]) == pytest.approx(4 * 2)  # 4 steps in one 30 s bucket: 8 per minute
     assert sum(series["calls_per_min"]) == pytest.approx(2)
@@ -121,12 +121,14 @@ def test_the_series_sum_a_teams_steps_calls_and_cost_per_bucket(settings, db_ses
     assert [v for v in series["run_p50_s"] if v is not None] == [10.0]
     assert sum(series["cost_per_hour"]) == pytest.approx(0.0002 * 120)
     assert sum(series["models"]["gemini-2.5-flash"]["requests_per_min"]) == pytest.approx(2)
-    other = metrics.time_series(db_session, metrics.RANGES["15m"], metrics.Scope(make_team(settings)[0]), now=now)
+    other = dashboard_series.time_series(
+        db_session, dashboard_series.RANGES["15m"], metrics.Scope(make_team(settings)[0]), now=now
+    )
     assert sum(other["steps_per_min"]) == 0 and other["models"] == {}  # another team sees none of it
 
 
 def test_batching_savings_count_calls_exactly_and_price_steps_at_one_step_calls(settings, db_session):
-    from taskapp.store import metrics
+    from taskapp.store import dashboard_series, metrics
     from taskapp.store.models import Run
 
     team_id, _ = make_team(settings)
@@ -138,7 +140,7 @@ def test_batching_savings_count_calls_exactly_and_price_steps_at_one_step_calls(
     _batch(db_session, run.id, "agent_b", now - timedelta(minutes=5), 3, 10)  # no one-step call to price it
     run.status = "succeeded"  # ended: the workers' sweeper must not take up a run made by hand
     db_session.commit()
-    saved = metrics.batching_savings(db_session, now - timedelta(hours=1), metrics.Scope(team_id))
+    saved = dashboard_series.batching_savings(db_session, now - timedelta(hours=1), metrics.Scope(team_id))
     assert (saved["steps"], saved["calls"], saved["calls_saved"]) == (8, 2, 6)
     assert saved["one_call_per_step_usd"] == pytest.approx(5 * 0.0003)
     assert saved["saved_usd"] == pytest.approx(5 * 0.0003 - 0.0005)
@@ -146,7 +148,7 @@ def test_batching_savings_count_calls_exactly_and_price_steps_at_one_step_calls(
 
 
 def test_current_waits_count_a_teams_steps_by_what_they_wait_for(settings, db_session):
-    from taskapp.store import events, metrics
+    from taskapp.store import dashboard_series, events, metrics
     from taskapp.store.models import Run, Step
 
     team_id, _ = make_team(settings)
@@ -180,7 +182,7 @@ def test_current_waits_count_a_teams_steps_by_what_they_wait_for(settings, db_se
     events.record_step(db_session, waiting, "quota.wait", model="m", reason="rpm", wait_s=1.0, ahead=0)
     db_session.commit()
     try:
-        assert metrics.current_waits(db_session, metrics.Scope(team_id)) == {
+        assert dashboard_series.current_waits(db_session, metrics.Scope(team_id)) == {
             "in_buffers": 2,
             "on_their_way": 1,
             "waiting_for_quota": 1,

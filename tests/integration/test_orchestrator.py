@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 
 from taskapp.pipeline import orchestrator
+from taskapp.store import run_starts
 from taskapp.store.models import Event, Run, Step, Team
 from taskapp.store.runs import create_run
 from tests.helpers import make_team
@@ -113,7 +114,7 @@ def test_a_team_limit_counts_the_runs_started_in_the_same_transaction(settings):
         ended = orchestrator.advance_runs(session, [running], settings)
     assert ended.freed_teams == {team_id}  # the dispatcher now starts the team's next queued run
     with factory() as session:
-        assert orchestrator.next_queued_runs(session, {team_id}) == [first if running == second else second]
+        assert run_starts.next_queued_runs(session, {team_id}) == [first if running == second else second]
 
 
 def test_a_start_takes_its_teams_other_queued_runs_along(settings):
@@ -133,20 +134,20 @@ def test_a_start_takes_its_teams_other_queued_runs_along(settings):
     starter = factory()  # another start message's transaction, holding one of the runs
     try:
         starter.begin()
-        assert orchestrator.lock_queued_run(starter, held) is not None
+        assert run_starts.lock_queued_run(starter, held) is not None
         with factory.begin() as session:
-            run = orchestrator.lock_queued_run(session, own)
-            assert orchestrator.lock_queued_run(session, held) is None  # held by a starter: not waited for
-            assert orchestrator.queued_runs_to_start(session, run, 63) == [along]
+            run = run_starts.lock_queued_run(session, own)
+            assert run_starts.lock_queued_run(session, held) is None  # held by a starter: not waited for
+            assert run_starts.queued_runs_to_start(session, run, 63) == [along]
             started = orchestrator.advance_runs(session, [own, along], settings)
         assert sorted(r.run_id for r in started.ready) == sorted(map(str, (own, along)))
     finally:
         starter.rollback()
         starter.close()
     with factory.begin() as session:
-        assert orchestrator.lock_queued_run(session, along) is None  # its own message finds it started
-        assert orchestrator.queued_runs_to_start(session, orchestrator.lock_queued_run(session, held), 63) == []
-        assert orchestrator.queued_runs_to_start(session, orchestrator.lock_queued_run(session, limited), 63) == []
+        assert run_starts.lock_queued_run(session, along) is None  # its own message finds it started
+        assert run_starts.queued_runs_to_start(session, run_starts.lock_queued_run(session, held), 63) == []
+        assert run_starts.queued_runs_to_start(session, run_starts.lock_queued_run(session, limited), 63) == []
     with factory() as session:
         assert session.get(Run, other_team).status == "queued"
         assert session.get(Run, limited_waiting).status == "queued"
