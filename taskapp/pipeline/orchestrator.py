@@ -165,7 +165,7 @@ def _plan(
         decision = Decision(failure=f"workflow {run.workflow!r} is not known here (no stored version)")
     else:
         decision = decide(
-            _workflow(definition),
+            DefinedWorkflow(definition),
             run.input,
             [
                 StepState(
@@ -192,17 +192,6 @@ def _plan(
         return None
     next_seq = (steps[-1].seq + 1) if steps else 1
     return _Plan(run, team, starting, decision, next_seq, run_options.priority, definition)
-
-
-_workflows: dict[int, DefinedWorkflow] = {}
-
-
-def _workflow(definition: Definition) -> DefinedWorkflow:
-    """One engine per definition (definitions are cached for good by version: taskapp.store.workflows)."""
-    found = _workflows.get(id(definition))
-    if found is None or found.definition is not definition:
-        found = _workflows[id(definition)] = DefinedWorkflow(definition)
-    return found
 
 
 def _carry_out(session: Session, plans: list[_Plan], origin: str | None, now: datetime, out: Advanced) -> None:

@@ -31,7 +31,7 @@ from sqlalchemy import Float, cast, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from taskapp.pipeline.dispatcher import Dispatcher
-from taskapp.pipeline.orchestrator import TOOL_STEP, Ready
+from taskapp.pipeline.orchestrator import Ready
 from taskapp.pipeline.tool_publish import publish_tool_calls
 from taskapp.store import events, tool_steps
 from taskapp.store.batches import close_abandoned_batches
@@ -100,9 +100,8 @@ def _live(run_id_col: Any) -> Any:
 
 
 def _ready(session: Session, step: Step, priority: str = "batch") -> Ready:
-    """A step to offer again, with its lane and its agent's batch policy (from the run's definition)."""
-    if step.kind == TOOL_STEP:
-        return Ready(str(step.id), step.agent, step.model, str(step.run_id), priority, kind=TOOL_STEP)
+    """An agent step to offer again, with its lane and its agent's batch policy (from the run's
+    definition); tool steps are taken back by taskapp.store.tool_steps."""
     agent = agent_of_step(session, step)
     return Ready(
         str(step.id),

@@ -17,7 +17,7 @@ from sqlalchemy import Integer, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from taskapp.domain.agents import Agent
+from taskapp.domain.agents import Agent, agent_id_of_lane
 from taskapp.domain.definitions.checks import Definition, load_stored
 from taskapp.store.models import Run, Step, Workflow, WorkflowVersion
 
@@ -76,19 +76,14 @@ def sync_shared(session: Session, definitions: list[Definition]) -> list[tuple[s
 
 def resolve(session: Session, team_id: uuid.UUID, name: str, version: int | None = None) -> WorkflowVersion:
     """The version a new run of `name` starts with: the given one, else the latest."""
-    workflow = _visible(session, team_id, name)
-    if workflow is None:
-        raise UnknownWorkflow(name)
-    number = workflow.latest_version if version is None else version
-    found = _version(session, workflow.id, number)
-    if found is None:
-        raise UnknownVersion(f"workflow {name!r} has no version {version} (latest: {workflow.latest_version})")
+    found = session.get(WorkflowVersion, resolve_id(session, team_id, name, version))
+    assert found is not None  # resolve_id just read it
     return found
 
 
 def resolve_id(session: Session, team_id: uuid.UUID, name: str, version: int | None = None) -> uuid.UUID:
-    """`resolve`'s version id alone, in one statement (a run's submission: the definition itself
-    comes from this process's cache)."""
+    """The id of the version `resolve` names, in one statement (a run's submission needs no more:
+    the definition itself comes from this process's cache)."""
     row = session.execute(_RESOLVE, {"name": name, "team_id": team_id, "version": version}).first()
     if row is None:
         raise UnknownWorkflow(name)
@@ -202,8 +197,12 @@ def definition_of_run(session: Session, run: Run) -> Definition:
 
 
 def agent_of_step(session: Session, step: Step) -> Agent:
-    """The agent a step calls, as its run's pinned definition defines it (reads two columns of
-    the run, not the run: this is on every batch's path)."""
+    """The agent a step calls, as its run's pinned definition defines it. On every batch's path:
+    a lane names its agent by the hash of everything that shapes its calls, so the agent found
+    for a lane once is that lane's agent for good, and later batches of it read nothing."""
+    cached = _agents_by_lane.get(step.lane) if step.lane else None
+    if cached is not None:
+        return cached
     pinned = session.execute(select(Run.workflow_version_id, Run.workflow).where(Run.id == step.run_id)).one()
     if pinned.workflow_version_id is not None:
         definition = definition_of(session, pinned.workflow_version_id)
@@ -212,6 +211,8 @@ def agent_of_step(session: Session, step: Step) -> Agent:
     agent = definition.agents.get(step.agent)
     if agent is None:
         raise UnknownAgent(f"workflow {pinned.workflow!r} has no agent {step.agent!r}")
+    if step.lane and agent_id_of_lane(step.lane) == agent.id:
+        _agents_by_lane[step.lane] = agent
     return agent
 
 
@@ -228,6 +229,7 @@ def version_numbers(session: Session, version_ids: list[uuid.UUID | None]) -> di
 
 
 _definitions: dict[uuid.UUID, Definition] = {}
+_agents_by_lane: dict[str, Agent] = {}
 _numbers: dict[uuid.UUID, int] = {}
 
 
