@@ -50,7 +50,7 @@ def pool_stack(tmp_path_factory):
         from taskapp.store import migrate
 
         migrate.upgrade(load_settings(s.env()))
-        url, _ = s.start_web(API_RATE_LIMIT="100/second", **NODE_ENV)
+        url, _ = s.start_web(API_RATE_LIMIT="100000/minute", **NODE_ENV)  # it polls 150 runs a second
         s.start_worker("pool-orch", concurrency=2, role="orchestration", **NODE_ENV)
         llm = s.start_worker(
             "pool-llm",
